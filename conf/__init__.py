@@ -1,0 +1,1 @@
+"""Hydra configs, importable as zoft.conf so an installed zoft-run finds them."""

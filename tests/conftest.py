@@ -1,0 +1,37 @@
+"""Shared fixtures: the real task data beside the checkout and tiny models built in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from zoft.config import register_configs
+from zoft.models import load_model
+
+register_configs()  # what zoft-run does at import, for tests that compose configs
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("ZOFT_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "glue").is_dir():
+        pytest.fail(f"task data not found at {DATA_DIR}; set ZOFT_DATA to ../shared/data")
+    return DATA_DIR
+
+
+def model_cfg(name: str) -> OmegaConf:
+    """The shipped model config `name`, as the runner would see it."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"model={name}"])
+    return cfg.model
+
+
+def tiny(arch: str = "opt", dtype: str = "fp32", num_labels: int = 2):
+    return load_model(model_cfg(f"tiny-{arch}"), dtype, "cpu", num_labels)

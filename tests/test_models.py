@@ -1,0 +1,51 @@
+"""Model loading: tiny models, clear errors offline, and the packaged SmolLM2 on real data."""
+
+import pytest
+import torch
+
+from tests.conftest import model_cfg, tiny
+from zoft.models import ModelLoadError, load_model
+from zoft.scoring import build_scorer
+from zoft.tasks import get_task
+
+
+@pytest.mark.parametrize(
+    "arch,kind", [("opt", "causal"), ("llama", "causal"), ("roberta", "masked")]
+)
+def test_tiny_models_build_in_process(arch, kind):
+    loaded = tiny(arch)
+    assert sum(p.numel() for p in loaded.model.parameters()) < 500_000
+    for word in (" great", " terrible", " Yes", " No", " Maybe"):
+        assert len(loaded.tokenizer.encode(word, add_special_tokens=False)) == 1
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_dtype_is_applied(dtype):
+    loaded = tiny("opt", dtype=dtype)
+    expected = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    assert all(p.dtype == expected for p in loaded.model.parameters())
+
+
+def test_hub_model_offline_names_the_model_and_model_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError, match=r"opt-13b.*model\.path="):
+        load_model(model_cfg("opt-13b"), "fp32", "cpu")
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    cfg = model_cfg("opt-125m")
+    cfg.path = str(tmp_path / "nowhere")
+    with pytest.raises(ModelLoadError, match=r"model\.path=.*nowhere does not exist"):
+        load_model(cfg, "fp32", "cpu")
+
+
+def test_packaged_smollm2_loads_and_scores_sst2_dev(data_dir):
+    loaded = load_model(model_cfg("smollm2-135m"), "fp32", "cpu")
+    assert sum(p.numel() for p in loaded.model.parameters()) == 134_515_008
+    task = get_task("sst2")
+    dev = task.load_local("validation", data_dir)[:24]
+    scorer = build_scorer("causal_lm", task, loaded.tokenizer, "review", 512)
+    predictions = scorer.predict(loaded.model, dev, batch_size=12)
+    accuracy = task.score(predictions, dev)["accuracy"]
+    assert accuracy > 0.6  # a real pretrained model, well above chance on real data

@@ -1,0 +1,73 @@
+"""Scorers: batched, padded scores equal one-at-a-time computations; losses are fp32."""
+
+import torch
+
+from tests.conftest import tiny
+from zoft.scoring import build_scorer
+from zoft.tasks import get_task
+
+
+def _examples(data_dir, task="sst2", n=4):
+    return get_task(task).load_local("train", data_dir)[:n]
+
+
+def test_causal_scores_are_mean_option_logprobs_despite_left_padding(data_dir):
+    loaded = tiny("llama")
+    task = get_task("rte")
+    examples = _examples(data_dir, "rte")
+    scorer = build_scorer("causal_lm", task, loaded.tokenizer, "mezo", 512)
+    with torch.no_grad():
+        table = scorer.scores(loaded.model.eval(), examples)
+        tok = loaded.tokenizer
+        for i, ex in enumerate(examples):
+            p = task.causal_prompt(ex, "mezo")
+            for j, option in enumerate(p.options):
+                full = tok(p.prompt + option).input_ids
+                n = len(full) - len(tok(p.prompt).input_ids)
+                logits = loaded.model(input_ids=torch.tensor([full])).logits[0].float()
+                lp = logits[:-1].log_softmax(-1).gather(-1, torch.tensor(full[1:])[:, None])
+                torch.testing.assert_close(table[i, j], lp[-n:].mean(), rtol=1e-4, atol=1e-4)
+
+
+def test_causal_loss_is_cross_entropy_over_candidates(data_dir):
+    loaded = tiny("opt")
+    examples = _examples(data_dir)
+    scorer = build_scorer("causal_lm", get_task("sst2"), loaded.tokenizer, "mezo", 256)
+    with torch.no_grad():
+        table = scorer.scores(loaded.model.eval(), examples)
+        loss = scorer.loss(loaded.model, examples)
+    gold = torch.tensor([e.label for e in examples])
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(table, gold))
+    assert loss.dtype == torch.float32
+
+
+def test_masked_lm_scores_label_words_at_the_mask(data_dir):
+    loaded = tiny("roberta")
+    examples = _examples(data_dir, "rte")
+    scorer = build_scorer("masked_lm", get_task("rte"), loaded.tokenizer, "mezo", 64)
+    with torch.no_grad():
+        table = scorer.scores(loaded.model.eval(), examples)
+    assert table.shape == (4, 2) and torch.isfinite(table).all()
+    assert len(scorer.predict(loaded.model, examples, batch_size=3)) == 4
+
+
+def test_classifier_head_scores_every_label(data_dir):
+    from omegaconf import OmegaConf
+
+    from zoft.models import load_model
+
+    cfg = OmegaConf.create(
+        {
+            "name": "tiny-cls",
+            "kind": "classifier",
+            "source": "tiny",
+            "tiny": {"arch": "roberta"},
+            "path": None,
+            "device_map": None,
+        }
+    )
+    loaded = load_model(cfg, "fp32", "cpu", num_labels=2)
+    scorer = build_scorer("classifier", get_task("rte"), loaded.tokenizer, "mezo", 64)
+    loss = scorer.loss(loaded.model, _examples(data_dir, "rte"))
+    loss.backward()
+    assert loss.dtype == torch.float32

@@ -1,0 +1,80 @@
+"""Thin entry points: zoft-run (Hydra)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from tabulate import tabulate
+
+from zoft.config import register_configs
+from zoft.errors import ZoftError
+
+log = logging.getLogger("zoft")
+
+register_configs()
+
+
+def summary_table(result: dict) -> str:
+    """A small human table of one run's outcome."""
+    rows = [
+        ("run", f"{result['task']} / {result['model']} / {result['optimizer']}"),
+        (
+            "status",
+            result["status"] + (" (skipped: already complete)" if result.get("skipped") else ""),
+        ),
+    ]
+    for key in ("zero_shot", "dev", "test"):
+        if result.get(key):
+            rows.append((key, ", ".join(f"{m} {v:.4f}" for m, v in result[key].items())))
+    for key in (
+        "steps",
+        "forward_passes",
+        "backward_passes",
+        "train_loss_first",
+        "train_loss_last",
+        "wall_time_s",
+        "output_dir",
+    ):
+        if result.get(key) is not None:
+            rows.append((key, result[key]))
+    peaks = {p: m["host_peak_rss_mib"] for p, m in (result.get("memory") or {}).items()}
+    if peaks:
+        rows.append(("peak RSS MiB", ", ".join(f"{p} {v:.0f}" for p, v in peaks.items())))
+    return tabulate(rows, tablefmt="simple")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://zoft.conf", config_name="config")
+def _hydra_entry(cfg: DictConfig) -> None:
+    from zoft.runner import run
+
+    try:
+        result = run(cfg)
+    except ZoftError as err:
+        log.error("%s", err)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return  # the cell's result.json records the failure; the sweep goes on
+        sys.exit(1)
+    print(summary_table(result), flush=True)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def run_main() -> None:
+    """zoft-run: one experiment, or a sweep with -m."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _quiet_libraries()
+    _hydra_entry()

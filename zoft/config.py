@@ -1,0 +1,114 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore.
+
+Each YAML in conf/<group>/ extends its group's schema, so a mistyped key or a wrong type fails at
+start-up instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ModelKind(str, Enum):
+    causal_lm = "causal_lm"
+    masked_lm = "masked_lm"
+    classifier = "classifier"
+
+
+class ModelSource(str, Enum):
+    hub = "hub"  # a hub id (or model.path, a local copy of it)
+    gguf_package = "gguf_package"  # a GGUF file shipped inside a Python package
+    package_dir = "package_dir"  # a Hugging Face model directory shipped inside a Python package
+    tiny = "tiny"  # random weights built from a config, tokenizer built in-process
+
+
+class Protocol(str, Enum):
+    large = "large"  # MeZO large-model sampling: num_train / num_dev / num_eval
+    kshot = "kshot"  # LM-BFF k examples per label
+
+
+class DType(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    kind: ModelKind = ModelKind.causal_lm
+    source: ModelSource = ModelSource.hub
+    hub_id: str | None = None
+    path: str | None = None  # a local model directory; overrides the source
+    package: str | None = None  # Python package holding the weights (packaged models)
+    package_subdir: str = ""
+    gguf_file: str | None = None
+    tiny: dict[str, Any] = field(default_factory=dict)  # architecture and sizes of a tiny model
+    max_length: int = 512
+    lora_targets: list[str] = field(default_factory=list)
+    device_map: str | None = None  # "auto" spreads a large model over every visible device
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    data_dir: str | None = None  # local data root (the layout of ../shared/data); else the hub
+    protocol: Protocol = Protocol.large
+    num_train: int = 1000
+    num_dev: int = 500
+    num_eval: int = 1000
+    k: int = 16
+    kshot_test_cap: int = 1000
+    template: str = "mezo"  # causal-LM prompt, a name registered by the task
+
+
+@dataclass
+class OptimizerConfig:
+    """Fields every optimizer has; each optimizer's schema extends this one."""
+
+    name: str = MISSING
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | csv
+
+
+@dataclass
+class ZoftConfig:
+    model: Any = MISSING
+    task: Any = MISSING
+    optimizer: Any = MISSING
+    logger: Any = MISSING
+    seed: int = 0  # noise / training-order seed
+    data_seed: int = 0  # sampling seed
+    steps: int = 100
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    eval_every: int = 0  # dev evaluation interval in steps; 0 = only after the last step
+    log_every: int = 10
+    zero_shot: bool = True  # evaluate the test set at step 0
+    results_dir: str = "runs"
+    output_dir: str | None = None  # default: derived from task/model/optimizer/seeds/config hash
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: DType = DType.fp32
+
+
+def register_configs() -> None:
+    """Store every schema; optimizer schemas come from the optimizer registry."""
+    from zoft.optim import OPTIMIZERS
+
+    cs = ConfigStore.instance()
+    cs.store(name="zoft_schema", node=ZoftConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="task", name="task_schema", node=TaskConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    for name in OPTIMIZERS:
+        cs.store(group="optimizer", name=f"{name}_schema", node=OPTIMIZERS.meta(name)["config"])

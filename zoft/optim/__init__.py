@@ -1,0 +1,12 @@
+"""Optimizers, registered by name with their config dataclass."""
+
+from zoft.registry import Registry
+
+OPTIMIZERS: Registry = Registry("optimizer")
+
+from zoft.optim import first_order, mezo  # noqa: E402,F401  (registration side effects)
+
+
+def build_optimizer(cfg, model, scorer, total_steps: int, seed: int):
+    """The optimizer named cfg.name, on the model's trainable parameters."""
+    return OPTIMIZERS.get(cfg.name)(cfg, model, scorer, total_steps, seed)

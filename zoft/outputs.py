@@ -1,0 +1,110 @@
+"""Run-directory writers: atomic result.json/config.yaml, append-only metrics.jsonl, a human log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("torch", "transformers", "datasets", "hydra-core", "peft", "accelerate", "numpy")
+RESULT_FILE = "result.json"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write to a temporary file in the same directory, then rename: never a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+class MetricsLog:
+    """metrics.jsonl, one JSON object per logged step, flushed as it goes."""
+
+    def __init__(self, path: Path, csv_path: Path | None = None) -> None:
+        self.path = path
+        self.csv_path = csv_path
+        self._csv_columns: list[str] | None = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.csv_path is not None:
+            self._write_csv(record)
+
+    def _write_csv(self, record: dict[str, Any]) -> None:
+        if self._csv_columns is None:
+            self._csv_columns = list(record)
+            self.csv_path.write_text(",".join(self._csv_columns) + "\n")
+        with self.csv_path.open("a", encoding="utf-8") as f:
+            f.write(
+                ",".join(
+                    "" if record.get(c) is None else str(record.get(c)) for c in self._csv_columns
+                )
+                + "\n"
+            )
+
+
+def attach_file_log(run_dir: Path) -> logging.Handler:
+    """Mirror every log line of this run into <run_dir>/run.log."""
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    """Versions and device, for result.json."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    if torch.cuda.is_available():
+        device_name = torch.cuda.get_device_name(0)
+    else:
+        device_name = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return {"packages": versions, "git_commit": git_commit(), "device_name": device_name}

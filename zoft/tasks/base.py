@@ -1,0 +1,153 @@
+"""What every task provides: local and hub loading, prompts for each model kind, its metric."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from zoft.tasks.io import DataError, parse_label, read_tsv
+
+log = logging.getLogger(__name__)
+
+MASK = "<mask>"  # placeholder in masked-LM templates; the scorer swaps in the tokenizer's token
+
+
+@dataclass(frozen=True)
+class Example:
+    fields: dict[str, Any]
+    label: int  # index into the task's label_names (or its candidates)
+
+
+@dataclass(frozen=True)
+class CausalPrompt:
+    """A prompt and the options appended to it; the prediction is the best-scored option."""
+
+    prompt: str
+    options: tuple[str, ...]
+    gold: int
+    objective: str = "classification"  # "classification": CE over options; "lm": CE on gold tokens
+
+
+@dataclass(frozen=True)
+class MaskedPrompt:
+    text: str  # contains MASK once
+    label_words: tuple[str, ...]  # each with its leading space, one token each
+    gold: int
+
+
+@dataclass(frozen=True)
+class PairInput:
+    text: str
+    text_pair: str | None
+    gold: int
+
+
+@dataclass
+class Splits:
+    train: list[Example]
+    dev: list[Example]
+    test: list[Example]
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+class Task(ABC):
+    """A task: subclasses set the class attributes and implement the row parsers."""
+
+    name: ClassVar[str]
+    label_names: ClassVar[tuple[str, ...]]
+    metric: ClassVar[str] = "accuracy"
+    hub_path: ClassVar[str]
+    hub_config: ClassVar[str | None] = None
+    hub_splits: ClassVar[dict[str, str]] = {"train": "train", "validation": "validation"}
+    kshot_dir: ClassVar[str | None] = None  # folder under <data_dir>/k-shot/ (LM-BFF layout)
+    kshot_files: ClassVar[dict[str, str]] = {
+        "train": "train.tsv",
+        "dev": "dev.tsv",
+        "test": "test.tsv",
+    }
+    causal_templates: ClassVar[dict[str, Callable[[Example], CausalPrompt]]] = {}
+
+    # --- loading -------------------------------------------------------------------------
+    @abstractmethod
+    def load_local(self, split: str, data_dir: Path) -> list[Example]:
+        """Read the official `split` ("train" or "validation") from a local data root."""
+
+    @abstractmethod
+    def from_hub_row(self, row: dict[str, Any]) -> Example:
+        """Turn one row of the hub dataset into an Example."""
+
+    def kshot_row(self, row: dict[str, str], path: Path, line: int) -> Example:
+        """Parse one row of a ready LM-BFF k-shot file (label in the last field)."""
+        raise DataError(f"task {self.name} has no reader for LM-BFF k-shot files ({path})")
+
+    def load_hub(self, split: str) -> list[Example]:
+        import datasets
+
+        hub_split = self.hub_splits[split]
+        try:
+            rows = datasets.load_dataset(self.hub_path, self.hub_config, split=hub_split)
+        except Exception as err:  # datasets raises many types for "offline" / "not found"
+            raise DataError(
+                f"Could not load task '{self.name}' split '{hub_split}' from the hub "
+                f"({self.hub_path}, {self.hub_config}): {err}\nWithout network, set task.data_dir "
+                "(or ZOFT_DATA) to a local copy laid out like ../shared/data."
+            ) from err
+        return [self.from_hub_row(dict(row)) for row in rows]
+
+    def load_kshot_ready(
+        self, data_dir: Path, k: int, seed: int
+    ) -> dict[str, list[Example]] | None:
+        """The ready LM-BFF split <TASK>/<k>-<seed>/ if it exists locally, else None."""
+        if self.kshot_dir is None:
+            return None
+        folder = data_dir / "k-shot" / self.kshot_dir / f"{k}-{seed}"
+        if not folder.is_dir():
+            return None
+        out = {}
+        for split, filename in self.kshot_files.items():
+            path = folder / filename
+            out[split] = [self.kshot_row(row, path, n) for n, row in read_tsv(path)]
+        return out
+
+    # --- prompts -------------------------------------------------------------------------
+    def causal_prompt(self, example: Example, template: str) -> CausalPrompt:
+        if template not in self.causal_templates:
+            raise DataError(
+                f"task {self.name} has no causal-LM template '{template}'; "
+                f"choose task.template from {sorted(self.causal_templates)}"
+            )
+        return self.causal_templates[template](example)
+
+    def masked_prompt(self, example: Example) -> MaskedPrompt:
+        raise DataError(f"task {self.name} has no masked-LM template")
+
+    @abstractmethod
+    def pair_input(self, example: Example) -> PairInput:
+        """Plain text (and text pair) for an encoder with a classification head."""
+
+    # --- metric --------------------------------------------------------------------------
+    def score(self, predictions: Sequence[int], examples: Sequence[Example]) -> dict[str, float]:
+        if not examples:
+            return {self.metric: float("nan")}
+        correct = sum(int(p == e.label) for p, e in zip(predictions, examples, strict=True))
+        return {self.metric: correct / len(examples)}
+
+
+def label_map(task: type[Task] | Task) -> dict[str, int]:
+    return {name: i for i, name in enumerate(task.label_names)}
+
+
+def tsv_examples(path: Path, text_columns: dict[str, str], labels: dict[Any, int]) -> list[Example]:
+    """Examples of a headed TSV: `text_columns` maps Example field -> column; label is `label`."""
+    return [
+        Example(
+            fields={f: row[c] for f, c in text_columns.items()},
+            label=parse_label(row["__last__"], labels, path, n),
+        )
+        for n, row in read_tsv(path, required=tuple(text_columns.values()))
+    ]

@@ -1,0 +1,84 @@
+"""Readers for the official local formats; every failure names the file (and line)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from zoft.errors import ZoftError
+
+
+class DataError(ZoftError, ValueError):
+    """Missing or malformed task data; the message names the file, the line and the fix."""
+
+
+def require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise DataError(
+            f"Data file not found: {path}. Point task.data_dir (or the ZOFT_DATA environment "
+            "variable) at a directory laid out like ../shared/data, or unset both to use the hub."
+        )
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with require_file(path).open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise DataError(f"{path}, line {number}: expected a JSON object")
+            rows.append(row)
+    return rows
+
+
+def read_tsv(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, row) of a headed, unquoted TSV; the last header field may repeat."""
+    with require_file(path).open(encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DataError(f"{path}, line 1: header lacks column(s) {missing}; found {header}")
+        for number, line in enumerate(f, start=2):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            fields = line.split("\t")
+            if len(fields) < len(header):
+                raise DataError(
+                    f"{path}, line {number}: {len(fields)} fields, expected {len(header)} ({header})"
+                )
+            row = dict(zip(header, fields, strict=False))
+            row["__last__"] = fields[-1]
+            yield number, row
+
+
+def read_headless_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    with require_file(path).open(encoding="utf-8", newline="") as f:
+        for number, fields in enumerate(csv.reader(f), start=1):
+            if len(fields) != len(columns):
+                raise DataError(f"{path}, line {number}: expected {len(columns)} fields {columns}")
+            yield number, dict(zip(columns, fields, strict=True))
+
+
+def parse_label(value: Any, mapping: dict[Any, int], path: Path, line: int) -> int:
+    """Map a raw label to its index, with an error naming the place of a bad value."""
+    if value not in mapping:
+        raise DataError(
+            f"{path}, line {line}: unknown label {value!r}; expected one of {list(mapping)}"
+        )
+    return mapping[value]
+
+
+def require_keys(row: dict[str, Any], keys: tuple[str, ...], path: Path, line: int) -> None:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise DataError(f"{path}, line {line}: missing field(s) {missing}")

@@ -1,0 +1,117 @@
+"""The two sampling protocols of DESIGN §5.2 and the choice between local and hub data."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoft.tasks.base import Example, Splits, Task
+from zoft.tasks.io import DataError
+
+log = logging.getLogger(__name__)
+
+
+def large_model_split(
+    train_pool: Sequence[Example],
+    validation: Sequence[Example],
+    num_train: int,
+    num_dev: int,
+    num_eval: int,
+    seed: int,
+) -> tuple[list[Example], list[Example], list[Example], list[str]]:
+    """MeZO's protocol: a seeded permutation of train gives train + dev (dev = the last num_dev);
+    test is num_eval examples of the official validation split drawn with the same seed."""
+    notes = []
+    wanted = num_train + num_dev
+    order = np.random.RandomState(seed).permutation(len(train_pool))[:wanted]
+    if len(order) < wanted:
+        notes.append(
+            f"train split has {len(train_pool)} examples, fewer than num_train + num_dev = {wanted}; "
+            f"using {max(len(order) - num_dev, 0)} train / {min(num_dev, len(order))} dev"
+        )
+    drawn = [train_pool[i] for i in order]
+    cut = max(len(drawn) - num_dev, 0)
+    train, dev = drawn[:cut], drawn[cut:]
+    test_order = np.random.RandomState(seed).permutation(len(validation))[:num_eval]
+    if len(test_order) < num_eval:
+        notes.append(
+            f"test capped by the validation split: {len(validation)} < num_eval={num_eval}"
+        )
+    test = [validation[i] for i in test_order]
+    return train, dev, test, notes
+
+
+def kshot_split(
+    train_pool: Sequence[Example],
+    test_pool: Sequence[Example],
+    k: int,
+    seed: int,
+    test_cap: int = 1000,
+) -> tuple[list[Example], list[Example], list[Example], list[str]]:
+    """LM-BFF's protocol: shuffle train with `seed`; the first k of each label are train, the next
+    k of each label dev; test is the official evaluation set shuffled with seed 42, capped."""
+    by_label: dict[int, list[Example]] = defaultdict(list)
+    for i in np.random.RandomState(seed).permutation(len(train_pool)):
+        by_label[train_pool[i].label].append(train_pool[i])
+    notes = []
+    train, dev = [], []
+    for label in sorted(by_label):
+        pool = by_label[label]
+        if len(pool) < 2 * k:
+            notes.append(f"label {label} has {len(pool)} train examples, fewer than 2k = {2 * k}")
+        train.extend(pool[:k])
+        dev.extend(pool[k : 2 * k])
+    test = [test_pool[i] for i in np.random.RandomState(42).permutation(len(test_pool))[:test_cap]]
+    return train, dev, test, notes
+
+
+def resolve_data_dir(data_dir: str | None) -> Path | None:
+    """task.data_dir, else $ZOFT_DATA, else None (the hub)."""
+    chosen = data_dir or os.environ.get("ZOFT_DATA") or None
+    if chosen is None:
+        return None
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        raise DataError(
+            f"task.data_dir / ZOFT_DATA points at {path}, which is not a directory; give the folder "
+            "laid out like ../shared/data (superglue/, glue/, squad/, k-shot/)."
+        )
+    return path
+
+
+def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
+    """Train / dev / test for one run, following cfg.protocol."""
+    data_dir = resolve_data_dir(cfg.data_dir)
+    source = str(data_dir) if data_dir else f"hub:{task.hub_path}/{task.hub_config or ''}"
+    protocol = str(getattr(cfg.protocol, "value", cfg.protocol))
+
+    def official(split: str) -> list[Example]:
+        return task.load_local(split, data_dir) if data_dir else task.load_hub(split)
+
+    if protocol == "kshot":
+        ready = task.load_kshot_ready(data_dir, cfg.k, data_seed) if data_dir else None
+        if ready is not None:
+            test = ready["test"][: cfg.kshot_test_cap]
+            note = f"ready LM-BFF split k-shot/{task.kshot_dir}/{cfg.k}-{data_seed}"
+            return Splits(ready["train"], ready["dev"], test, source, [note])
+        train, dev, test, notes = kshot_split(
+            official("train"), official("validation"), cfg.k, data_seed, cfg.kshot_test_cap
+        )
+    else:
+        train, dev, test, notes = large_model_split(
+            official("train"),
+            official("validation"),
+            cfg.num_train,
+            cfg.num_dev,
+            cfg.num_eval,
+            data_seed,
+        )
+    for note in notes:
+        log.warning("%s: %s", task.name, note)
+    return Splits(train, dev, test, source, notes)

@@ -1,0 +1,133 @@
+"""Random-weight models and an in-process tokenizer, so tests run with no download at all."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+from zoft.registry import Registry
+
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+# Words every prompt of DESIGN §5.3/§5.4 uses, repeated so byte-level BPE merges each into a single
+# token (masked-LM label words must be one token), plus ordinary English for everything else.
+_PROMPT_WORDS = (
+    "terrible bad okay good great Yes No Maybe It was Does this mean that is true or Suppose Can "
+    "we infer Description Entity Expression Human Location Number Question Answer Title Context "
+    "Passage the a an of to and in for on with as by at from"
+)
+_ENGLISH = (
+    "a film that is funny and moving , with a story that never quite works . the movie is long "
+    "but the acting is strong and the ending is sad . it is one of the best films of the year . "
+    "the plot is thin , the jokes are flat , and the characters are dull . i liked it very much ."
+)
+
+
+@lru_cache(maxsize=4)
+def build_tokenizer(vocab_size: int = 600, masked: bool = False) -> PreTrainedTokenizerFast:
+    """A deterministic byte-level BPE tokenizer trained on a small built-in corpus.
+
+    Causal style prepends <s> (as OPT's tokenizer does); masked style wraps in <s> ... </s>.
+    """
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = [" " + _PROMPT_WORDS] * 64 + [_PROMPT_WORDS] * 16 + [_ENGLISH] * 16
+    tok.train_from_iterator(corpus, trainer=trainer)
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    if masked:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>",
+            pair="<s> $A </s> </s> $B </s>",
+            special_tokens=[("<s>", bos), ("</s>", eos)],
+        )
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
+
+
+TINY_ARCHITECTURES: Registry[Any] = Registry("tiny architecture")
+
+
+@TINY_ARCHITECTURES.register("opt")
+def _opt_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> Any:
+    from transformers import OPTConfig
+
+    hidden = size.get("hidden_size", 64)
+    return OPTConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        word_embed_proj_dim=hidden,
+        num_hidden_layers=size.get("num_layers", 2),
+        num_attention_heads=size.get("num_heads", 4),
+        ffn_dim=size.get("ffn_dim", 4 * hidden),
+        max_position_embeddings=size.get("max_positions", 512),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+
+
+@TINY_ARCHITECTURES.register("llama")
+def _llama_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> Any:
+    from transformers import LlamaConfig
+
+    hidden = size.get("hidden_size", 64)
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=size.get("ffn_dim", 2 * hidden),
+        num_hidden_layers=size.get("num_layers", 2),
+        num_attention_heads=size.get("num_heads", 4),
+        num_key_value_heads=size.get("num_kv_heads", 2),
+        max_position_embeddings=size.get("max_positions", 512),
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+
+
+@TINY_ARCHITECTURES.register("roberta")
+def _roberta_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> Any:
+    from transformers import RobertaConfig
+
+    hidden = size.get("hidden_size", 64)
+    return RobertaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=size.get("num_layers", 2),
+        num_attention_heads=size.get("num_heads", 4),
+        intermediate_size=size.get("ffn_dim", 4 * hidden),
+        max_position_embeddings=size.get("max_positions", 512) + 2,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+
+
+def tiny_config(size: dict[str, Any]) -> tuple[Any, PreTrainedTokenizerFast]:
+    """The transformers config and tokenizer of a tiny model; `size["arch"]` picks the family."""
+    size = dict(size)
+    arch = size.pop("arch", "opt")
+    tok = build_tokenizer(size.pop("vocab_size", 600), masked=arch == "roberta")
+    config = TINY_ARCHITECTURES.get(arch)(len(tok), size, tok)
+    return config, tok
