@@ -27,7 +27,9 @@ def test_dtype_is_applied(dtype):
 
 
 def test_hub_model_offline_names_the_model_and_model_path(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(ModelLoadError, match=r"opt-13b.*model\.path="):
         load_model(model_cfg("opt-13b"), "fp32", "cpu")

@@ -97,7 +97,7 @@ def _load_hub(cfg: Any, cls: Any, kwargs: dict[str, Any]) -> tuple[Any, Any, str
             f"Could not load model '{cfg.name}' from '{target}': {err}\n"
             f"Without access to the Hugging Face hub, download '{cfg.hub_id}' on a machine that has "
             f"it and point zoft at the copy with model.path=/path/to/{cfg.name} (a directory with "
-            "config.json and the weights)."
+            "config.json and the weights). Set HF_HUB_OFFLINE=1 to fail at once instead of retrying."
         ) from err
     return model, tok, str(target)
 
