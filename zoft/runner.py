@@ -221,6 +221,14 @@ def _execute(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
         data_source=splits.source,
         data_notes=splits.notes,
     )
+    log.info(
+        "%s: %d train / %d dev / %d test examples from %s",
+        task.name,
+        len(splits.train),
+        len(splits.dev),
+        len(splits.test),
+        splits.source,
+    )
     with tracker.phase("load"):
         loaded = load_model(cfg.model, _value(cfg.dtype), cfg.device, len(task.label_names))
     model = loaded.model
@@ -229,6 +237,7 @@ def _execute(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
     scorer = build_scorer(kind, task, loaded.tokenizer, cfg.task.template, cfg.model.max_length)
     evaluate = Evaluator(task, scorer, model, cfg.eval_batch_size)
     if cfg.zero_shot:
+        log.info("zero-shot evaluation of %s on the test set", cfg.model.name)
         with tracker.phase("zero_shot"):
             result["zero_shot"] = evaluate(splits.test)
         log.info("zero-shot test %s", result["zero_shot"])
@@ -270,6 +279,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _set_aside_partial_metrics(out_dir)
     atomic_write(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     handler = attach_file_log(out_dir)
+    log.info("run directory %s", out_dir)
     result = _base_result(cfg)
     result["output_dir"] = str(out_dir)
     result.update(environment())

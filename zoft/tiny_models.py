@@ -67,22 +67,29 @@ def build_tokenizer(vocab_size: int = 600, masked: bool = False) -> PreTrainedTo
 TINY_ARCHITECTURES: Registry[Any] = Registry("tiny architecture")
 
 
+def _common(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> dict[str, Any]:
+    """Keys every transformers config shares; each architecture adds its own."""
+    return {
+        "vocab_size": vocab,
+        "hidden_size": size.get("hidden_size", 64),
+        "num_hidden_layers": size.get("num_layers", 2),
+        "num_attention_heads": size.get("num_heads", 4),
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+
+
 @TINY_ARCHITECTURES.register("opt")
 def _opt_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> Any:
     from transformers import OPTConfig
 
-    hidden = size.get("hidden_size", 64)
+    common = _common(vocab, size, tok)
     return OPTConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        word_embed_proj_dim=hidden,
-        num_hidden_layers=size.get("num_layers", 2),
-        num_attention_heads=size.get("num_heads", 4),
-        ffn_dim=size.get("ffn_dim", 4 * hidden),
+        **common,
+        word_embed_proj_dim=common["hidden_size"],
+        ffn_dim=size.get("ffn_dim", 4 * common["hidden_size"]),
         max_position_embeddings=size.get("max_positions", 512),
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
     )
 
 
@@ -90,19 +97,13 @@ def _opt_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) 
 def _llama_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> Any:
     from transformers import LlamaConfig
 
-    hidden = size.get("hidden_size", 64)
+    common = _common(vocab, size, tok)
     return LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=size.get("ffn_dim", 2 * hidden),
-        num_hidden_layers=size.get("num_layers", 2),
-        num_attention_heads=size.get("num_heads", 4),
+        **common,
+        intermediate_size=size.get("ffn_dim", 2 * common["hidden_size"]),
         num_key_value_heads=size.get("num_kv_heads", 2),
         max_position_embeddings=size.get("max_positions", 512),
         tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
     )
 
 
@@ -110,17 +111,11 @@ def _llama_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast
 def _roberta_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> Any:
     from transformers import RobertaConfig
 
-    hidden = size.get("hidden_size", 64)
+    common = _common(vocab, size, tok)
     return RobertaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=size.get("num_layers", 2),
-        num_attention_heads=size.get("num_heads", 4),
-        intermediate_size=size.get("ffn_dim", 4 * hidden),
-        max_position_embeddings=size.get("max_positions", 512) + 2,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
+        **common,
+        intermediate_size=size.get("ffn_dim", 4 * common["hidden_size"]),
+        max_position_embeddings=size.get("max_positions", 512) + 2,  # RoBERTa offsets by pad+1
     )
 
 
