@@ -1,5 +1,6 @@
 """Scorers: batched, padded scores equal one-at-a-time computations; losses are fp32."""
 
+import pytest
 import torch
 
 from tests.conftest import tiny
@@ -11,8 +12,9 @@ def _examples(data_dir, task="sst2", n=4):
     return get_task(task).load_local("train", data_dir)[:n]
 
 
-def test_causal_scores_are_mean_option_logprobs_despite_left_padding(data_dir):
-    loaded = tiny("llama")
+@pytest.mark.parametrize("arch", ["llama", "opt"])  # rotary and learned positions
+def test_causal_scores_are_mean_option_logprobs_despite_left_padding(data_dir, arch):
+    loaded = tiny(arch)
     task = get_task("rte")
     examples = _examples(data_dir, "rte")
     scorer = build_scorer("causal_lm", task, loaded.tokenizer, "mezo", 512)
