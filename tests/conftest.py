@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
 from zoft.config import register_configs
 from zoft.models import load_model
@@ -24,13 +24,18 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
-def model_cfg(name: str) -> OmegaConf:
-    """The shipped model config `name`, as the runner would see it."""
-    from hydra import compose, initialize_config_module
+def compose(overrides: list[str]) -> DictConfig:
+    """The run config zoft-run would build from these overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
 
     with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"model={name}"])
-    return cfg.model
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def model_cfg(name: str) -> DictConfig:
+    """The shipped model config `name`, as the runner would see it."""
+    return compose([f"model={name}"]).model
 
 
 def tiny(arch: str = "opt", dtype: str = "fp32", num_labels: int = 2):

@@ -43,31 +43,62 @@ def test_causal_loss_is_cross_entropy_over_candidates(data_dir):
     assert loss.dtype == torch.float32
 
 
-def test_masked_lm_scores_label_words_at_the_mask(data_dir):
+def test_masked_lm_scores_are_label_word_logits_at_the_mask(data_dir):
     loaded = tiny("roberta")
+    task = get_task("rte")
     examples = _examples(data_dir, "rte")
-    scorer = build_scorer("masked_lm", get_task("rte"), loaded.tokenizer, "mezo", 64)
+    scorer = build_scorer("masked_lm", task, loaded.tokenizer, "mezo", 512)
+    tok = loaded.tokenizer
+    words = [tok.encode(w, add_special_tokens=False)[0] for w in (" Yes", " No")]
     with torch.no_grad():
         table = scorer.scores(loaded.model.eval(), examples)
-    assert table.shape == (4, 2) and torch.isfinite(table).all()
-    assert len(scorer.predict(loaded.model, examples, batch_size=3)) == 4
+        for i, ex in enumerate(examples):
+            ids = tok(task.masked_prompt(ex).text.replace("<mask>", tok.mask_token)).input_ids
+            logits = loaded.model(input_ids=torch.tensor([ids])).logits[0]
+            at = ids.index(tok.mask_token_id)
+            torch.testing.assert_close(table[i], logits[at, words], rtol=1e-4, atol=1e-4)
+
+
+def test_masked_lm_truncation_keeps_the_mask_and_both_specials(data_dir):
+    loaded = tiny("roberta")
+    scorer = build_scorer("masked_lm", get_task("rte"), loaded.tokenizer, "mezo", 24)
+    for ex in _examples(data_dir, "rte", n=8):
+        ids, at = scorer._encode(get_task("rte").masked_prompt(ex).text)
+        assert len(ids) <= 24 and ids[at] == loaded.tokenizer.mask_token_id
+        assert ids[0] == loaded.tokenizer.bos_token_id and ids[-1] == loaded.tokenizer.eos_token_id
+    assert len(scorer.predict(loaded.model, _examples(data_dir, "rte", n=8), batch_size=3)) == 8
+
+
+def test_causal_options_of_different_lengths_and_truncation(data_dir):
+    loaded = tiny("opt")
+    task = get_task("sst2")
+    examples = _examples(data_dir)
+    scorer = build_scorer("causal_lm", task, loaded.tokenizer, "review", 16)  # truncates prompts
+    tok = loaded.tokenizer
+    with torch.no_grad():
+        table = scorer.scores(loaded.model.eval(), examples)
+        for i, ex in enumerate(examples):
+            p = task.causal_prompt(ex, "review")
+            for j, option in enumerate(p.options):
+                full = tok(p.prompt + option).input_ids
+                n = len(full) - len(tok(p.prompt).input_ids)
+                window = full[-16:]
+                logits = loaded.model(input_ids=torch.tensor([window])).logits[0].float()
+                lp = logits[:-1].log_softmax(-1).gather(-1, torch.tensor(window[1:])[:, None])
+                torch.testing.assert_close(table[i, j], lp[-n:].mean(), rtol=1e-4, atol=1e-4)
+    lengths = {
+        len(tok(" negative", add_special_tokens=False).input_ids),
+        len(tok(" positive", add_special_tokens=False).input_ids),
+    }
+    assert max(lengths) > 1  # multi-token options are exercised
 
 
 def test_classifier_head_scores_every_label(data_dir):
-    from omegaconf import OmegaConf
-
+    from tests.conftest import model_cfg
     from zoft.models import load_model
 
-    cfg = OmegaConf.create(
-        {
-            "name": "tiny-cls",
-            "kind": "classifier",
-            "source": "tiny",
-            "tiny": {"arch": "roberta"},
-            "path": None,
-            "device_map": None,
-        }
-    )
+    cfg = model_cfg("tiny-roberta")
+    cfg.kind = "classifier"
     loaded = load_model(cfg, "fp32", "cpu", num_labels=2)
     scorer = build_scorer("classifier", get_task("rte"), loaded.tokenizer, "mezo", 64)
     loss = scorer.loss(loaded.model, _examples(data_dir, "rte"))

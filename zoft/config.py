@@ -38,6 +38,26 @@ class DType(str, Enum):
     fp16 = "fp16"
 
 
+def enum_value(x: Any) -> Any:
+    """The plain value of a config enum (configs hold Enum members once validated)."""
+    return getattr(x, "value", x)
+
+
+@dataclass
+class TinyConfig:
+    """Sizes of a random-weight test model; ffn_dim None means the architecture's usual ratio."""
+
+    arch: str = "opt"  # opt | llama | roberta
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2  # llama
+    ffn_dim: int | None = None
+    max_positions: int = 512
+    vocab_size: int = 600
+    init_seed: int = 0
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
@@ -48,7 +68,7 @@ class ModelConfig:
     package: str | None = None  # Python package holding the weights (packaged models)
     package_subdir: str = ""
     gguf_file: str | None = None
-    tiny: dict[str, Any] = field(default_factory=dict)  # architecture and sizes of a tiny model
+    tiny: TinyConfig = field(default_factory=TinyConfig)  # used when source=tiny
     max_length: int = 512
     lora_targets: list[str] = field(default_factory=list)
     device_map: str | None = None  # "auto" spreads a large model over every visible device

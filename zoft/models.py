@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from zoft.config import enum_value
 from zoft.errors import ZoftError
 from zoft.registry import Registry
 from zoft.tiny_models import tiny_config
@@ -144,18 +145,20 @@ def _convert_gguf(package_dir: Path, gguf_file: str, cls: Any, target: Path) -> 
 
 @LOADERS.register("tiny")
 def _load_tiny(cfg: Any, cls: Any, kwargs: dict[str, Any]) -> tuple[Any, Any, str]:
-    config, tok = tiny_config(dict(cfg.tiny))
+    config, tok = tiny_config(cfg.tiny)
     if "num_labels" in kwargs:
         config.num_labels = kwargs["num_labels"]
-    torch.manual_seed(cfg.tiny.get("init_seed", 0))
-    model = cls.from_config(config, dtype=kwargs.get("dtype", torch.float32))
-    return model, tok, f"tiny {cfg.tiny.get('arch', 'opt')} (random weights)"
+    with (
+        torch.random.fork_rng()
+    ):  # the weights depend on init_seed only; the run's RNG is untouched
+        torch.manual_seed(cfg.tiny.init_seed)
+        model = cls.from_config(config, dtype=kwargs.get("dtype", torch.float32))
+    return model, tok, f"tiny {cfg.tiny.arch} (random weights)"
 
 
 def load_model(cfg: Any, dtype: str, device: str, num_labels: int | None = None) -> LoadedModel:
     """Load model + tokenizer on `device` in `dtype`; `num_labels` sizes a classification head."""
-    kind = str(getattr(cfg.kind, "value", cfg.kind))
-    source = str(getattr(cfg.source, "value", cfg.source))
+    kind, source = enum_value(cfg.kind), enum_value(cfg.source)
     cls = MODEL_CLASSES[kind]
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
     notes: list[str] = []

@@ -82,9 +82,10 @@ def attach_file_log(run_dir: Path) -> logging.Handler:
 
 
 def git_commit() -> str | None:
+    """The commit of the zoft checkout (with -dirty for uncommitted changes), if it is one."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
             capture_output=True,
             text=True,
             timeout=5,

@@ -78,14 +78,28 @@ class CausalLMScorer(Scorer):
     tokens(prompt). Inputs are left-padded so every option ends at the last position and only
     the last K+1 positions go through the output projection."""
 
+    def __init__(
+        self, task: Task, tokenizer: PreTrainedTokenizerBase, template: str, max_length: int
+    ) -> None:
+        super().__init__(task, tokenizer, template, max_length)
+        probe = tokenizer("a").input_ids
+        self._strip_eos = len(probe) > 1 and probe[-1] == tokenizer.eos_token_id
+
+    def _ids(self, text: str) -> list[int]:
+        """Token ids with the tokenizer's leading specials but never a trailing EOS."""
+        ids = self.tokenizer(text).input_ids
+        return (
+            ids[:-1] if self._strip_eos and ids and ids[-1] == self.tokenizer.eos_token_id else ids
+        )
+
     def _rows(self, prompts: Sequence[CausalPrompt], gold_only: bool) -> _OptionRows:
         rows = _OptionRows([], [], [], [])
         for i, p in enumerate(prompts):
-            prompt_len = len(self.tokenizer(p.prompt).input_ids)
+            prompt_len = len(self._ids(p.prompt))
             for j, option in enumerate(p.options):
                 if gold_only and j != p.gold:
                     continue
-                full = self.tokenizer(p.prompt + option).input_ids
+                full = self._ids(p.prompt + option)
                 n_option = len(full) - prompt_len
                 if n_option < 1:
                     raise DataError(f"task {self.task.name}: option {option!r} adds no tokens")
@@ -105,7 +119,7 @@ class CausalLMScorer(Scorer):
         out = model(
             input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=k + 1
         )
-        logp = out.logits[:, :-1].float().log_softmax(-1)
+        logp = out.logits[:, -(k + 1) : -1].float().log_softmax(-1)  # whatever was kept
         token_lp = logp.gather(-1, ids[:, -k:].unsqueeze(-1)).squeeze(-1)
         lengths = torch.tensor(rows.option_lengths, device=device)
         in_option = torch.arange(k, device=device) >= (k - lengths).unsqueeze(-1)
@@ -150,20 +164,25 @@ class MaskedLMScorer(Scorer):
         return ids
 
     def _encode(self, text: str) -> tuple[list[int], int]:
+        """Token ids and the mask position, truncated to the task's masked-LM length by dropping
+        body tokens from whichever side of the mask is longer (the mask always survives)."""
         ids = self.tokenizer(text.replace(MASK, self.tokenizer.mask_token)).input_ids
-        mask_at = ids.index(self.tokenizer.mask_token_id)
-        excess = len(ids) - self.max_length
-        if excess > 0:  # drop body tokens on the side away from the mask, keep <s> and </s>
-            if mask_at > len(ids) // 2:
-                ids = ids[:1] + ids[1 + excess :]
+        head, body, tail = ids[:1], ids[1:-1], ids[-1:]
+        at = body.index(self.tokenizer.mask_token_id)
+        limit = min(self.max_length, self.task.masked_max_length)
+        left, right = body[:at], body[at + 1 :]
+        while len(left) + len(right) + 3 > limit and (left or right):
+            if len(left) >= len(right):
+                left = left[1:]
             else:
-                ids = ids[: -1 - excess] + ids[-1:]
-            mask_at = ids.index(self.tokenizer.mask_token_id)
-        return ids, mask_at
+                right = right[:-1]
+        return head + left + [self.tokenizer.mask_token_id] + right + tail, 1 + len(left)
 
-    def scores(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
-        prompts = [self.task.masked_prompt(ex) for ex in examples]
-        encoded = [self._encode(p.text) for p in prompts]
+    def _logits_at(
+        self, model: torch.nn.Module, encoded: list[tuple[list[int], int]]
+    ) -> torch.Tensor:
+        """[N, V] vocabulary logits at each row's mask; only the mask rows go through the MLM
+        head when the model exposes it (RoBERTa), saving the [N, L, V] tensor."""
         device = model_device(model)
         width = max(len(ids) for ids, _ in encoded)
         ids = torch.full((len(encoded), width), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -171,13 +190,24 @@ class MaskedLMScorer(Scorer):
         for i, (row, _) in enumerate(encoded):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        at_mask = logits[torch.arange(len(encoded)), [m for _, m in encoded]]
-        return at_mask[:, self._label_ids(prompts[0].label_words)].float()
+        ids, mask = ids.to(device), mask.to(device)
+        rows, at = torch.arange(len(encoded), device=device), [m for _, m in encoded]
+        head = getattr(model, "lm_head", None)
+        if head is not None and model.base_model is not model:
+            hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            return head(hidden[rows, at])
+        return model(input_ids=ids, attention_mask=mask).logits[rows, at]
+
+    def scores(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
+        prompts = [self.task.masked_prompt(ex) for ex in examples]
+        logits = self._logits_at(model, [self._encode(p.text) for p in prompts])
+        return logits[:, self._label_ids(prompts[0].label_words)].float()
 
     def loss(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
-        gold = torch.tensor([ex.label for ex in examples], device=model_device(model))
-        return F.cross_entropy(self.scores(model, examples), gold)
+        gold = [self.task.masked_prompt(ex).gold for ex in examples]
+        return F.cross_entropy(
+            self.scores(model, examples), torch.tensor(gold, device=model_device(model))
+        )
 
 
 @SCORERS.register("classifier")
@@ -199,8 +229,10 @@ class ClassifierScorer(Scorer):
         return model(**enc).logits.float()
 
     def loss(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
-        gold = torch.tensor([ex.label for ex in examples], device=model_device(model))
-        return F.cross_entropy(self.scores(model, examples), gold)
+        gold = [self.task.pair_input(ex).gold for ex in examples]
+        return F.cross_entropy(
+            self.scores(model, examples), torch.tensor(gold, device=model_device(model))
+        )
 
 
 def build_scorer(

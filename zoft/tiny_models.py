@@ -67,13 +67,13 @@ def build_tokenizer(vocab_size: int = 600, masked: bool = False) -> PreTrainedTo
 TINY_ARCHITECTURES: Registry[Any] = Registry("tiny architecture")
 
 
-def _common(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> dict[str, Any]:
+def _common(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> dict[str, Any]:
     """Keys every transformers config shares; each architecture adds its own."""
     return {
         "vocab_size": vocab,
-        "hidden_size": size.get("hidden_size", 64),
-        "num_hidden_layers": size.get("num_layers", 2),
-        "num_attention_heads": size.get("num_heads", 4),
+        "hidden_size": size.hidden_size,
+        "num_hidden_layers": size.num_layers,
+        "num_attention_heads": size.num_heads,
         "pad_token_id": tok.pad_token_id,
         "bos_token_id": tok.bos_token_id,
         "eos_token_id": tok.eos_token_id,
@@ -81,48 +81,45 @@ def _common(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> d
 
 
 @TINY_ARCHITECTURES.register("opt")
-def _opt_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> Any:
+def _opt_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
     from transformers import OPTConfig
 
     common = _common(vocab, size, tok)
     return OPTConfig(
         **common,
         word_embed_proj_dim=common["hidden_size"],
-        ffn_dim=size.get("ffn_dim", 4 * common["hidden_size"]),
-        max_position_embeddings=size.get("max_positions", 512),
+        ffn_dim=size.ffn_dim or 4 * common["hidden_size"],
+        max_position_embeddings=size.max_positions,
     )
 
 
 @TINY_ARCHITECTURES.register("llama")
-def _llama_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> Any:
+def _llama_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
     from transformers import LlamaConfig
 
     common = _common(vocab, size, tok)
     return LlamaConfig(
         **common,
-        intermediate_size=size.get("ffn_dim", 2 * common["hidden_size"]),
-        num_key_value_heads=size.get("num_kv_heads", 2),
-        max_position_embeddings=size.get("max_positions", 512),
+        intermediate_size=size.ffn_dim or 2 * common["hidden_size"],
+        num_key_value_heads=size.num_kv_heads,
+        max_position_embeddings=size.max_positions,
         tie_word_embeddings=True,
     )
 
 
 @TINY_ARCHITECTURES.register("roberta")
-def _roberta_config(vocab: int, size: dict[str, Any], tok: PreTrainedTokenizerFast) -> Any:
+def _roberta_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
     from transformers import RobertaConfig
 
     common = _common(vocab, size, tok)
     return RobertaConfig(
         **common,
-        intermediate_size=size.get("ffn_dim", 4 * common["hidden_size"]),
-        max_position_embeddings=size.get("max_positions", 512) + 2,  # RoBERTa offsets by pad+1
+        intermediate_size=size.ffn_dim or 4 * common["hidden_size"],
+        max_position_embeddings=size.max_positions + 2,  # RoBERTa offsets by pad+1
     )
 
 
-def tiny_config(size: dict[str, Any]) -> tuple[Any, PreTrainedTokenizerFast]:
-    """The transformers config and tokenizer of a tiny model; `size["arch"]` picks the family."""
-    size = dict(size)
-    arch = size.pop("arch", "opt")
-    tok = build_tokenizer(size.pop("vocab_size", 600), masked=arch == "roberta")
-    config = TINY_ARCHITECTURES.get(arch)(len(tok), size, tok)
-    return config, tok
+def tiny_config(size: Any) -> tuple[Any, PreTrainedTokenizerFast]:
+    """The transformers config and tokenizer of a tiny model (`size` is a TinyConfig)."""
+    tok = build_tokenizer(size.vocab_size, masked=size.arch == "roberta")
+    return TINY_ARCHITECTURES.get(size.arch)(len(tok), size, tok), tok

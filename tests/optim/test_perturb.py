@@ -80,3 +80,68 @@ def test_pass_counter_counts_regenerated_elements():
     engine = PerturbationEngine(model, _params(model), seed=0)
     engine.update(step=0, coeff=0.0)
     assert engine.passes == pytest.approx(1.0)
+
+
+class AttentionBlock(torch.nn.Module):
+    """nn.MultiheadAttention reads out_proj's parameters outside out_proj's own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = torch.nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x)[0]).sum()
+
+
+def test_parameters_read_outside_their_module_are_still_perturbed_and_restored():
+    torch.manual_seed(0)
+    model = AttentionBlock().eval()
+    params = _params(model)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    engine = PerturbationEngine(model, params, seed=2)
+    x = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        probed = engine.loss_at(step=0, scale=1e-2, fn=lambda: model(x))
+    assert engine.copy_restored == {"attn.out_proj.weight", "attn.out_proj.bias"}
+    assert all(torch.equal(p, before[n]) for n, p in params.items())
+    explicit = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in _params(explicit).items():
+            p.add_(engine.direction(name, step=0), alpha=1e-2)
+        torch.testing.assert_close(probed, explicit(x))
+
+
+def test_an_error_inside_a_probe_leaves_the_weights_restored():
+    model = tiny("opt").model.eval()
+    params = _params(model)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    engine = PerturbationEngine(model, params, seed=0)
+
+    def failing_forward():
+        model(input_ids=torch.randint(5, 400, (1, 6)))
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"), torch.no_grad():
+        engine.loss_at(step=0, scale=1.0, fn=failing_forward)
+    assert all(torch.equal(p, before[n]) for n, p in params.items())
+    assert not engine._active
+    assert not any(m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_pre_hook_failing_midway_restores_what_it_swapped(monkeypatch):
+    model = torch.nn.Linear(4, 4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    engine = PerturbationEngine(model, _params(model), seed=0)
+    real = engine.direction
+
+    def direction(name, step, query=0):
+        if name == "bias":
+            raise MemoryError("no room for z")
+        return real(name, step, query)
+
+    monkeypatch.setattr(engine, "direction", direction)
+    with pytest.raises(MemoryError), engine.probe(step=0, scale=1.0):
+        model(torch.ones(1, 4))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert not engine._active

@@ -71,3 +71,23 @@ def test_kshot_uses_ready_split_when_present_and_generates_otherwise(data_dir):
     assert Counter(e.label for e in generated.train) == {0: 8, 1: 8}
     capped = load_splits(get_task("sst2"), _cfg(data_dir, protocol="kshot", kshot_test_cap=100), 21)
     assert len(capped.test) == 100
+
+
+def test_large_protocol_follows_the_seeded_permutation_exactly():
+    import numpy as np
+
+    pool, validation = list(range(50)), list(range(100, 130))
+    train, dev, test, _ = large_model_split(pool, validation, 20, 10, 8, seed=5)
+    order = np.random.RandomState(5).permutation(50)[:30]
+    assert train == [pool[i] for i in order[:20]]
+    assert dev == [pool[i] for i in order[20:]]  # dev is the LAST num_dev of the draw
+    assert test == [validation[i] for i in np.random.RandomState(5).permutation(30)[:8]]
+
+
+def test_ready_and_generated_kshot_tests_are_capped_after_the_same_shuffle(data_dir):
+    from zoft.tasks.sampling import capped_test
+
+    ready = load_splits(get_task("sst2"), _cfg(data_dir, protocol="kshot", kshot_test_cap=50), 13)
+    full = get_task("sst2").load_kshot_ready(data_dir, 16, 13)["test"]
+    assert [_key(e) for e in ready.test] == [_key(e) for e in capped_test(full, 50)]
+    assert [_key(e) for e in ready.test] != [_key(e) for e in full[:50]]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from zoft.config import OptimizerConfig
+from zoft.errors import ZoftError
 from zoft.optim import OPTIMIZERS
 from zoft.optim.base import Optimizer, StepResult, loss_value
 from zoft.scoring import Scorer
@@ -27,6 +28,10 @@ class AdamConfig(OptimizerConfig):
     warmup_steps: int = 0
     schedule: str = "linear"  # linear | constant
     max_grad_norm: float = 1.0  # 0 disables clipping
+    amp: str | None = None  # bf16 | fp16: autocast compute over fp32 weights (the papers' FT)
+
+
+AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def linear_schedule(warmup: int, total: int, kind: str):
@@ -68,15 +73,26 @@ class FullFineTuning(Optimizer):
         self.optimizer = adamw_for(self.params, cfg)
         factor = linear_schedule(cfg.warmup_steps, total_steps, cfg.schedule)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.device_type = next(iter(self.params.values())).device.type
+        if cfg.amp not in AMP_DTYPES:
+            raise ZoftError(f"optimizer.amp={cfg.amp} is not one of {sorted(AMP_DTYPES, key=str)}")
+        # fp16 gradients underflow without loss scaling; the scaler is a no-op when disabled
+        self.scaler = torch.amp.GradScaler(
+            self.device_type, enabled=cfg.amp == "fp16" and self.device_type == "cuda"
+        )
 
     def step(self, batch: Sequence[Example], step: int) -> StepResult:
         self.model.train()
         lr = self.scheduler.get_last_lr()[0]
-        loss = self.scorer.loss(self.model, batch)
-        loss.backward()
+        amp = AMP_DTYPES[self.cfg.amp]
+        with torch.autocast(self.device_type, dtype=amp, enabled=amp is not None):
+            loss = self.scorer.loss(self.model, batch)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.max_grad_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return StepResult(loss=loss_value(loss), lr=lr, forwards=1, backwards=1)

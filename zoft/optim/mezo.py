@@ -41,10 +41,12 @@ class MeZO(Optimizer):
         """(g, L₊) for this step's direction; θ is bit-identical afterwards."""
         self.model.eval()
         eps = self.cfg.eps
-        with self.engine.probe(step, +eps):
-            loss_plus = loss_value(self.scorer.loss(self.model, batch))
-        with self.engine.probe(step, -eps):
-            loss_minus = loss_value(self.scorer.loss(self.model, batch))
+
+        def loss() -> float:
+            return loss_value(self.scorer.loss(self.model, batch))
+
+        loss_plus = self.engine.loss_at(step, +eps, loss)
+        loss_minus = self.engine.loss_at(step, -eps, loss)
         return (loss_plus - loss_minus) / (2 * eps), loss_plus
 
     def step(self, batch: Sequence[Example], step: int) -> StepResult:

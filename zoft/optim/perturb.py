@@ -9,16 +9,28 @@ owns a perturbed parameter swaps in a transient θ + scale·z on entry to its fo
 untouched original back on exit. After the probes θ is bit-identical in every dtype, and the only
 pass that writes θ is the update (the reference in-place scheme, +ε / −2ε / +ε, cannot restore
 fp16/bf16 weights exactly and needs four passes).
+
+A parameter read outside its owner's forward (e.g. nn.MultiheadAttention's out_proj) is found by
+the first probe, which is then repeated with that parameter perturbed in place for the probe's
+duration and restored from a copy of just that parameter: still exact, at the memory of the copy.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# (parameter, its untouched data, canonical name) for each swap a module's pre-hook made
+_Frame = list[tuple[nn.Parameter, torch.Tensor, str]]
 
 
 def direction_seed(seed: int, step: int, query: int, name: str) -> int:
@@ -36,18 +48,16 @@ class PerturbationEngine:
         self.seed = seed
         self.numel = sum(p.numel() for p in params.values())
         self.generated = 0  # elements of z generated so far (passes = generated / numel)
-        name_of = {id(p): n for n, p in params.items()}
-        self._owners: list[tuple[nn.Module, list[tuple[str, str]]]] = []
-        for module in model.modules():
-            owned = [
-                (attr, name_of[id(p)])
-                for attr, p in module._parameters.items()
-                if p is not None and id(p) in name_of
-            ]
-            if owned:
-                self._owners.append((module, owned))
+        self.copy_restored: set[str] = set()  # parameters read outside their owner's forward
         self._active: set[str] = set()
-        self.touched: set[str] = set()  # parameters a probe actually perturbed (diagnostics)
+        self._touched: set[str] = set()
+        self._checked = False
+        self._owner_cache: tuple[frozenset[str], list] | None = None
+
+    @property
+    def touched(self) -> set[str]:
+        """Parameters some probe has perturbed so far (diagnostics)."""
+        return set(self._touched)
 
     @property
     def passes(self) -> float:
@@ -62,44 +72,105 @@ class PerturbationEngine:
         self.generated += p.numel()
         return torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32)
 
+    def perturbed(self, name: str, step: int, scale: float, query: int = 0) -> torch.Tensor:
+        """A new tensor θ + scale·z in the parameter's dtype (θ is not modified)."""
+        original = self.params[name].data
+        return self.direction(name, step, query).mul_(scale).add_(original).to(original.dtype)
+
+    def loss_at(self, step: int, scale: float, fn: Callable[[], T], query: int = 0) -> T:
+        """fn() evaluated at θ + scale·z. The first call checks that every parameter was really
+        perturbed and, if not, switches the missed ones to copy-restore and evaluates again."""
+        with self.probe(step, scale, query):
+            value = fn()
+        if not self._checked:
+            self._checked = True
+            missed = set(self.params) - self._touched - self.copy_restored
+            if missed:
+                log.warning(
+                    "%d parameter(s) are read outside their module's forward (%s); they are "
+                    "perturbed in place and restored from a copy",
+                    len(missed),
+                    ", ".join(sorted(missed)[:5]),
+                )
+                self.copy_restored |= missed
+                with self.probe(step, scale, query):
+                    value = fn()
+        return value
+
     @contextmanager
     def probe(self, step: int, scale: float, query: int = 0) -> Iterator[None]:
-        """Forward passes inside the block see θ + scale·z; θ itself is never written."""
+        """Forward passes inside the block see θ + scale·z; afterwards θ is bit-identical."""
+        frames: list[list[_Frame]] = []
         handles = []
-        for module, owned in self._owners:
-            stack: list[list[tuple[nn.Parameter, torch.Tensor]]] = []
-            handles.append(
-                module.register_forward_pre_hook(self._make_enter(owned, step, scale, query, stack))
-            )
+        saved = self._perturb_copy_restored(step, scale, query)
+        for module, owned in self._owners():
+            stack: list[_Frame] = []
+            frames.append(stack)
+            enter = self._make_enter(owned, step, scale, query, stack)
+            handles.append(module.register_forward_pre_hook(enter))
             handles.append(module.register_forward_hook(self._make_exit(stack), always_call=True))
         try:
             yield
         finally:
             for h in handles:
                 h.remove()
+            for stack in frames:  # a forward that died between its hooks leaves frames behind
+                while stack:
+                    _restore(stack.pop())
+            for name, data in saved.items():
+                self.params[name].data.copy_(data)
+            self._active.clear()
 
-    def _make_enter(self, owned, step, scale, query, stack):
+    def _owners(self) -> list[tuple[nn.Module, list[tuple[str, str]]]]:
+        """Each module that directly owns hook-perturbed parameters, with (attribute, name)."""
+        key = frozenset(self.copy_restored)
+        if self._owner_cache is not None and self._owner_cache[0] == key:
+            return self._owner_cache[1]
+        name_of = {id(p): n for n, p in self.params.items() if n not in self.copy_restored}
+        owners = []
+        for module in self.model.modules():
+            owned = [
+                (attr, name_of[id(p)])
+                for attr, p in module._parameters.items()
+                if p is not None and id(p) in name_of
+            ]
+            if owned:
+                owners.append((module, owned))
+        self._owner_cache = (key, owners)
+        return owners
+
+    @torch.no_grad()
+    def _perturb_copy_restored(
+        self, step: int, scale: float, query: int
+    ) -> dict[str, torch.Tensor]:
+        saved = {}
+        for name in sorted(self.copy_restored):
+            saved[name] = self.params[name].data.clone()
+            self.params[name].data.copy_(self.perturbed(name, step, scale, query))
+            self._touched.add(name)
+        return saved
+
+    def _make_enter(self, owned, step, scale, query, stack: list[_Frame]):
         def enter(module: nn.Module, args: object) -> None:
-            swapped = []
+            frame: _Frame = []
+            stack.append(frame)  # first, so the exit hook always finds this call's frame
             for attr, name in owned:
                 if name in self._active:  # a tied parameter already perturbed by an outer module
                     continue
                 param = module._parameters[attr]
                 original = param.data
-                z = self.direction(name, step, query)
-                param.data = z.mul_(scale).add_(original).to(original.dtype)  # original untouched
-                swapped.append((param, original, name))
                 self._active.add(name)
-                self.touched.add(name)
-            stack.append(swapped)
+                frame.append((param, original, name))
+                param.data = self.perturbed(name, step, scale, query)
+                self._touched.add(name)
 
         return enter
 
-    def _make_exit(self, stack):
+    def _make_exit(self, stack: list[_Frame]):
         def exit_(module: nn.Module, args: object, output: object) -> None:
-            for param, original, name in stack.pop():
-                param.data = original
-                self._active.discard(name)
+            frame = stack.pop()
+            _restore(frame)
+            self._active.difference_update(name for _, _, name in frame)
 
         return exit_
 
@@ -113,3 +184,8 @@ class PerturbationEngine:
             if decay and p.ndim >= 2:
                 value.mul_(1.0 - decay)
             p.data.copy_(value.add_(z, alpha=coeff))
+
+
+def _restore(frame: _Frame) -> None:
+    for param, original, _ in frame:
+        param.data = original

@@ -71,6 +71,7 @@ class Task(ABC):
         "test": "test.tsv",
     }
     causal_templates: ClassVar[dict[str, Callable[[Example], CausalPrompt]]] = {}
+    masked_max_length: ClassVar[int] = 128  # LM-BFF: 128 tokens, 256 for NLI tasks
 
     # --- loading -------------------------------------------------------------------------
     @abstractmethod

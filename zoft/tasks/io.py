@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,14 +58,6 @@ def read_tsv(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, 
             row = dict(zip(header, fields, strict=False))
             row["__last__"] = fields[-1]
             yield number, row
-
-
-def read_headless_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    with require_file(path).open(encoding="utf-8", newline="") as f:
-        for number, fields in enumerate(csv.reader(f), start=1):
-            if len(fields) != len(columns):
-                raise DataError(f"{path}, line {number}: expected {len(columns)} fields {columns}")
-            yield number, dict(zip(columns, fields, strict=True))
 
 
 def parse_label(value: Any, mapping: dict[Any, int], path: Path, line: int) -> int:

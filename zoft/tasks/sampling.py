@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from zoft.config import enum_value
 from zoft.tasks.base import Example, Splits, Task
 from zoft.tasks.io import DataError
 
@@ -67,8 +68,12 @@ def kshot_split(
             notes.append(f"label {label} has {len(pool)} train examples, fewer than 2k = {2 * k}")
         train.extend(pool[:k])
         dev.extend(pool[k : 2 * k])
-    test = [test_pool[i] for i in np.random.RandomState(42).permutation(len(test_pool))[:test_cap]]
-    return train, dev, test, notes
+    return train, dev, capped_test(test_pool, test_cap), notes
+
+
+def capped_test(pool: Sequence[Example], cap: int) -> list[Example]:
+    """LM-BFF's test set: the evaluation set shuffled with seed 42, at most `cap` examples."""
+    return [pool[i] for i in np.random.RandomState(42).permutation(len(pool))[:cap]]
 
 
 def resolve_data_dir(data_dir: str | None) -> Path | None:
@@ -89,7 +94,7 @@ def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
     """Train / dev / test for one run, following cfg.protocol."""
     data_dir = resolve_data_dir(cfg.data_dir)
     source = str(data_dir) if data_dir else f"hub:{task.hub_path}/{task.hub_config or ''}"
-    protocol = str(getattr(cfg.protocol, "value", cfg.protocol))
+    protocol = enum_value(cfg.protocol)
 
     def official(split: str) -> list[Example]:
         return task.load_local(split, data_dir) if data_dir else task.load_hub(split)
@@ -97,7 +102,7 @@ def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
     if protocol == "kshot":
         ready = task.load_kshot_ready(data_dir, cfg.k, data_seed) if data_dir else None
         if ready is not None:
-            test = ready["test"][: cfg.kshot_test_cap]
+            test = capped_test(ready["test"], cfg.kshot_test_cap)
             note = f"ready LM-BFF split k-shot/{task.kshot_dir}/{cfg.k}-{data_seed}"
             return Splits(ready["train"], ready["dev"], test, source, [note])
         train, dev, test, notes = kshot_split(

@@ -37,6 +37,7 @@ class RTE(Task):
     hub_path = "aps/super_glue"
     hub_config = "rte"
     kshot_dir = "RTE"
+    masked_max_length = 256
     causal_templates = {"mezo": _rte_mezo}
 
     def load_local(self, split: str, data_dir: Path) -> list[Example]:

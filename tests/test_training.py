@@ -6,10 +6,10 @@ from omegaconf import OmegaConf
 from tests.conftest import tiny
 from zoft.optim.mezo import MeZO, MezoConfig
 from zoft.outputs import MetricsLog
-from zoft.runner import Evaluator, train
 from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 from zoft.tasks.base import Splits
+from zoft.training import Evaluator, train
 
 
 class ScriptedEvaluator(Evaluator):
