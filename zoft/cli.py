@@ -41,8 +41,9 @@ def summary_table(result: dict) -> str:
         "wall_time_s",
         "output_dir",
     ):
-        if result.get(key) is not None:
-            rows.append((key, result[key]))
+        value = result.get(key)
+        if value is not None:
+            rows.append((key, round(value, 4) if isinstance(value, float) else value))
     peaks = {p: m["host_peak_rss_mib"] for p, m in (result.get("memory") or {}).items()}
     if peaks:
         rows.append(("peak RSS MiB", ", ".join(f"{p} {v:.0f}" for p, v in peaks.items())))

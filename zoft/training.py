@@ -35,6 +35,8 @@ def batches(examples: Sequence[Example], batch_size: int, seed: int) -> Iterator
 
 @dataclass
 class Evaluator:
+    """The task metric of the model's predictions, computed in eval mode."""
+
     task: Task
     scorer: Scorer
     model: torch.nn.Module
@@ -49,6 +51,8 @@ class Evaluator:
 
 @dataclass
 class TrainingOutcome:
+    """Counters and results of one training loop, for result.json."""
+
     steps: int = 0
     forwards: int = 0
     backwards: int = 0
