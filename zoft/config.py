@@ -127,8 +127,9 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="zoft_schema", node=ZoftConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="task", name="task_schema", node=TaskConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    # schemas live outside the selectable groups so `model=...` lists only real options
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/task", name="task", node=TaskConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
     for name in OPTIMIZERS:
-        cs.store(group="optimizer", name=f"{name}_schema", node=OPTIMIZERS.meta(name)["config"])
+        cs.store(group="schema/optimizer", name=name, node=OPTIMIZERS.meta(name)["config"])
