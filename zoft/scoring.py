@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from zoft.models import model_device
 from zoft.registry import Registry
-from zoft.tasks.base import MASK, CausalPrompt, Example, Task
+from zoft.tasks.base import MASK, CausalPrompt, Example, MaskedPrompt, PairInput, Task
 from zoft.tasks.io import DataError
 
 SCORERS: Registry = Registry("scorer")
@@ -34,12 +35,25 @@ class Scorer(ABC):
         self.max_length = max_length
 
     @abstractmethod
-    def loss(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
-        """Scalar fp32 training loss; differentiable when autograd is on."""
+    def prompts(self, examples: Sequence[Example]) -> list[Any]:
+        """The task's input for this model kind, one per example, each with its `gold` index."""
 
     @abstractmethod
-    def scores(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
+    def score_prompts(self, model: torch.nn.Module, prompts: Sequence[Any]) -> torch.Tensor:
         """[N, C] fp32 candidate scores (-inf where an example has fewer candidates)."""
+
+    def scores(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
+        return self.score_prompts(model, self.prompts(examples))
+
+    def loss(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
+        """Scalar fp32 training loss (cross-entropy over candidates); differentiable when
+        autograd is on."""
+        return self.loss_of(model, self.prompts(examples))
+
+    def loss_of(self, model: torch.nn.Module, prompts: Sequence[Any]) -> torch.Tensor:
+        table = self.score_prompts(model, prompts)
+        gold = torch.tensor([p.gold for p in prompts], device=table.device)
+        return F.cross_entropy(table, gold)
 
     @torch.no_grad()
     def predict(
@@ -125,8 +139,12 @@ class CausalLMScorer(Scorer):
         in_option = torch.arange(k, device=device) >= (k - lengths).unsqueeze(-1)
         return token_lp * in_option
 
-    def scores(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
-        prompts = [self.task.causal_prompt(ex, self.template) for ex in examples]
+    def prompts(self, examples: Sequence[Example]) -> list[CausalPrompt]:
+        return [self.task.causal_prompt(ex, self.template) for ex in examples]
+
+    def score_prompts(
+        self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]
+    ) -> torch.Tensor:
         rows = self._rows(prompts, gold_only=False)
         token_lp = self._option_logprobs(model, rows)
         lengths = torch.tensor(rows.option_lengths, device=token_lp.device)
@@ -136,15 +154,11 @@ class CausalLMScorer(Scorer):
         table[rows.example_index, rows.option_index] = per_row
         return table
 
-    def loss(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
-        prompts = [self.task.causal_prompt(ex, self.template) for ex in examples]
-        if prompts[0].objective == "lm":
-            rows = self._rows(prompts, gold_only=True)
-            token_lp = self._option_logprobs(model, rows)
-            return -token_lp.sum() / sum(rows.option_lengths)
-        table = self.scores(model, examples)
-        gold = torch.tensor([p.gold for p in prompts], device=table.device)
-        return F.cross_entropy(table, gold)
+    def loss_of(self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]) -> torch.Tensor:
+        if prompts[0].objective != "lm":
+            return super().loss_of(model, prompts)
+        rows = self._rows(prompts, gold_only=True)  # token cross-entropy on the gold option only
+        return -self._option_logprobs(model, rows).sum() / sum(rows.option_lengths)
 
 
 @SCORERS.register("masked_lm")
@@ -171,11 +185,14 @@ class MaskedLMScorer(Scorer):
         at = body.index(self.tokenizer.mask_token_id)
         limit = min(self.max_length, self.task.masked_max_length)
         left, right = body[:at], body[at + 1 :]
-        while len(left) + len(right) + 3 > limit and (left or right):
-            if len(left) >= len(right):
-                left = left[1:]
+        budget = max(limit - 3, 0)  # room left beside <s>, <mask> and </s>
+        if len(left) + len(right) > budget:
+            short = min(len(left), len(right))
+            if 2 * short <= budget:  # the shorter side fits whole; the longer one is cut
+                keep_left = short if len(left) == short else budget - short
             else:
-                right = right[:-1]
+                keep_left = budget // 2
+            left, right = left[len(left) - keep_left :], right[: budget - keep_left]
         return head + left + [self.tokenizer.mask_token_id] + right + tail, 1 + len(left)
 
     def _logits_at(
@@ -198,24 +215,24 @@ class MaskedLMScorer(Scorer):
             return head(hidden[rows, at])
         return model(input_ids=ids, attention_mask=mask).logits[rows, at]
 
-    def scores(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
-        prompts = [self.task.masked_prompt(ex) for ex in examples]
+    def prompts(self, examples: Sequence[Example]) -> list[MaskedPrompt]:
+        return [self.task.masked_prompt(ex) for ex in examples]
+
+    def score_prompts(
+        self, model: torch.nn.Module, prompts: Sequence[MaskedPrompt]
+    ) -> torch.Tensor:
         logits = self._logits_at(model, [self._encode(p.text) for p in prompts])
         return logits[:, self._label_ids(prompts[0].label_words)].float()
-
-    def loss(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
-        gold = [self.task.masked_prompt(ex).gold for ex in examples]
-        return F.cross_entropy(
-            self.scores(model, examples), torch.tensor(gold, device=model_device(model))
-        )
 
 
 @SCORERS.register("classifier")
 class ClassifierScorer(Scorer):
     """A linear classification head on an encoder (for encoders without an MLM head)."""
 
-    def scores(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
-        inputs = [self.task.pair_input(ex) for ex in examples]
+    def prompts(self, examples: Sequence[Example]) -> list[PairInput]:
+        return [self.task.pair_input(ex) for ex in examples]
+
+    def score_prompts(self, model: torch.nn.Module, inputs: Sequence[PairInput]) -> torch.Tensor:
         texts = [i.text for i in inputs]
         pairs = [i.text_pair for i in inputs] if inputs[0].text_pair is not None else None
         enc = self.tokenizer(
@@ -227,12 +244,6 @@ class ClassifierScorer(Scorer):
             return_tensors="pt",
         ).to(model_device(model))
         return model(**enc).logits.float()
-
-    def loss(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
-        gold = [self.task.pair_input(ex).gold for ex in examples]
-        return F.cross_entropy(
-            self.scores(model, examples), torch.tensor(gold, device=model_device(model))
-        )
 
 
 def build_scorer(
