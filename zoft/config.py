@@ -115,6 +115,8 @@ class ZoftConfig:
     eval_every: int = 0  # dev evaluation interval in steps; 0 = only after the last step
     log_every: int = 10
     zero_shot: bool = True  # evaluate the test set at step 0
+    icl_demos: int = 0  # in-context demonstrations from the train split (evaluation only)
+    objective: str = "loss"  # loss | accuracy | f1 (the metric ones need a zeroth-order method)
     results_dir: str = "runs"
     output_dir: str | None = None  # default: derived from task/model/optimizer/seeds/config hash
     device: str = "auto"  # auto | cpu | cuda | cuda:N

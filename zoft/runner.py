@@ -20,9 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 import zoft
 from zoft.config import enum_value
 from zoft.errors import ZoftError
+from zoft.icl import demonstration_context
 from zoft.memory import MemoryTracker
 from zoft.models import load_model
-from zoft.optim import build_optimizer
+from zoft.objectives import build_objective, check_objective
+from zoft.optim import OPTIMIZERS, build_optimizer
 from zoft.outputs import (
     RESULT_FILE,
     MetricsLog,
@@ -35,7 +37,7 @@ from zoft.outputs import (
 from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 from zoft.tasks.base import Splits, Task
-from zoft.tasks.sampling import load_splits
+from zoft.tasks.sampling import HUB, load_splits
 from zoft.training import Evaluator, TrainingOutcome, train
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ def config_digest(cfg: DictConfig) -> str:
     for key in _NON_SEMANTIC:
         data.pop(key, None)
     local = data["task"].pop("data_dir", None) or os.environ.get("ZOFT_DATA")
-    data["task"]["data_origin"] = "local" if local else "hub"
+    data["task"]["data_origin"] = "local" if local and local != HUB else "hub"
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -78,11 +80,31 @@ def validate(cfg: DictConfig) -> None:
     ):
         if cfg[key] < least:
             raise RunConfigError(f"{key}={cfg[key]} is invalid: it must be at least {least}")
+    if cfg.icl_demos < 0:
+        raise RunConfigError(f"icl_demos={cfg.icl_demos} is invalid: it must be at least 0")
+    if cfg.icl_demos and cfg.steps:
+        raise RunConfigError(
+            f"icl_demos={cfg.icl_demos} with steps={cfg.steps}: in-context learning is an "
+            "evaluation-only mode; set steps=0 (or icl_demos=0 to fine-tune)"
+        )
+    if cfg.icl_demos and enum_value(cfg.model.kind) != "causal_lm":
+        raise RunConfigError(
+            f"icl_demos needs a causal LM; model {cfg.model.name} is {enum_value(cfg.model.kind)}"
+        )
+    zeroth_order = OPTIMIZERS.meta(cfg.optimizer.name).get("zeroth_order", False)
+    check_objective(cfg.objective, get_task(cfg.task.name), zeroth_order)
     if enum_value(cfg.dtype) == "fp16" and cfg.optimizer.name == "ft":
         raise RunConfigError(
             "dtype=fp16 with optimizer=ft would train fp16 weights with no master copy; the papers "
             "keep fp32 weights and compute in fp16: use dtype=fp32 optimizer.amp=fp16"
         )
+
+
+def run_mode(cfg: DictConfig) -> str:
+    """fine-tune, or one of the evaluation-only modes (zero-shot, icl)."""
+    if cfg.steps:
+        return "fine-tune"
+    return "icl" if cfg.icl_demos else "zero-shot"
 
 
 def seed_everything(seed: int) -> None:
@@ -104,6 +126,8 @@ def _base_result(cfg: DictConfig) -> dict[str, Any]:
         "data_seed": cfg.data_seed,
         "protocol": protocol,
         "k": cfg.task.k if protocol == "kshot" else None,
+        "mode": run_mode(cfg),
+        "objective": cfg.objective,
         "hyperparameters": hyper,
         "config_digest": config_digest(cfg),
         "zoft_version": zoft.__version__,
@@ -159,23 +183,32 @@ def _execute(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
     result.update(model_source=loaded.source, model_notes=loaded.notes)
     kind = enum_value(cfg.model.kind)
     scorer = build_scorer(kind, task, loaded.tokenizer, cfg.task.template, cfg.model.max_length)
+    if cfg.icl_demos:
+        scorer.context, result["icl_demos"] = demonstration_context(
+            task, cfg.task.template, splits.train, cfg.icl_demos, cfg.data_seed
+        )
     evaluate = Evaluator(task, scorer, loaded.model, cfg.eval_batch_size)
     if cfg.zero_shot:
-        log.info("zero-shot evaluation of %s on %d test examples", cfg.model.name, len(splits.test))
+        label = "icl" if cfg.icl_demos else "zero-shot"
+        log.info("%s evaluation of %s on %d test examples", label, cfg.model.name, len(splits.test))
         with tracker.phase("zero_shot"):
             result["zero_shot"] = evaluate(splits.test)
-        log.info("zero-shot test %s", result["zero_shot"])
-    optimizer = build_optimizer(cfg.optimizer, loaded.model, scorer, cfg.steps, cfg.seed)
-    csv_path = out_dir / "metrics.csv" if cfg.logger.name == "csv" else None
-    with tracker.phase("train"):
-        outcome = train(
-            cfg, optimizer, splits, evaluate, MetricsLog(out_dir / "metrics.jsonl", csv_path)
-        )
+        log.info("%s test %s", label, result["zero_shot"])
+    outcome, stats = TrainingOutcome(), {}
+    if cfg.steps:
+        objective = build_objective(cfg.objective, scorer)
+        optimizer = build_optimizer(cfg.optimizer, loaded.model, objective, cfg.steps, cfg.seed)
+        csv_path = out_dir / "metrics.csv" if cfg.logger.name == "csv" else None
+        with tracker.phase("train"):
+            outcome = train(
+                cfg, optimizer, splits, evaluate, MetricsLog(out_dir / "metrics.jsonl", csv_path)
+            )
+        stats = optimizer.stats()
     with tracker.phase("eval"):
         untrained = outcome.steps == 0 and "zero_shot" in result
         result["test"] = result["zero_shot"] if untrained else evaluate(splits.test)
     log.info("test %s", result["test"])
-    result.update(_outcome_fields(outcome), optimizer_stats=optimizer.stats())
+    result.update(_outcome_fields(outcome), optimizer_stats=stats)
     result.update(memory=tracker.phases, wall_time_s=round(time.time() - started, 2))
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
+from zoft.generation import StopAtNewline, answer_text, greedy_generate, left_pad
 from zoft.models import model_device
 from zoft.registry import Registry
 from zoft.tasks.base import MASK, CausalPrompt, Example, MaskedPrompt, PairInput, Task
@@ -68,29 +69,42 @@ class Scorer(ABC):
         return predictions
 
 
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
+# Largest logits slice (rows x kept positions x vocabulary) scored in one forward.
+LOGIT_BUDGET = 2**26
 
 
 @dataclass
 class _OptionRows:
-    ids: list[list[int]]
-    option_lengths: list[int]
-    example_index: list[int]
-    option_index: list[int]
+    """Option rows of a batch. Each row's input is tokens(prompt + option) without its last
+    token; its targets are the option tokens, predicted at the input's last positions. Rows with
+    the same input share one forward (all options of an example when they are single tokens)."""
+
+    inputs: list[list[int]] = field(default_factory=list)
+    input_of_row: list[int] = field(default_factory=list)
+    targets: list[list[int]] = field(default_factory=list)
+    example_index: list[int] = field(default_factory=list)
+    option_index: list[int] = field(default_factory=list)
+
+    def add(self, full: list[int], n_option: int, example: int, option: int) -> None:
+        key = full[:-1]
+        try:
+            at = self.inputs.index(key, max(len(self.inputs) - 8, 0))  # an earlier option's
+        except ValueError:
+            at = len(self.inputs)
+            self.inputs.append(key)
+        self.input_of_row.append(at)
+        self.targets.append(full[-n_option:])
+        self.example_index.append(example)
+        self.option_index.append(option)
 
 
 @SCORERS.register("causal_lm")
 class CausalLMScorer(Scorer):
     """Mean option log-probability per candidate; option tokens = tokens(prompt+option) minus
     tokens(prompt). Inputs are left-padded so every option ends at the last position and only
-    the last K+1 positions go through the output projection."""
+    the last K positions go through the output projection."""
+
+    context: str = ""  # prepended to every prompt (ICL demonstrations)
 
     def __init__(
         self, task: Task, tokenizer: PreTrainedTokenizerBase, template: str, max_length: int
@@ -98,6 +112,8 @@ class CausalLMScorer(Scorer):
         super().__init__(task, tokenizer, template, max_length)
         probe = tokenizer("a").input_ids
         self._strip_eos = len(probe) > 1 and probe[-1] == tokenizer.eos_token_id
+        start = tokenizer.bos_token_id
+        self._start_id = tokenizer.eos_token_id if start is None else start
 
     def _ids(self, text: str) -> list[int]:
         """Token ids with the tokenizer's leading specials but never a trailing EOS."""
@@ -107,7 +123,7 @@ class CausalLMScorer(Scorer):
         )
 
     def _rows(self, prompts: Sequence[CausalPrompt], gold_only: bool) -> _OptionRows:
-        rows = _OptionRows([], [], [], [])
+        rows = _OptionRows()
         for i, p in enumerate(prompts):
             prompt_len = len(self._ids(p.prompt))
             for j, option in enumerate(p.options):
@@ -117,37 +133,48 @@ class CausalLMScorer(Scorer):
                 n_option = len(full) - prompt_len
                 if n_option < 1:
                     raise DataError(f"task {self.task.name}: option {option!r} adds no tokens")
-                rows.ids.append(full[-self.max_length :])
-                rows.option_lengths.append(min(n_option, self.max_length - 1))
-                rows.example_index.append(i)
-                rows.option_index.append(j)
+                if prompt_len == 0:  # nothing to condition the first option token on
+                    full = [self._start_id, *full]
+                full = full[-self.max_length :]  # truncated from the left
+                rows.add(full, min(n_option, len(full) - 1), i, j)
         return rows
 
     def _option_logprobs(self, model: torch.nn.Module, rows: _OptionRows) -> torch.Tensor:
-        """[R, K] log-probabilities of the option tokens (0 where a row's option is shorter)."""
+        """[R, K] log-probabilities of each row's option tokens, right-aligned (0 before a
+        row's first option token); inputs are scored in chunks that bound the logits' size."""
         device = model_device(model)
-        ids, mask = _left_pad(rows.ids, self.tokenizer.pad_token_id)
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        k = max(rows.option_lengths)
-        out = model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=k + 1
-        )
-        logp = out.logits[:, -(k + 1) : -1].float().log_softmax(-1)  # whatever was kept
-        token_lp = logp.gather(-1, ids[:, -k:].unsqueeze(-1)).squeeze(-1)
-        lengths = torch.tensor(rows.option_lengths, device=device)
-        in_option = torch.arange(k, device=device) >= (k - lengths).unsqueeze(-1)
+        k = max(len(t) for t in rows.targets)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        chunk = max(1, LOGIT_BUDGET // (k * vocab))
+        row_of_input = torch.tensor(rows.input_of_row, device=device)
+        targets, in_option = _right_aligned(rows.targets, k, device)
+        token_lp = torch.zeros(len(rows.targets), k, device=device)
+        for start in range(0, len(rows.inputs), chunk):
+            ids, mask = left_pad(rows.inputs[start : start + chunk], self.tokenizer.pad_token_id)
+            ids, mask = ids.to(device), mask.to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=k
+            )
+            logits = out.logits[:, -k:].float()  # whatever was kept
+            picked = (row_of_input >= start) & (row_of_input < start + len(ids))
+            local = row_of_input[picked] - start
+            chosen = logits[local].gather(-1, targets[picked].unsqueeze(-1)).squeeze(-1)
+            token_lp[picked] = chosen - logits[local].logsumexp(-1)
         return token_lp * in_option
 
     def prompts(self, examples: Sequence[Example]) -> list[CausalPrompt]:
-        return [self.task.causal_prompt(ex, self.template) for ex in examples]
+        made = (self.task.causal_prompt(ex, self.template) for ex in examples)
+        if not self.context:
+            return list(made)
+        return [replace(p, prompt=self.context + p.prompt) for p in made]
 
     def score_prompts(
         self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]
     ) -> torch.Tensor:
         rows = self._rows(prompts, gold_only=False)
         token_lp = self._option_logprobs(model, rows)
-        lengths = torch.tensor(rows.option_lengths, device=token_lp.device)
+        lengths = torch.tensor([len(t) for t in rows.targets], device=token_lp.device)
         per_row = token_lp.sum(-1) / lengths
         n_options = max(len(p.options) for p in prompts)
         table = torch.full((len(prompts), n_options), float("-inf"), device=per_row.device)
@@ -158,7 +185,51 @@ class CausalLMScorer(Scorer):
         if prompts[0].objective != "lm":
             return super().loss_of(model, prompts)
         rows = self._rows(prompts, gold_only=True)  # token cross-entropy on the gold option only
-        return -self._option_logprobs(model, rows).sum() / sum(rows.option_lengths)
+        return -self._option_logprobs(model, rows).sum() / sum(len(t) for t in rows.targets)
+
+
+def _right_aligned(
+    targets: list[list[int]], k: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[R, K] target ids right-aligned (0 as filler) and the mask of real target positions."""
+    ids = torch.zeros(len(targets), k, dtype=torch.long)
+    for i, t in enumerate(targets):
+        ids[i, k - len(t) :] = torch.tensor(t)
+    lengths = torch.tensor([len(t) for t in targets])
+    in_option = torch.arange(k) >= (k - lengths).unsqueeze(-1)
+    return ids.to(device), in_option.to(device)
+
+
+@SCORERS.register("causal_lm_generation")
+class GenerationScorer(CausalLMScorer):
+    """Generative tasks: predictions are greedy answers (at most `max_new_tokens`, cut at the
+    first newline); the training loss is the LM loss on the gold answer."""
+
+    max_new_tokens: int = 50
+
+    def __init__(
+        self, task: Task, tokenizer: PreTrainedTokenizerBase, template: str, max_length: int
+    ) -> None:
+        super().__init__(task, tokenizer, template, max_length)
+        self._is_stop = StopAtNewline(tokenizer)
+
+    @torch.no_grad()
+    def predict(
+        self, model: torch.nn.Module, examples: Sequence[Example], batch_size: int
+    ) -> list[str]:
+        model.eval()
+        room = max(self.max_length - self.max_new_tokens, 1)  # prompts truncated from the left
+        answers: list[str] = []
+        for start in range(0, len(examples), batch_size):
+            prompts = [
+                self._ids(p.prompt)[-room:]
+                for p in self.prompts(examples[start : start + batch_size])
+            ]
+            generated = greedy_generate(
+                model, prompts, self.tokenizer.pad_token_id, self.max_new_tokens, self._is_stop
+            )
+            answers.extend(answer_text(self.tokenizer, g) for g in generated)
+        return answers
 
 
 @SCORERS.register("masked_lm")
@@ -249,4 +320,12 @@ class ClassifierScorer(Scorer):
 def build_scorer(
     kind: str, task: Task, tokenizer: PreTrainedTokenizerBase, template: str, max_length: int
 ) -> Scorer:
+    """The scorer of this model kind for this task (generation for generative tasks)."""
+    if task.generative:
+        if kind != "causal_lm":
+            raise DataError(
+                f"task {task.name} is answered by generation, which needs a causal LM; "
+                f"model kind {kind} cannot generate (use e.g. model=smollm2-135m)"
+            )
+        kind = "causal_lm_generation"
     return SCORERS.get(kind)(task, tokenizer, template, max_length)

@@ -25,7 +25,7 @@ class MezoConfig(OptimizerConfig):
     weight_decay: float = 0.0
 
 
-@OPTIMIZERS.register("mezo", config=MezoConfig)
+@OPTIMIZERS.register("mezo", config=MezoConfig, zeroth_order=True)
 class MeZO(Optimizer):
     """g = (L(θ+εz) − L(θ−εz)) / 2ε;  θ ← θ − η(g·z + λθ).  Forwards in eval mode, no autograd."""
 

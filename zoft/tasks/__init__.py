@@ -4,7 +4,13 @@ from zoft.registry import Registry
 
 TASKS: Registry = Registry("task")
 
-from zoft.tasks import glue, superglue  # noqa: E402,F401  (registration side effects)
+from zoft.tasks import (  # noqa: E402,F401  (registration side effects)
+    choice,
+    glue,
+    nli,
+    squad,
+    superglue,
+)
 
 
 def get_task(name: str):

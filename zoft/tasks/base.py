@@ -61,16 +61,22 @@ class Task(ABC):
     name: ClassVar[str]
     label_names: ClassVar[tuple[str, ...]]
     metric: ClassVar[str] = "accuracy"
+    generative: ClassVar[bool] = False  # answers are generated text (SQuAD, DROP)
+    has_candidates: ClassVar[bool] = False  # options come with each example (COPA, ReCoRD)
     hub_path: ClassVar[str]
     hub_config: ClassVar[str | None] = None
+    hub_revision: ClassVar[str | None] = None  # e.g. the Parquet branch of a script dataset
     hub_splits: ClassVar[dict[str, str]] = {"train": "train", "validation": "validation"}
+    # what the local files of ../shared/data lack, by split; copied into every result
+    local_notes: ClassVar[dict[str, str]] = {}
     kshot_dir: ClassVar[str | None] = None  # folder under <data_dir>/k-shot/ (LM-BFF layout)
     kshot_files: ClassVar[dict[str, str]] = {
         "train": "train.tsv",
         "dev": "dev.tsv",
         "test": "test.tsv",
     }
-    causal_templates: ClassVar[dict[str, Callable[[Example], CausalPrompt]]] = {}
+    # template name -> function(task, example); "mezo" is the papers' prompt
+    causal_templates: ClassVar[dict[str, Callable[[Any, Example], CausalPrompt]]] = {}
     masked_max_length: ClassVar[int] = 128  # LM-BFF: 128 tokens, 256 for NLI tasks
 
     # --- loading -------------------------------------------------------------------------
@@ -79,8 +85,8 @@ class Task(ABC):
         """Read the official `split` ("train" or "validation") from a local data root."""
 
     @abstractmethod
-    def from_hub_row(self, row: dict[str, Any]) -> Example:
-        """Turn one row of the hub dataset into an Example."""
+    def from_hub_row(self, row: dict[str, Any]) -> Example | None:
+        """Turn one row of the hub dataset into an Example (None drops an unlabelled row)."""
 
     def kshot_row(self, row: dict[str, str], path: Path, line: int) -> Example:
         """Parse one row of a ready LM-BFF k-shot file (label in the last field)."""
@@ -91,29 +97,36 @@ class Task(ABC):
 
         hub_split = self.hub_splits[split]
         try:
-            rows = datasets.load_dataset(self.hub_path, self.hub_config, split=hub_split)
+            rows = datasets.load_dataset(
+                self.hub_path, self.hub_config, split=hub_split, revision=self.hub_revision
+            )
         except Exception as err:  # datasets raises many types for "offline" / "not found"
             raise DataError(
                 f"Could not load task '{self.name}' split '{hub_split}' from the hub "
                 f"({self.hub_path}, {self.hub_config}): {err}\nWithout network, set task.data_dir "
                 "(or ZOFT_DATA) to a local copy laid out like ../shared/data."
             ) from err
-        return [self.from_hub_row(dict(row)) for row in rows]
+        examples = (self.from_hub_row(dict(row)) for row in rows)
+        return [ex for ex in examples if ex is not None]
+
+    def read_kshot_file(self, path: Path) -> list[Example]:
+        """One file of a ready LM-BFF split (headed TSV by default)."""
+        return [self.kshot_row(row, path, n) for n, row in read_tsv(path)]
 
     def load_kshot_ready(
         self, data_dir: Path, k: int, seed: int
     ) -> dict[str, list[Example]] | None:
-        """The ready LM-BFF split <TASK>/<k>-<seed>/ if it exists locally, else None."""
+        """The ready LM-BFF split <TASK>/<k>-<seed>/ if it exists locally, else None. A split
+        without a test file (MNLI, SNLI) leaves "test" out: the official evaluation set is used."""
         if self.kshot_dir is None:
             return None
         folder = data_dir / "k-shot" / self.kshot_dir / f"{k}-{seed}"
         if not folder.is_dir():
             return None
-        out = {}
-        for split, filename in self.kshot_files.items():
-            path = folder / filename
-            out[split] = [self.kshot_row(row, path, n) for n, row in read_tsv(path)]
-        return out
+        return {
+            split: self.read_kshot_file(folder / filename)
+            for split, filename in self.kshot_files.items()
+        }
 
     # --- prompts -------------------------------------------------------------------------
     def causal_prompt(self, example: Example, template: str) -> CausalPrompt:
@@ -122,14 +135,20 @@ class Task(ABC):
                 f"task {self.name} has no causal-LM template '{template}'; "
                 f"choose task.template from {sorted(self.causal_templates)}"
             )
-        return self.causal_templates[template](example)
+        return self.causal_templates[template](self, example)
 
     def masked_prompt(self, example: Example) -> MaskedPrompt:
-        raise DataError(f"task {self.name} has no masked-LM template")
+        raise DataError(
+            f"task {self.name} has no masked-LM (LM-BFF) template; the RoBERTa tables use SST-2, "
+            "SST-5, SNLI, MNLI, RTE and TREC. Use a causal LM (e.g. model=smollm2-135m)."
+        )
 
-    @abstractmethod
     def pair_input(self, example: Example) -> PairInput:
         """Plain text (and text pair) for an encoder with a classification head."""
+        raise DataError(
+            f"task {self.name} cannot be scored by a classification head (its answers are "
+            "candidates or generated text); use a causal LM (e.g. model=smollm2-135m)."
+        )
 
     # --- metric --------------------------------------------------------------------------
     def score(self, predictions: Sequence[int], examples: Sequence[Example]) -> dict[str, float]:
@@ -152,3 +171,26 @@ def tsv_examples(path: Path, text_columns: dict[str, str], labels: dict[Any, int
         )
         for n, row in read_tsv(path, required=tuple(text_columns.values()))
     ]
+
+
+def causal_from_masked(masked: MaskedPrompt) -> CausalPrompt:
+    """An LM-BFF template read left to right by a causal LM: the text before <mask> is the
+    prompt, each option is a label word followed by the rest of the template."""
+    before, after = masked.text.split(MASK, 1)
+    options = tuple(f"{word}{after}" for word in masked.label_words)
+    if not before:  # nothing precedes the label (TREC): the option starts the text
+        options = tuple(o.lstrip() for o in options)
+    return CausalPrompt(before, options, masked.gold)
+
+
+def first_upper(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def first_lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def lmbff_causal(task: Task, ex: Example) -> CausalPrompt:
+    """The causal prompt of a task whose paper prompt is LM-BFF's masked template."""
+    return causal_from_masked(task.masked_prompt(ex))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,3 +74,29 @@ def require_keys(row: dict[str, Any], keys: tuple[str, ...], path: Path, line: i
     missing = [k for k in keys if k not in row]
     if missing:
         raise DataError(f"{path}, line {line}: missing field(s) {missing}")
+
+
+def read_headless_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, row) of a CSV without header (LM-BFF's sst-5 and trec files)."""
+    with require_file(path).open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(columns):
+                raise DataError(
+                    f"{path}, line {reader.line_num}: {len(fields)} fields, expected "
+                    f"{len(columns)} ({list(columns)})"
+                )
+            yield reader.line_num, dict(zip(columns, fields, strict=True))
+
+
+def read_json(path: Path) -> Any:
+    """A whole JSON document (SQuAD, DROP), with an error naming the file and position."""
+    with require_file(path).open(encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}, line {err.lineno} column {err.colno}: not valid JSON ({err.msg})"
+            ) from err

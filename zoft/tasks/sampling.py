@@ -34,7 +34,8 @@ def large_model_split(
     if len(order) < wanted:
         notes.append(
             f"train split has {len(train_pool)} examples, fewer than num_train + num_dev = {wanted}; "
-            f"using {max(len(order) - num_dev, 0)} train / {min(num_dev, len(order))} dev"
+            f"using {max(len(order) - num_dev, 0)} train / {min(num_dev, len(order))} dev as "
+            "MeZO does; lower task.num_dev (e.g. task.num_dev=100) for a larger train split"
         )
     drawn = [train_pool[i] for i in order]
     cut = max(len(drawn) - num_dev, 0)
@@ -76,10 +77,13 @@ def capped_test(pool: Sequence[Example], cap: int) -> list[Example]:
     return [pool[i] for i in np.random.RandomState(42).permutation(len(pool))[:cap]]
 
 
+HUB = "hub"  # task.data_dir=hub loads from the hub even when ZOFT_DATA is set
+
+
 def resolve_data_dir(data_dir: str | None) -> Path | None:
-    """task.data_dir, else $ZOFT_DATA, else None (the hub)."""
+    """task.data_dir, else $ZOFT_DATA, else None (the hub); "hub" forces the hub."""
     chosen = data_dir or os.environ.get("ZOFT_DATA") or None
-    if chosen is None:
+    if chosen is None or chosen == HUB:
         return None
     path = Path(chosen).expanduser()
     if not path.is_dir():
@@ -96,20 +100,28 @@ def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
     source = str(data_dir) if data_dir else f"hub:{task.hub_path}/{task.hub_config or ''}"
     protocol = enum_value(cfg.protocol)
 
+    notes: list[str] = []
+
     def official(split: str) -> list[Example]:
-        return task.load_local(split, data_dir) if data_dir else task.load_hub(split)
+        if not data_dir:
+            return task.load_hub(split)
+        if split in task.local_notes and task.local_notes[split] not in notes:
+            notes.append(task.local_notes[split])
+        return task.load_local(split, data_dir)
 
     if protocol == "kshot":
         ready = task.load_kshot_ready(data_dir, cfg.k, data_seed) if data_dir else None
         if ready is not None:
-            test = capped_test(ready["test"], cfg.kshot_test_cap)
-            note = f"ready LM-BFF split k-shot/{task.kshot_dir}/{cfg.k}-{data_seed}"
-            return Splits(ready["train"], ready["dev"], test, source, [note])
-        train, dev, test, notes = kshot_split(
+            pool = ready["test"] if "test" in ready else official("validation")
+            notes.append(f"ready LM-BFF split k-shot/{task.kshot_dir}/{cfg.k}-{data_seed}")
+            _log_notes(task, notes)
+            test = capped_test(pool, cfg.kshot_test_cap)
+            return Splits(ready["train"], ready["dev"], test, source, notes)
+        train, dev, test, split_notes = kshot_split(
             official("train"), official("validation"), cfg.k, data_seed, cfg.kshot_test_cap
         )
     else:
-        train, dev, test, notes = large_model_split(
+        train, dev, test, split_notes = large_model_split(
             official("train"),
             official("validation"),
             cfg.num_train,
@@ -117,6 +129,11 @@ def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
             cfg.num_eval,
             data_seed,
         )
+    notes.extend(split_notes)
+    _log_notes(task, notes)
+    return Splits(train, dev, test, source, notes)
+
+
+def _log_notes(task: Task, notes: list[str]) -> None:
     for note in notes:
         log.warning("%s: %s", task.name, note)
-    return Splits(train, dev, test, source, notes)

@@ -1,59 +1,94 @@
-"""SuperGLUE tasks in the official jsonl format: RTE."""
+"""SuperGLUE binary and three-way classification in the official jsonl format: RTE, CB, BoolQ,
+WiC, WSC and MultiRC (one example per paragraph, question and answer)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from zoft.tasks import TASKS
-from zoft.tasks.base import MASK, CausalPrompt, Example, MaskedPrompt, PairInput, Task, label_map
-from zoft.tasks.io import parse_label, read_jsonl, require_keys
+from zoft.tasks.base import (
+    CausalPrompt,
+    Example,
+    MaskedPrompt,
+    PairInput,
+    Task,
+    first_upper,
+    label_map,
+)
+from zoft.tasks.io import DataError, parse_label, read_jsonl, require_keys
+from zoft.tasks.nli import nli_masked_text
 
 _SPLIT_FILES = {"train": "train.jsonl", "validation": "val.jsonl"}
+_BOOL_LABELS = {False: 0, True: 1}
 
 
 def superglue_path(data_dir: Path, task_dir: str, split: str) -> Path:
     return data_dir / "superglue" / task_dir / _SPLIT_FILES[split]
 
 
-def nli_masked_text(premise: str, hypothesis: str) -> str:
-    """LM-BFF's NLI template: `{premise without last char}?<mask>, {hypothesis, first letter lower}`."""
-    hypothesis = hypothesis[:1].lower() + hypothesis[1:]
-    return f"{premise[:-1]}?{MASK}, {hypothesis}"
+def superglue_rows(
+    data_dir: Path, task_dir: str, split: str, keys: tuple[str, ...]
+) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """(path, line, row) of a SuperGLUE jsonl split, each row checked for `keys`."""
+    path = superglue_path(data_dir, task_dir, split)
+    for line, row in enumerate(read_jsonl(path), start=1):
+        require_keys(row, keys, path, line)
+        yield path, line, row
 
 
-def _rte_mezo(ex: Example) -> CausalPrompt:
-    prompt = (
-        f'{ex.fields["premise"]}\nDoes this mean that "{ex.fields["hypothesis"]}" is true? '
-        "Yes or No?\n"
-    )
-    return CausalPrompt(prompt, ("Yes", "No"), ex.label)
+class SuperGlueTask(Task):
+    """A flat SuperGLUE task: `fields` are copied from each row, `label` is parsed by name."""
+
+    hub_path = "aps/super_glue"
+    hub_revision = "refs/convert/parquet"  # the repository's own files are a loading script
+    local_dir: ClassVar[str]
+    fields: ClassVar[tuple[str, ...]]
+    raw_labels: ClassVar[dict[Any, int]]  # label as written in the jsonl -> index
+
+    def row_fields(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {f: row[f] for f in self.fields}
+
+    def load_local(self, split: str, data_dir: Path) -> list[Example]:
+        return [
+            Example(self.row_fields(row), parse_label(row["label"], self.raw_labels, path, line))
+            for path, line, row in superglue_rows(
+                data_dir, self.local_dir, split, (*self.fields, "label")
+            )
+        ]
+
+    def from_hub_row(self, row: dict[str, Any]) -> Example | None:
+        if int(row["label"]) < 0:  # the hub's unlabelled test rows
+            return None
+        return Example(self.row_fields(row), int(row["label"]))
+
+
+def yes_no(
+    build: Callable[[dict[str, Any]], str], words: tuple[str, ...] = ("No", "Yes")
+) -> Callable[[Task, Example], CausalPrompt]:
+    """A MeZO template: a prompt built from the fields, the label words as options."""
+    return lambda task, ex: CausalPrompt(build(ex.fields), words, ex.label)
 
 
 @TASKS.register("rte")
-class RTE(Task):
+class RTE(SuperGlueTask):
     name = "rte"
     label_names = ("entailment", "not_entailment")
-    hub_path = "aps/super_glue"
     hub_config = "rte"
+    local_dir = "RTE"
+    fields = ("premise", "hypothesis")
+    raw_labels = {"entailment": 0, "not_entailment": 1}
     kshot_dir = "RTE"
     masked_max_length = 256
-    causal_templates = {"mezo": _rte_mezo}
-
-    def load_local(self, split: str, data_dir: Path) -> list[Example]:
-        path = superglue_path(data_dir, "RTE", split)
-        labels = label_map(self)
-        examples = []
-        for line, row in enumerate(read_jsonl(path), start=1):
-            require_keys(row, ("premise", "hypothesis", "label"), path, line)
-            fields = {"premise": row["premise"], "hypothesis": row["hypothesis"]}
-            examples.append(Example(fields, parse_label(row["label"], labels, path, line)))
-        return examples
-
-    def from_hub_row(self, row: dict[str, Any]) -> Example:
-        return Example(
-            {"premise": row["premise"], "hypothesis": row["hypothesis"]}, int(row["label"])
+    causal_templates = {
+        "mezo": yes_no(
+            lambda f: (
+                f'{f["premise"]}\nDoes this mean that "{f["hypothesis"]}" is true? Yes or No?\n'
+            ),
+            ("Yes", "No"),
         )
+    }
 
     def kshot_row(self, row: dict[str, str], path: Path, line: int) -> Example:
         fields = {"premise": row["sentence1"], "hypothesis": row["sentence2"]}
@@ -65,3 +100,151 @@ class RTE(Task):
 
     def pair_input(self, ex: Example) -> PairInput:
         return PairInput(ex.fields["premise"], ex.fields["hypothesis"], ex.label)
+
+
+@TASKS.register("cb")
+class CB(SuperGlueTask):
+    name = "cb"
+    label_names = ("entailment", "contradiction", "neutral")  # the hub's integer order
+    hub_config = "cb"
+    local_dir = "CB"
+    fields = ("premise", "hypothesis")
+    raw_labels = {"entailment": 0, "contradiction": 1, "neutral": 2}
+    causal_templates = {
+        "mezo": yes_no(
+            lambda f: (
+                f'Suppose {f["premise"]} Can we infer that "{f["hypothesis"]}"? '
+                "Yes, No, or Maybe?\n"
+            ),
+            ("Yes", "No", "Maybe"),
+        )
+    }
+
+    def pair_input(self, ex: Example) -> PairInput:
+        return PairInput(ex.fields["premise"], ex.fields["hypothesis"], ex.label)
+
+
+def _boolq_prompt(f: dict[str, Any]) -> str:
+    question = f["question"] if f["question"].endswith("?") else f"{f['question']}?"
+    return f"{f['passage']} {first_upper(question)}\n"
+
+
+@TASKS.register("boolq")
+class BoolQ(SuperGlueTask):
+    name = "boolq"
+    label_names = ("False", "True")
+    hub_config = "boolq"
+    local_dir = "BoolQ"
+    fields = ("question", "passage")
+    raw_labels = _BOOL_LABELS
+    causal_templates = {"mezo": yes_no(_boolq_prompt)}
+    local_notes = {
+        "train": "local BoolQ train is a subset: the 32 FewGLUE examples of the official 9,427",
+    }
+
+    def pair_input(self, ex: Example) -> PairInput:
+        return PairInput(ex.fields["question"], ex.fields["passage"], ex.label)
+
+
+@TASKS.register("wic")
+class WiC(SuperGlueTask):
+    name = "wic"
+    label_names = ("False", "True")
+    hub_config = "wic"
+    local_dir = "WiC"
+    fields = ("word", "sentence1", "sentence2")
+    raw_labels = _BOOL_LABELS
+    causal_templates = {
+        "mezo": yes_no(
+            lambda f: (
+                f'Does the word "{f["word"]}" have the same meaning in these two sentences? '
+                f"Yes, No?\n{f['sentence1']}\n{f['sentence2']}\n"
+            )
+        )
+    }
+
+    def pair_input(self, ex: Example) -> PairInput:
+        f = ex.fields
+        return PairInput(f"{f['word']}: {f['sentence1']}", f["sentence2"], ex.label)
+
+
+@TASKS.register("wsc")
+class WSC(SuperGlueTask):
+    name = "wsc"
+    label_names = ("False", "True")
+    hub_config = "wsc.fixed"
+    local_dir = "WSC"
+    fields = ("text", "span1_text", "span2_text")
+    raw_labels = _BOOL_LABELS
+    causal_templates = {
+        "mezo": yes_no(
+            lambda f: (
+                f"{f['text']}\nIn the previous sentence, does the pronoun "
+                f'"{f["span2_text"].lower()}" refer to {f["span1_text"]}? Yes or No?\n'
+            )
+        )
+    }
+
+    def row_fields(self, row: dict[str, Any]) -> dict[str, Any]:
+        spans = row.get("target", row)  # local jsonl nests the spans; the hub row is flat
+        return {
+            "text": row["text"],
+            "span1_text": spans["span1_text"],
+            "span2_text": spans["span2_text"],
+        }
+
+    def load_local(self, split: str, data_dir: Path) -> list[Example]:
+        return [
+            Example(self.row_fields(row), parse_label(row["label"], self.raw_labels, path, line))
+            for path, line, row in superglue_rows(
+                data_dir, self.local_dir, split, ("text", "target", "label")
+            )
+        ]
+
+    def pair_input(self, ex: Example) -> PairInput:
+        f = ex.fields
+        return PairInput(f["text"], f"{f['span2_text']} -> {f['span1_text']}", ex.label)
+
+
+@TASKS.register("multirc")
+class MultiRC(SuperGlueTask):
+    name = "multirc"
+    label_names = ("False", "True")
+    hub_config = "multirc"
+    local_dir = "MultiRC"
+    fields = ("paragraph", "question", "answer")
+    raw_labels = {0: 0, 1: 1}
+    causal_templates = {
+        "mezo": yes_no(
+            lambda f: (
+                f"{f['paragraph']}\nQuestion: {f['question']}\nI found this answer "
+                f'"{f["answer"]}". Is that correct? Yes or No?\n'
+            )
+        )
+    }
+
+    def load_local(self, split: str, data_dir: Path) -> list[Example]:
+        """The official file nests answers in questions in passages: one example per answer."""
+        examples = []
+        for path, line, row in superglue_rows(data_dir, self.local_dir, split, ("passage",)):
+            try:
+                paragraph = row["passage"]["text"]
+                for question in row["passage"]["questions"]:
+                    for answer in question["answers"]:
+                        label = parse_label(answer["label"], self.raw_labels, path, line)
+                        fields = {
+                            "paragraph": paragraph,
+                            "question": question["question"],
+                            "answer": answer["text"],
+                        }
+                        examples.append(Example(fields, label))
+            except (KeyError, TypeError) as err:
+                raise DataError(
+                    f"{path}, line {line}: not a MultiRC passage "
+                    f"(passage.text / questions / answers): missing {err}"
+                ) from err
+        return examples
+
+    def pair_input(self, ex: Example) -> PairInput:
+        f = ex.fields
+        return PairInput(f["paragraph"], f"{f['question']} {f['answer']}", ex.label)
