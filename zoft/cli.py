@@ -1,10 +1,12 @@
-"""Thin entry points: zoft-run (Hydra)."""
+"""Thin entry points: zoft-run (Hydra) and zoft-table."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -79,3 +81,24 @@ def run_main() -> None:
     )
     _quiet_libraries()
     _hydra_entry()
+
+
+def table_main(argv: list[str] | None = None) -> None:
+    """zoft-table: the complete runs under a folder as a markdown table (stdout or --out)."""
+    from zoft.outputs import atomic_write
+    from zoft.tables import collect_results, markdown_table
+
+    parser = argparse.ArgumentParser(prog="zoft-table", description=table_main.__doc__)
+    parser.add_argument("runs", type=Path, help="folder searched for result.json files")
+    parser.add_argument("--out", type=Path, help="write the table to this file")
+    parser.add_argument("--title", help="a heading above the table")
+    args = parser.parse_args(argv)
+    results = collect_results(args.runs)
+    if not results:
+        parser.exit(1, f"zoft-table: no complete runs under {args.runs}\n")
+    table = markdown_table(results, args.title)
+    if args.out:
+        atomic_write(args.out, table)
+        print(f"wrote {args.out} ({len(results)} runs)")
+    else:
+        print(table, end="")

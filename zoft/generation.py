@@ -31,6 +31,8 @@ def greedy_generate(
 ) -> list[list[int]]:
     """New token ids per prompt, up to and including its first stop token. Prompts are
     left-padded with explicit position ids, so every row decodes as it would alone."""
+    if max_new_tokens < 1:
+        return [[] for _ in prompts]
     device = model_device(model)
     ids, mask = left_pad(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)

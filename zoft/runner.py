@@ -62,11 +62,13 @@ def config_digest(cfg: DictConfig) -> str:
 
 
 def resolve_output_dir(cfg: DictConfig) -> Path:
-    """cfg.output_dir, else results_dir/task/model/optimizer/seed-data_seed-<config digest>."""
+    """cfg.output_dir, else results_dir/task/model/<optimizer, or the evaluation-only mode>/
+    seed-data_seed-<config digest>."""
     if cfg.output_dir:
         return Path(cfg.output_dir)
+    method = cfg.optimizer.name if cfg.steps else run_mode(cfg)
     leaf = f"seed{cfg.seed}-data{cfg.data_seed}-{config_digest(cfg)}"
-    return Path(cfg.results_dir) / cfg.task.name / cfg.model.name / cfg.optimizer.name / leaf
+    return Path(cfg.results_dir) / cfg.task.name / cfg.model.name / method / leaf
 
 
 def validate(cfg: DictConfig) -> None:
@@ -128,6 +130,7 @@ def _base_result(cfg: DictConfig) -> dict[str, Any]:
         "k": cfg.task.k if protocol == "kshot" else None,
         "mode": run_mode(cfg),
         "objective": cfg.objective,
+        "icl_demos": 0,  # how many were used, set by ICL runs
         "hyperparameters": hyper,
         "config_digest": config_digest(cfg),
         "zoft_version": zoft.__version__,

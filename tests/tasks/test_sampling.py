@@ -91,3 +91,38 @@ def test_ready_and_generated_kshot_tests_are_capped_after_the_same_shuffle(data_
     full = get_task("sst2").load_kshot_ready(data_dir, 16, 13)["test"]
     assert [_key(e) for e in ready.test] == [_key(e) for e in capped_test(full, 50)]
     assert [_key(e) for e in ready.test] != [_key(e) for e in full[:50]]
+
+
+def test_paper_dev_sizes_cb_copa_and_wsc_reference_split(data_dir):
+    """CB and COPA use 100 dev examples (150 / 300 train); WSC reproduces MeZO's 54 / 500 with a
+    warning that names the override giving a sane split."""
+    from tests.conftest import compose
+
+    sizes = {}
+    for name in ("cb", "copa", "wsc"):
+        cfg = compose([f"task={name}", "task.protocol=large", f"task.data_dir={data_dir}"]).task
+        splits = load_splits(get_task(name), cfg, data_seed=0)
+        sizes[name] = (len(splits.train), len(splits.dev), len(splits.test))
+        if name == "wsc":
+            assert any("task.num_dev=" in n for n in splits.notes)
+    assert sizes == {"cb": (150, 100, 56), "copa": (300, 100, 100), "wsc": (54, 500, 104)}
+    sane = compose(
+        ["task=wsc", "task.protocol=large", f"task.data_dir={data_dir}", "task.num_dev=100"]
+    )
+    splits = load_splits(get_task("wsc"), sane.task, data_seed=0)
+    assert (len(splits.train), len(splits.dev)) == (454, 100)
+
+
+def test_local_subsets_are_named_in_the_notes_and_hub_keyword_skips_local(data_dir, monkeypatch):
+    splits = load_splits(get_task("boolq"), _cfg(data_dir, num_eval=10, num_dev=8), data_seed=0)
+    assert any("32 FewGLUE examples" in n for n in splits.notes)
+    from zoft.tasks.sampling import resolve_data_dir
+
+    monkeypatch.setenv("ZOFT_DATA", str(data_dir))
+    assert resolve_data_dir(None) == data_dir and resolve_data_dir("hub") is None
+
+
+def test_kshot_split_without_test_file_evaluates_on_the_official_set(data_dir):
+    splits = load_splits(get_task("mnli"), _cfg(data_dir, protocol="kshot"), data_seed=13)
+    assert (len(splits.train), len(splits.dev), len(splits.test)) == (48, 48, 1000)
+    assert any("dev_matched.tsv" in n for n in splits.notes)

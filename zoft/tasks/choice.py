@@ -71,8 +71,9 @@ def _record_mezo(task: Task, ex: Example) -> CausalPrompt:
 
 
 def record_example(passage: str, query: str, entities: Sequence[str], answers: Sequence[str]):
-    """Candidates are the distinct entity strings (sorted, as the hub has them); the training
-    target is the first gold answer, and any gold answer counts as correct."""
+    """Candidates are the distinct entity strings and answers the distinct gold strings, both
+    sorted as the hub has them; the training target is the first sorted answer (MeZO's
+    `correct_candidate[0]`), and any gold answer counts as correct."""
     gold = tuple(sorted(set(answers)))
     candidates = tuple(sorted(set(entities) | set(gold)))
     fields = {"passage": passage, "query": query, "candidates": candidates, "answers": gold}

@@ -24,7 +24,8 @@ def require_file(path: Path) -> Path:
     return path
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line, so later errors can name the line."""
     rows = []
     with require_file(path).open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -36,8 +37,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise DataError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
             if not isinstance(row, dict):
                 raise DataError(f"{path}, line {number}: expected a JSON object")
-            rows.append(row)
+            rows.append((number, row))
     return rows
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [row for _, row in read_jsonl_numbered(path)]
 
 
 def read_tsv(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:

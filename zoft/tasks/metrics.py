@@ -18,9 +18,9 @@ def normalize_answer(text: str) -> str:
 
 
 def token_f1(prediction: str, gold: str) -> float:
+    """Harmonic mean of token precision and recall; 0 without a common token (v1.1 script,
+    even when both sides normalise to nothing)."""
     predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not predicted or not expected:
-        return float(predicted == expected)  # both empty counts as a match
     common = sum((Counter(predicted) & Counter(expected)).values())
     if common == 0:
         return 0.0

@@ -17,7 +17,7 @@ from zoft.tasks.base import (
     lmbff_causal,
     tsv_examples,
 )
-from zoft.tasks.io import parse_label, read_jsonl, require_keys
+from zoft.tasks.io import parse_label, read_jsonl_numbered, require_keys
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # the hub's integer order
 NLI_WORDS = (" Yes", " Maybe", " No")  # LM-BFF: entailment Yes, neutral Maybe, contradiction No
@@ -46,7 +46,7 @@ class ThreeWayNLI(Task):
             return tsv_examples(folder / self.local_eval_file, columns, label_map(self))
         path = folder / "train.jsonl"
         examples = []
-        for line, row in enumerate(read_jsonl(path), start=1):
+        for line, row in read_jsonl_numbered(path):
             require_keys(row, ("premise", "hypothesis", "label"), path, line)
             label = parse_label(row["label"], label_map(self), path, line)
             examples.append(

@@ -32,11 +32,14 @@ def large_model_split(
     wanted = num_train + num_dev
     order = np.random.RandomState(seed).permutation(len(train_pool))[:wanted]
     if len(order) < wanted:
-        notes.append(
+        kept_train, kept_dev = max(len(order) - num_dev, 0), min(num_dev, len(order))
+        note = (
             f"train split has {len(train_pool)} examples, fewer than num_train + num_dev = {wanted}; "
-            f"using {max(len(order) - num_dev, 0)} train / {min(num_dev, len(order))} dev as "
-            "MeZO does; lower task.num_dev (e.g. task.num_dev=100) for a larger train split"
+            f"using {kept_train} train / {kept_dev} dev as MeZO does"
         )
+        if kept_train < kept_dev:  # WSC: 54 train / 500 dev
+            note += f"; for a saner split lower task.num_dev (e.g. task.num_dev={len(order) // 5})"
+        notes.append(note)
     drawn = [train_pool[i] for i in order]
     cut = max(len(drawn) - num_dev, 0)
     train, dev = drawn[:cut], drawn[cut:]

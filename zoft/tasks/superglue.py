@@ -17,7 +17,7 @@ from zoft.tasks.base import (
     first_upper,
     label_map,
 )
-from zoft.tasks.io import DataError, parse_label, read_jsonl, require_keys
+from zoft.tasks.io import DataError, parse_label, read_jsonl_numbered, require_keys
 from zoft.tasks.nli import nli_masked_text
 
 _SPLIT_FILES = {"train": "train.jsonl", "validation": "val.jsonl"}
@@ -33,7 +33,7 @@ def superglue_rows(
 ) -> Iterator[tuple[Path, int, dict[str, Any]]]:
     """(path, line, row) of a SuperGLUE jsonl split, each row checked for `keys`."""
     path = superglue_path(data_dir, task_dir, split)
-    for line, row in enumerate(read_jsonl(path), start=1):
+    for line, row in read_jsonl_numbered(path):
         require_keys(row, keys, path, line)
         yield path, line, row
 

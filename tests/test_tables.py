@@ -1,0 +1,94 @@
+"""Result tables: complete runs collected from run directories, means ± std over seeds, zoft-table."""
+
+import json
+
+import pytest
+
+from zoft.cli import table_main
+from zoft.tables import collect_results, column_of, markdown_table
+
+NOTE = "local SST-2 is the sentence-level version"
+
+
+def _result(seed: int, accuracy: float, status: str = "complete", **extra) -> dict:
+    return {
+        "status": status,
+        "task": "sst2",
+        "model": "tiny-opt",
+        "optimizer": "mezo",
+        "mode": "fine-tune",
+        "seed": seed,
+        "data_seed": 13,
+        "protocol": "kshot",
+        "test": {"accuracy": accuracy},
+        "num_test": 872,
+        "data_notes": [NOTE],
+        "zoft_version": "0.1.0",
+        "git_commit": "abc123",
+        **extra,
+    }
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    cells = {
+        "seed0": _result(0, 0.80),
+        "seed1": _result(1, 0.90),
+        "seed2": _result(2, 0.10, status="failed", reason="RuntimeError: boom"),
+    }
+    for leaf, result in cells.items():
+        folder = root / "sst2" / "tiny-opt" / "mezo" / leaf
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps(result))
+    (root / "sst2" / "broken").mkdir(parents=True)
+    (root / "sst2" / "broken" / "result.json").write_text('{"status": "compl')  # half written
+    return root
+
+
+def test_collect_results_keeps_only_complete_runs(runs):
+    results = collect_results(runs)
+    assert sorted(r["seed"] for r in results) == [0, 1]
+    assert all(r["status"] == "complete" for r in results)
+
+
+def test_markdown_table_shows_mean_std_size_and_notes(runs):
+    table = markdown_table(collect_results(runs), "SST-2")
+    assert table.startswith("## SST-2\n")
+    assert "2 runs; protocol kshot; data_seed 13; seed 0, 1" in table
+    assert "| task | metric | test examples | tiny-opt mezo |" in table.splitlines()
+    assert "| sst2 | accuracy | 872 | 85.0 ± 7.1 (n=2) |" in table.splitlines()
+    assert f"- **sst2**: {NOTE}" in table.splitlines()
+    assert "10.0" not in table  # the failed run is not averaged in
+
+
+def test_single_run_cells_and_evaluation_only_columns():
+    results = [_result(0, 0.5, mode="icl"), _result(0, 0.625, optimizer="ft")]
+    assert column_of(results[0]) == "tiny-opt icl"
+    assert column_of(results[1]) == "tiny-opt ft"
+    table = markdown_table(results)
+    assert "| sst2 | accuracy | 872 | 62.5 | 50.0 |" in table.splitlines()  # columns sorted
+
+
+def test_markdown_table_accepts_a_generator():
+    results = [_result(0, 0.8), _result(1, 0.9)]
+    assert "2 runs;" in markdown_table(r for r in results)
+
+
+def test_table_main_writes_the_table_to_out(runs, tmp_path, capsys):
+    out = tmp_path / "tables" / "sst2.md"
+    table_main([str(runs), "--out", str(out), "--title", "SST-2"])
+    assert out.read_text() == markdown_table(collect_results(runs), "SST-2")
+    assert f"wrote {out} (2 runs)" in capsys.readouterr().out
+
+
+def test_table_main_prints_to_stdout_without_out(runs, capsys):
+    table_main([str(runs)])
+    assert capsys.readouterr().out == markdown_table(collect_results(runs))
+
+
+def test_table_main_on_a_folder_without_runs_exits_1(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        table_main([str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert "no complete runs" in capsys.readouterr().err

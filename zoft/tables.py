@@ -1,0 +1,92 @@
+"""Run directories -> tables: every complete result.json under a folder, pivoted by task
+(rows) and model / optimizer / mode (columns), means over seeds, as markdown."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from zoft.outputs import RESULT_FILE
+from zoft.tasks import TASKS, get_task
+
+# The papers' task order (MeZO Table 1, then the LM-BFF tasks); unknown tasks go last.
+TASK_ORDER = (
+    "sst2", "rte", "cb", "boolq", "wsc", "wic", "multirc", "copa", "record", "squad", "drop",
+    "snli", "mnli", "sst5", "trec",
+)  # fmt: skip
+
+
+def collect_results(root: Path) -> list[dict[str, Any]]:
+    """Every complete result under `root`, newest file wins for a repeated output_dir."""
+    results = {}
+    for path in sorted(Path(root).rglob(RESULT_FILE)):
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if result.get("status") == "complete" and result.get("test"):
+            results[str(path.parent.resolve())] = result
+    return list(results.values())
+
+
+def column_of(result: dict[str, Any]) -> str:
+    mode = result.get("mode", "fine-tune")
+    method = result["optimizer"] if mode == "fine-tune" else mode
+    return f"{result['model']} {method}"
+
+
+def _cell(values: list[float]) -> str:
+    mean = 100 * statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def _task_key(task: str) -> tuple[int, str]:
+    return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
+
+
+def markdown_table(results: Iterable[dict[str, Any]], title: str | None = None) -> str:
+    """Test metric × 100 per task and column, the test size, and the data notes per task."""
+    results = list(results)
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    sizes: dict[str, set[int]] = defaultdict(set)
+    notes: dict[str, list[str]] = defaultdict(list)
+    for r in results:
+        metric = get_task(r["task"]).metric if r["task"] in TASKS else next(iter(r["test"]))
+        cells[(r["task"], column_of(r))].append(r["test"][metric])
+        sizes[r["task"]].add(r["num_test"])
+        notes[r["task"]].extend(n for n in r.get("data_notes", []) if n not in notes[r["task"]])
+    tasks = sorted({t for t, _ in cells}, key=_task_key)
+    columns = sorted({c for _, c in cells})
+    lines = [f"## {title}", ""] if title else []
+    lines += [_provenance(results), ""]
+    lines.append("| task | metric | test examples | " + " | ".join(columns) + " |")
+    lines.append("|---|---|---|" + "---|" * len(columns))
+    for task in tasks:
+        metric = get_task(task).metric if task in TASKS else "test"
+        size = "/".join(str(n) for n in sorted(sizes[task]))
+        row = [_cell(cells[(task, c)]) if (task, c) in cells else "" for c in columns]
+        lines.append(f"| {task} | {metric} | {size} | " + " | ".join(row) + " |")
+    noted = [t for t in tasks if notes[t]]
+    if noted:
+        lines += ["", "Data notes (from each run's `data_notes`):", ""]
+        lines += [f"- **{t}**: " + "; ".join(notes[t]) for t in noted]
+    return "\n".join(lines) + "\n"
+
+
+def _provenance(results: list[dict[str, Any]]) -> str:
+    """One line saying what the numbers are: run count, protocol, seeds, code version."""
+
+    def values(key: str) -> str:
+        return ", ".join(sorted({str(r.get(key)) for r in results}))
+
+    return (
+        f"{len(results)} runs; protocol {values('protocol')}; data_seed {values('data_seed')}; "
+        f"seed {values('seed')}; zoft {values('zoft_version')} at commit {values('git_commit')}. "
+        "Cells: test metric × 100 (mean ± std over runs when there are several)."
+    )
