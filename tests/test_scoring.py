@@ -104,3 +104,21 @@ def test_classifier_head_scores_every_label(data_dir):
     loss = scorer.loss(loaded.model, _examples(data_dir, "rte"))
     loss.backward()
     assert loss.dtype == torch.float32
+
+
+def test_length_batches_group_similar_sizes_and_cover_every_index():
+    from zoft.scoring import length_batches
+
+    batches = length_batches([5, 50, 7, 40, 6], 2)
+    assert batches == [[1, 3], [2, 4], [0]]
+    assert sorted(i for b in batches for i in b) == list(range(5))
+
+
+@pytest.mark.parametrize("task", ["boolq", "copa"])  # single-token and multi-token options
+def test_predictions_in_length_batches_equal_one_at_a_time(data_dir, task):
+    loaded = tiny("llama")
+    examples = get_task(task).load_local("validation", data_dir)[:7]
+    scorer = build_scorer("causal_lm", get_task(task), loaded.tokenizer, "mezo", 256)
+    model = loaded.model.eval()
+    alone = [scorer.scores(model, [ex]).argmax(-1).item() for ex in examples]
+    assert scorer.predict(model, examples, batch_size=3) == alone

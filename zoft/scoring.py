@@ -60,13 +60,22 @@ class Scorer(ABC):
     def predict(
         self, model: torch.nn.Module, examples: Sequence[Example], batch_size: int
     ) -> list[int]:
-        """Argmax predictions, batched, in eval mode (the caller restores the mode)."""
+        """Argmax predictions in eval mode (the caller restores the mode), batched by length."""
         model.eval()
-        predictions: list[int] = []
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            predictions.extend(self.scores(model, chunk).argmax(-1).tolist())
+        prompts = self.prompts(examples)
+        predictions: list[int] = [0] * len(prompts)
+        for batch in length_batches([p.size for p in prompts], batch_size):
+            best = self.score_prompts(model, [prompts[i] for i in batch]).argmax(-1).tolist()
+            for i, choice in zip(batch, best, strict=True):
+                predictions[i] = choice
         return predictions
+
+
+def length_batches(sizes: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices in batches of similar size (longest first), so padding wastes little compute;
+    every score is independent of its batch, so the order changes no prediction."""
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 # Largest logits slice (rows x kept positions x vocabulary) scored in one forward.
@@ -219,16 +228,18 @@ class GenerationScorer(CausalLMScorer):
     ) -> list[str]:
         model.eval()
         room = max(self.max_length - self.max_new_tokens, 1)  # prompts truncated from the left
-        answers: list[str] = []
-        for start in range(0, len(examples), batch_size):
-            prompts = [
-                self._ids(p.prompt)[-room:]
-                for p in self.prompts(examples[start : start + batch_size])
-            ]
+        prompts = [self._ids(p.prompt)[-room:] for p in self.prompts(examples)]
+        answers: list[str] = [""] * len(prompts)
+        for batch in length_batches([len(p) for p in prompts], batch_size):
             generated = greedy_generate(
-                model, prompts, self.tokenizer.pad_token_id, self.max_new_tokens, self._is_stop
+                model,
+                [prompts[i] for i in batch],
+                self.tokenizer.pad_token_id,
+                self.max_new_tokens,
+                self._is_stop,
             )
-            answers.extend(answer_text(self.tokenizer, g) for g in generated)
+            for i, tokens in zip(batch, generated, strict=True):
+                answers[i] = answer_text(self.tokenizer, tokens)
         return answers
 
 

@@ -31,6 +31,11 @@ class CausalPrompt:
     gold: int
     objective: str = "classification"  # "classification": CE over options; "lm": CE on gold tokens
 
+    @property
+    def size(self) -> int:
+        """Characters of the longest row, to batch similar lengths together."""
+        return len(self.prompt) + max(len(o) for o in self.options)
+
 
 @dataclass(frozen=True)
 class MaskedPrompt:
@@ -38,12 +43,20 @@ class MaskedPrompt:
     label_words: tuple[str, ...]  # each with its leading space, one token each
     gold: int
 
+    @property
+    def size(self) -> int:
+        return len(self.text)
+
 
 @dataclass(frozen=True)
 class PairInput:
     text: str
     text_pair: str | None
     gold: int
+
+    @property
+    def size(self) -> int:
+        return len(self.text) + len(self.text_pair or "")
 
 
 @dataclass
