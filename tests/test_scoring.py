@@ -122,3 +122,22 @@ def test_predictions_in_length_batches_equal_one_at_a_time(data_dir, task):
     model = loaded.model.eval()
     alone = [scorer.scores(model, [ex]).argmax(-1).item() for ex in examples]
     assert scorer.predict(model, examples, batch_size=3) == alone
+
+
+def test_scores_are_the_same_when_every_input_is_its_own_chunk(monkeypatch):
+    """A chunk of short inputs must still give the K positions a longer option needs."""
+    import zoft.scoring
+    from zoft.tasks.base import CausalPrompt
+
+    loaded = tiny("opt")
+    scorer = build_scorer("causal_lm", get_task("sst2"), loaded.tokenizer, "mezo", 256)
+    prompts = [
+        CausalPrompt("a", (" b c d e f g h i", " j"), 0),
+        CausalPrompt("x", (" y", " z"), 1),
+    ]
+    model = loaded.model.eval()
+    with torch.no_grad():
+        whole = scorer.score_prompts(model, prompts)
+        monkeypatch.setattr(zoft.scoring, "LOGIT_BUDGET", 1)  # one input per forward
+        chunked = scorer.score_prompts(model, prompts)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)

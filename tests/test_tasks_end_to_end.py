@@ -12,7 +12,7 @@ from zoft.tasks import TASKS
 LOCAL_TASKS = [t for t in TASKS if t != "drop"]
 
 
-def _run(task: str, optimizer: str, results_dir, extra=()) -> dict:
+def _run(task: str, optimizer: str, results_dir) -> dict:
     cfg = compose(
         [
             f"task={task}",
@@ -26,7 +26,6 @@ def _run(task: str, optimizer: str, results_dir, extra=()) -> dict:
             "task.num_eval=6",
             "eval_batch_size=4",
             f"results_dir={results_dir}",
-            *extra,
         ]
     )
     return run(cfg)
@@ -68,20 +67,5 @@ def test_drop_trains_from_a_local_official_file(tmp_path, monkeypatch):
             json.dumps({"p1": passage, "p2": passage})
         )
     monkeypatch.setenv("ZOFT_DATA", str(tmp_path))
-    result = run(
-        compose(
-            [
-                "task=drop",
-                "model=tiny-opt",
-                "optimizer=ft",
-                "steps=2",
-                "batch_size=2",
-                "task.protocol=large",
-                "task.num_train=8",
-                "task.num_dev=4",
-                "task.num_eval=6",
-                f"results_dir={tmp_path / 'runs'}",
-            ]
-        )
-    )
+    result = _run("drop", "ft", tmp_path / "runs")
     assert result["status"] == "complete" and set(result["test"]) == {"f1", "em"}

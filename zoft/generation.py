@@ -10,9 +10,12 @@ import torch
 from zoft.models import model_device
 
 
-def left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ids and attention mask of token rows padded on the left to one width."""
-    width = max(len(r) for r in rows)
+def left_pad(
+    rows: Sequence[list[int]], pad_id: int, min_width: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask of token rows padded on the left to one width (at least
+    `min_width`)."""
+    width = max(min_width, *(len(r) for r in rows))
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):

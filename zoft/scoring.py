@@ -159,7 +159,8 @@ class CausalLMScorer(Scorer):
         targets, in_option = _right_aligned(rows.targets, k, device)
         token_lp = torch.zeros(len(rows.targets), k, device=device)
         for start in range(0, len(rows.inputs), chunk):
-            ids, mask = left_pad(rows.inputs[start : start + chunk], self.tokenizer.pad_token_id)
+            # at least k wide: a chunk of short inputs still yields the k kept positions
+            ids, mask = left_pad(rows.inputs[start : start + chunk], self.tokenizer.pad_token_id, k)
             ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(
