@@ -63,6 +63,9 @@ def _hydra_entry(cfg: DictConfig) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             return  # the cell's result.json records the failure; the sweep goes on
         sys.exit(1)
+    except Exception:
+        log.exception("the run failed (result.json records the reason)")
+        raise
     print(summary_table(result), flush=True)
 
 
