@@ -22,10 +22,16 @@ log = logging.getLogger("zoft")
 register_configs()
 
 
+def _method(result: dict) -> str:
+    """The optimizer of a fine-tuning run, else the evaluation-only mode (zero-shot, icl)."""
+    mode = result.get("mode", "fine-tune")
+    return result["optimizer"] if mode == "fine-tune" else mode
+
+
 def summary_table(result: dict) -> str:
     """A small human table of one run's outcome."""
     rows = [
-        ("run", f"{result['task']} / {result['model']} / {result['optimizer']}"),
+        ("run", f"{result['task']} / {result['model']} / {_method(result)}"),
         (
             "status",
             result["status"] + (" (skipped: already complete)" if result.get("skipped") else ""),
