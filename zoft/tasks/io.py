@@ -41,10 +41,6 @@ def read_jsonl_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [row for _, row in read_jsonl_numbered(path)]
-
-
 def read_tsv(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) of a headed, unquoted TSV; the last header field may repeat."""
     with require_file(path).open(encoding="utf-8") as f:
