@@ -94,10 +94,12 @@ class _OptionRows:
     example_index: list[int] = field(default_factory=list)
     option_index: list[int] = field(default_factory=list)
 
-    def add(self, full: list[int], n_option: int, example: int, option: int) -> None:
+    def add(self, full: list[int], n_option: int, example: int, option: int, since: int) -> None:
+        """One option row; its input is shared with an input added since index `since` (the
+        same example's earlier options) when they are equal."""
         key = full[:-1]
         try:
-            at = self.inputs.index(key, max(len(self.inputs) - 8, 0))  # an earlier option's
+            at = self.inputs.index(key, since)
         except ValueError:
             at = len(self.inputs)
             self.inputs.append(key)
@@ -134,7 +136,7 @@ class CausalLMScorer(Scorer):
     def _rows(self, prompts: Sequence[CausalPrompt], gold_only: bool) -> _OptionRows:
         rows = _OptionRows()
         for i, p in enumerate(prompts):
-            prompt_len = len(self._ids(p.prompt))
+            prompt_len, since = len(self._ids(p.prompt)), len(rows.inputs)
             for j, option in enumerate(p.options):
                 if gold_only and j != p.gold:
                     continue
@@ -145,7 +147,7 @@ class CausalLMScorer(Scorer):
                 if prompt_len == 0:  # nothing to condition the first option token on
                     full = [self._start_id, *full]
                 full = full[-self.max_length :]  # truncated from the left
-                rows.add(full, min(n_option, len(full) - 1), i, j)
+                rows.add(full, min(n_option, len(full) - 1), i, j, since)
         return rows
 
     def _option_logprobs(self, model: torch.nn.Module, rows: _OptionRows) -> torch.Tensor:

@@ -50,11 +50,15 @@ class SuperGlueTask(Task):
     def row_fields(self, row: dict[str, Any]) -> dict[str, Any]:
         return {f: row[f] for f in self.fields}
 
+    def local_keys(self) -> tuple[str, ...]:
+        """Keys every row of the local jsonl must have."""
+        return (*self.fields, "label")
+
     def load_local(self, split: str, data_dir: Path) -> list[Example]:
         return [
             Example(self.row_fields(row), parse_label(row["label"], self.raw_labels, path, line))
             for path, line, row in superglue_rows(
-                data_dir, self.local_dir, split, (*self.fields, "label")
+                data_dir, self.local_dir, split, self.local_keys()
             )
         ]
 
@@ -193,13 +197,8 @@ class WSC(SuperGlueTask):
             "span2_text": spans["span2_text"],
         }
 
-    def load_local(self, split: str, data_dir: Path) -> list[Example]:
-        return [
-            Example(self.row_fields(row), parse_label(row["label"], self.raw_labels, path, line))
-            for path, line, row in superglue_rows(
-                data_dir, self.local_dir, split, ("text", "target", "label")
-            )
-        ]
+    def local_keys(self) -> tuple[str, ...]:
+        return ("text", "target", "label")
 
     def pair_input(self, ex: Example) -> PairInput:
         f = ex.fields
