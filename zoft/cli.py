@@ -95,17 +95,25 @@ def run_main() -> None:
 def table_main(argv: list[str] | None = None) -> None:
     """zoft-table: the complete runs under a folder as a markdown table (stdout or --out)."""
     from zoft.outputs import atomic_write
-    from zoft.tables import collect_results, markdown_table
+    from zoft.tables import collect_results, markdown_table, methods_table
 
     parser = argparse.ArgumentParser(prog="zoft-table", description=table_main.__doc__)
     parser.add_argument("runs", type=Path, help="folder searched for result.json files")
     parser.add_argument("--out", type=Path, help="write the table to this file")
     parser.add_argument("--title", help="a heading above the table")
+    parser.add_argument(
+        "--by",
+        choices=("task", "run"),
+        default="task",
+        help="task: test metric per task × method (mean over seeds); run: one row per run with "
+        "its training loss, time and peak memory (method comparisons)",
+    )
     args = parser.parse_args(argv)
     results = collect_results(args.runs)
     if not results:
         parser.exit(1, f"zoft-table: no complete runs under {args.runs}\n")
-    table = markdown_table(results, args.title)
+    render = methods_table if args.by == "run" else markdown_table
+    table = render(results, args.title)
     if args.out:
         atomic_write(args.out, table)
         print(f"wrote {args.out} ({len(results)} runs)")

@@ -88,12 +88,29 @@ class TaskConfig:
 
 
 @dataclass
+class LoraConfig:
+    """peft LoRA adapters (paper defaults r=8, α=16); targets default to model.lora_targets."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    targets: list[str] | None = None
+
+
+@dataclass
 class OptimizerConfig:
     """Fields every optimizer has; each optimizer's schema extends this one."""
 
     name: str = MISSING
     lr: float = 1e-6
     weight_decay: float = 0.0
+    # what is trained: "none" = the model's own parameters; "lora" = LoRA adapters added to
+    # model.lora_targets (LMAO trains both: the adapters by backprop, the rest by ZO)
+    adapter: str = "none"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # the mini-batch is evaluated in this many micro-batches (same perturbation / summed
+    # gradients, one update): the same step as the whole batch, with less activation memory
+    micro_batches: int = 1
 
 
 @dataclass

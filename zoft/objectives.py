@@ -28,9 +28,16 @@ class MetricObjective:
         self.metric = metric
 
     def loss(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
+        total, weight = self.loss_sum(model, examples)
+        return total / weight
+
+    def loss_sum(
+        self, model: torch.nn.Module, examples: Sequence[Example]
+    ) -> tuple[torch.Tensor, int]:
+        """(−metric × batch size, batch size): the metric is a mean over examples."""
         predictions = self.scorer.predict(model, examples, len(examples))
         value = self.scorer.task.score(predictions, examples)[self.metric]
-        return torch.tensor(-float(value))
+        return torch.tensor(-float(value) * len(examples)), len(examples)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.scorer, name)

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import zoft
+from zoft.adapters import ADAPTERS, add_adapter
 from zoft.config import enum_value
 from zoft.errors import ZoftError
 from zoft.icl import demonstration_context
@@ -94,6 +95,12 @@ def validate(cfg: DictConfig) -> None:
             f"icl_demos needs a causal LM; model {cfg.model.name} is {enum_value(cfg.model.kind)}"
         )
     zeroth_order = OPTIMIZERS.meta(cfg.optimizer.name).get("zeroth_order", False)
+    ADAPTERS.get(cfg.optimizer.adapter)
+    if cfg.optimizer.micro_batches < 1 or cfg.optimizer.micro_batches > cfg.batch_size:
+        raise RunConfigError(
+            f"optimizer.micro_batches={cfg.optimizer.micro_batches} is invalid: it must lie "
+            f"between 1 and batch_size={cfg.batch_size}"
+        )
     check_objective(cfg.objective, get_task(cfg.task.name), zeroth_order)
     if enum_value(cfg.dtype) == "fp16" and cfg.optimizer.name == "ft":
         raise RunConfigError(
@@ -183,7 +190,11 @@ def _execute(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
     splits = _load_data(cfg, task, result)
     with tracker.phase("load"):
         loaded = load_model(cfg.model, enum_value(cfg.dtype), cfg.device, len(task.label_names))
-    result.update(model_source=loaded.source, model_notes=loaded.notes)
+    result.update(
+        model_source=loaded.source,
+        model_notes=loaded.notes,
+        model_parameters=sum(p.numel() for p in loaded.model.parameters()),
+    )
     kind = enum_value(cfg.model.kind)
     scorer = build_scorer(kind, task, loaded.tokenizer, cfg.task.template, cfg.model.max_length)
     if cfg.icl_demos:
@@ -199,6 +210,10 @@ def _execute(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
         log.info("%s test %s", label, result["zero_shot"])
     outcome, stats = TrainingOutcome(), {}
     if cfg.steps:
+        add_adapter(loaded.model, cfg.optimizer, cfg.model)
+        result["trainable_parameters"] = sum(
+            p.numel() for p in loaded.model.parameters() if p.requires_grad
+        )
         objective = build_objective(cfg.objective, scorer)
         optimizer = build_optimizer(cfg.optimizer, loaded.model, objective, cfg.steps, cfg.seed)
         csv_path = out_dir / "metrics.csv" if cfg.logger.name == "csv" else None

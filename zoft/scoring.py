@@ -52,9 +52,21 @@ class Scorer(ABC):
         return self.loss_of(model, self.prompts(examples))
 
     def loss_of(self, model: torch.nn.Module, prompts: Sequence[Any]) -> torch.Tensor:
+        total, weight = self.loss_sum_of(model, prompts)
+        return total / weight
+
+    def loss_sum(
+        self, model: torch.nn.Module, examples: Sequence[Example]
+    ) -> tuple[torch.Tensor, int]:
+        """(summed loss, number of terms): micro-batches add up to exactly the full-batch loss."""
+        return self.loss_sum_of(model, self.prompts(examples))
+
+    def loss_sum_of(
+        self, model: torch.nn.Module, prompts: Sequence[Any]
+    ) -> tuple[torch.Tensor, int]:
         table = self.score_prompts(model, prompts)
         gold = torch.tensor([p.gold for p in prompts], device=table.device)
-        return F.cross_entropy(table, gold)
+        return F.cross_entropy(table, gold, reduction="sum"), len(prompts)
 
     @torch.no_grad()
     def predict(
@@ -193,11 +205,13 @@ class CausalLMScorer(Scorer):
         table[rows.example_index, rows.option_index] = per_row
         return table
 
-    def loss_of(self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]) -> torch.Tensor:
+    def loss_sum_of(
+        self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]
+    ) -> tuple[torch.Tensor, int]:
         if prompts[0].objective != "lm":
-            return super().loss_of(model, prompts)
+            return super().loss_sum_of(model, prompts)
         rows = self._rows(prompts, gold_only=True)  # token cross-entropy on the gold option only
-        return -self._option_logprobs(model, rows).sum() / sum(len(t) for t in rows.targets)
+        return -self._option_logprobs(model, rows).sum(), sum(len(t) for t in rows.targets)
 
 
 def _right_aligned(

@@ -90,3 +90,71 @@ def _provenance(results: list[dict[str, Any]]) -> str:
         f"seed {values('seed')}; zoft {values('zoft_version')} at commit {values('git_commit')}. "
         "Cells: test metric × 100 (mean ± std over runs when there are several)."
     )
+
+
+def logged_losses(result: dict[str, Any]) -> list[float]:
+    """The training losses in the run's metrics.jsonl (empty if it is gone)."""
+    path = Path(result.get("output_dir", "")) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [r["loss"] for r in lines if r.get("loss") is not None]
+
+
+def _loss_window(losses: list[float], first: bool, share: float = 0.1) -> str:
+    """Mean of the first / last `share` of the logged losses (single steps are batch noise)."""
+    if not losses:
+        return ""
+    n = max(1, round(share * len(losses)))
+    window = losses[:n] if first else losses[-n:]
+    return f"{statistics.fmean(window):.3f}"
+
+
+def _peak(result: dict[str, Any], phase: str) -> str:
+    record = (result.get("memory") or {}).get(phase) or {}
+    cuda = record.get("cuda")
+    if cuda:
+        return ", ".join(f"{v['allocated_mib']:.0f}" for v in cuda.values())
+    value = record.get("host_peak_rss_mib")
+    return "" if value is None else f"{value:.0f}"
+
+
+def methods_table(results: Iterable[dict[str, Any]], title: str | None = None) -> str:
+    """One row per run: the method, what it trains, its training loss at the start and end (means
+    over the first / last 10% of logged steps), test metric, passes, time and peak memory."""
+    results = sorted(results, key=lambda r: (r["task"], column_of(r), r["seed"]))
+    lines = [f"## {title}", ""] if title else []
+    lines += [_provenance(results), ""]
+    lines.append(
+        "| task | model / method | trained params | steps | train loss start → end | test | "
+        "forwards / backwards | train time (s) | s / step | peak memory train (MiB) | "
+        "peak memory eval (MiB) |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        metric = get_task(r["task"]).metric if r["task"] in TASKS else next(iter(r["test"]))
+        losses = logged_losses(r)
+        trend = f"{_loss_window(losses, True)} → {_loss_window(losses, False)}" if losses else ""
+        steps = r.get("steps") or 0
+        seconds = r.get("train_time_s") or 0.0
+        trained = r.get("trainable_parameters")
+        cells = [
+            r["task"],
+            column_of(r),
+            f"{trained:,}" if trained else "",
+            str(steps),
+            trend,
+            f"{100 * r['test'][metric]:.1f}",
+            f"{r.get('forward_passes', 0)} / {r.get('backward_passes', 0)}",
+            f"{seconds:.0f}" if steps else "",
+            f"{seconds / steps:.2f}" if steps else "",
+            _peak(r, "train"),
+            _peak(r, "eval"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Peak memory: host peak RSS of the phase on CPU (the model included), CUDA peak allocated "
+        "on GPU. Test metric × 100.",
+    ]
+    return "\n".join(lines) + "\n"

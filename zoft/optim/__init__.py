@@ -4,7 +4,7 @@ from zoft.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
 
-from zoft.optim import first_order, mezo  # noqa: E402,F401  (registration side effects)
+from zoft.optim import first_order, lmao, lozo, mezo  # noqa: E402,F401  (registration)
 
 
 def build_optimizer(cfg, model, scorer, total_steps: int, seed: int):

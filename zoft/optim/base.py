@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoft.errors import ZoftError
 from zoft.scoring import Scorer
 from zoft.tasks.base import Example
 
@@ -50,3 +51,26 @@ class Optimizer(ABC):
 
 def loss_value(loss: torch.Tensor) -> float:
     return float(loss.detach().float().item())
+
+
+def micro_batches(batch: Sequence[Example], count: int) -> list[Sequence[Example]]:
+    """`batch` cut into `count` consecutive, nearly equal parts (none empty)."""
+    if count < 1:
+        raise ZoftError(f"optimizer.micro_batches={count} is invalid: it must be at least 1")
+    count = min(count, len(batch)) or 1
+    bounds = [round(i * len(batch) / count) for i in range(count + 1)]
+    return [batch[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+@torch.no_grad()
+def batch_loss(scorer: Scorer, model: nn.Module, batch: Sequence[Example], count: int) -> float:
+    """The loss of the whole batch computed over `count` micro-batches: Σ summed losses / Σ terms,
+    so it equals the one-shot loss up to float summation order."""
+    if count == 1:
+        return loss_value(scorer.loss(model, batch))
+    total, weight = 0.0, 0
+    for part in micro_batches(batch, count):
+        part_sum, part_weight = scorer.loss_sum(model, part)
+        total += float(part_sum.float().item())
+        weight += part_weight
+    return total / weight

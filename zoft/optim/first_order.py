@@ -12,7 +12,7 @@ from torch import nn
 from zoft.config import OptimizerConfig
 from zoft.errors import ZoftError
 from zoft.optim import OPTIMIZERS
-from zoft.optim.base import Optimizer, StepResult, loss_value
+from zoft.optim.base import Optimizer, StepResult, loss_value, micro_batches
 from zoft.scoring import Scorer
 from zoft.tasks.base import Example
 
@@ -29,6 +29,7 @@ class AdamConfig(OptimizerConfig):
     schedule: str = "linear"  # linear | constant
     max_grad_norm: float = 1.0  # 0 disables clipping
     amp: str | None = None  # bf16 | fp16: autocast compute over fp32 weights (the papers' FT)
+    gradient_checkpointing: bool = False  # recompute activations in the backward: less memory
 
 
 AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -61,33 +62,48 @@ def adamw_for(params: dict[str, nn.Parameter], cfg: Any) -> torch.optim.AdamW:
     )
 
 
-@OPTIMIZERS.register("ft", config=AdamConfig)
-class FullFineTuning(Optimizer):
-    """One forward and one backward in train mode, then an AdamW step."""
+class BackpropPhase:
+    """One AdamW step on `params` from a forward and backward in train mode: micro-batches sum
+    their losses' gradients (normalised by the batch's total loss terms), then clipping, the
+    optimizer step and the schedule. Parameters outside `params` must not require grad."""
 
     def __init__(
-        self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
+        self,
+        cfg: Any,
+        model: nn.Module,
+        scorer: Scorer,
+        params: dict[str, nn.Parameter],
+        total_steps: int,
     ) -> None:
-        super().__init__(cfg, model, scorer, total_steps, seed)
-        self.params = self.trainable()
-        self.optimizer = adamw_for(self.params, cfg)
-        factor = linear_schedule(cfg.warmup_steps, total_steps, cfg.schedule)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-        self.device_type = next(iter(self.params.values())).device.type
         if cfg.amp not in AMP_DTYPES:
             raise ZoftError(f"optimizer.amp={cfg.amp} is not one of {sorted(AMP_DTYPES, key=str)}")
+        self.cfg, self.model, self.scorer, self.params = cfg, model, scorer, params
+        self.optimizer = adamw_for(params, cfg)
+        factor = linear_schedule(cfg.warmup_steps, total_steps, cfg.schedule)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.device_type = next(iter(params.values())).device.type
         # fp16 gradients underflow without loss scaling; the scaler is a no-op when disabled
         self.scaler = torch.amp.GradScaler(
             self.device_type, enabled=cfg.amp == "fp16" and self.device_type == "cuda"
         )
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
 
-    def step(self, batch: Sequence[Example], step: int) -> StepResult:
+    def step(self, batch: Sequence[Example]) -> tuple[float, float]:
+        """(the batch's training loss, the learning rate used)."""
         self.model.train()
         lr = self.scheduler.get_last_lr()[0]
         amp = AMP_DTYPES[self.cfg.amp]
-        with torch.autocast(self.device_type, dtype=amp, enabled=amp is not None):
-            loss = self.scorer.loss(self.model, batch)
-        self.scaler.scale(loss).backward()
+        total, weight = 0.0, 0
+        for part in micro_batches(batch, self.cfg.micro_batches):
+            with torch.autocast(self.device_type, dtype=amp, enabled=amp is not None):
+                part_sum, part_weight = self.scorer.loss_sum(self.model, part)
+            self.scaler.scale(part_sum).backward()
+            total += loss_value(part_sum)
+            weight += part_weight
+        for p in self.params.values():  # Σ of summed losses → gradient of the batch mean
+            if p.grad is not None:
+                p.grad.div_(weight)
         self.scaler.unscale_(self.optimizer)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.max_grad_norm)
@@ -95,4 +111,42 @@ class FullFineTuning(Optimizer):
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(loss=loss_value(loss), lr=lr, forwards=1, backwards=1)
+        return total / weight, lr
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute activations in the backward (less memory, one more forward's compute)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ZoftError(
+            f"{type(model).__name__} does not support gradient checkpointing; set "
+            "optimizer.gradient_checkpointing=false"
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+@dataclass
+class AdamLoraConfig(AdamConfig):
+    name: str = "ft-lora"
+    adapter: str = "lora"
+    lr: float = 1e-4
+
+
+@OPTIMIZERS.register("ft-lora", config=AdamLoraConfig)
+@OPTIMIZERS.register("ft", config=AdamConfig)
+class FullFineTuning(Optimizer):
+    """FT (every weight) or FT-LoRA (the adapters): one forward and one backward in train mode,
+    then an AdamW step."""
+
+    def __init__(
+        self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
+    ) -> None:
+        super().__init__(cfg, model, scorer, total_steps, seed)
+        self.phase = BackpropPhase(cfg, model, scorer, self.trainable(), total_steps)
+
+    def step(self, batch: Sequence[Example], step: int) -> StepResult:
+        loss, lr = self.phase.step(batch)
+        return StepResult(loss=loss, lr=lr, forwards=1, backwards=1)

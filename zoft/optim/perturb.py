@@ -17,14 +17,17 @@ duration and restored from a copy of just that parameter: still exact, at the me
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
 from torch import nn
+
+from zoft.optim.directions import Directions, GaussianDirections, direction_seed
+
+__all__ = ["PerturbationEngine", "direction_seed"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,19 +36,20 @@ T = TypeVar("T")
 _Frame = list[tuple[nn.Parameter, torch.Tensor, str]]
 
 
-def direction_seed(seed: int, step: int, query: int, name: str) -> int:
-    """A 63-bit generator seed for one (run seed, step, query, parameter) key."""
-    digest = hashlib.blake2b(f"{seed}|{step}|{query}|{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
 class PerturbationEngine:
-    """Gaussian directions keyed per parameter name over a fixed set of named parameters."""
+    """Keyed directions (Gaussian unless given) over a fixed set of named parameters."""
 
-    def __init__(self, model: nn.Module, params: dict[str, nn.Parameter], seed: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        params: dict[str, nn.Parameter],
+        seed: int,
+        directions: Directions | None = None,
+    ) -> None:
         self.model = model
         self.params = params
         self.seed = seed
+        self.directions = directions or GaussianDirections(seed)
         self.numel = sum(p.numel() for p in params.values())
         self.generated = 0  # elements of z generated so far (passes = generated / numel)
         self.copy_restored: set[str] = set()  # parameters read outside their owner's forward
@@ -67,10 +71,8 @@ class PerturbationEngine:
     def direction(self, name: str, step: int, query: int = 0) -> torch.Tensor:
         """z for one parameter, in fp32, on the parameter's device."""
         p = self.params[name]
-        gen = torch.Generator(device=p.device)
-        gen.manual_seed(direction_seed(self.seed, step, query, name))
         self.generated += p.numel()
-        return torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32)
+        return self.directions.dense(name, p, step, query)
 
     def perturbed(self, name: str, step: int, scale: float, query: int = 0) -> torch.Tensor:
         """A new tensor θ + scale·z in the parameter's dtype (θ is not modified)."""
@@ -175,15 +177,18 @@ class PerturbationEngine:
         return exit_
 
     @torch.no_grad()
-    def update(self, step: int, coeff: float, decay: float = 0.0, query: int = 0) -> None:
-        """θ ← θ·(1 − decay) + coeff·z, with decay applied only to parameters of 2+ dimensions
-        (biases and norm weights are 1-D). One pass; the arithmetic is in fp32, rounded once."""
+    def update(self, step: int, coeff: float | Sequence[float], decay: float = 0.0) -> None:
+        """θ ← θ·(1 − decay) + Σ_q coeff[q]·z_q (one coefficient per query, or a single one for
+        query 0), with decay applied only to parameters of 2+ dimensions (biases and norm weights
+        are 1-D). One pass per query; the arithmetic is in fp32, rounded once."""
+        coeffs = [coeff] if isinstance(coeff, int | float) else list(coeff)
         for name, p in self.params.items():
-            z = self.direction(name, step, query)
             value = p.data.float()
             if decay and p.ndim >= 2:
                 value.mul_(1.0 - decay)
-            p.data.copy_(value.add_(z, alpha=coeff))
+            for query, c in enumerate(coeffs):
+                value.add_(self.direction(name, step, query), alpha=c)
+            p.data.copy_(value)
 
 
 def _restore(frame: _Frame) -> None:

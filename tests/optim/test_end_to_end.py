@@ -1,0 +1,45 @@
+"""Every registered optimizer trains 3 steps from the config system, on each model kind: a tiny
+causal LM, a tiny masked LM, and the packaged encoder with a classification head."""
+
+import pytest
+
+from tests.conftest import compose
+from zoft.optim import OPTIMIZERS
+from zoft.runner import run
+
+MODELS = ["tiny-opt", "tiny-llama", "tiny-roberta", "minilm-l6"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_optimizer_runs_three_steps(optimizer, model, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOFT_DATA", str(data_dir))
+    cfg = compose(
+        [
+            f"model={model}",
+            f"optimizer={optimizer}",
+            "task=rte",
+            "task.protocol=large",
+            "task.num_train=8",
+            "task.num_dev=4",
+            "task.num_eval=8",
+            "steps=3",
+            "batch_size=4",
+            "eval_batch_size=8",
+            "zero_shot=false",
+            f"results_dir={tmp_path}",
+        ]
+    )
+    result = run(cfg)
+    assert result["status"] == "complete" and result["steps"] == 3
+    per_step = {"ft": (1, 1), "ft-lora": (1, 1), "lmao": (3, 1)}.get(optimizer, (2, 0))
+    assert (result["forward_passes"], result["backward_passes"]) == (
+        3 * per_step[0],
+        3 * per_step[1],
+    )
+    total = result["trainable_parameters"]
+    assert total > 0
+    if optimizer in ("ft-lora", "mezo-lora", "lmao"):  # adapters only (plus a classifier head)
+        assert total < 0.5 * result["model_parameters"]
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0
+    assert result["train_loss_first"] > 0

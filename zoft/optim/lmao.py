@@ -1,0 +1,121 @@
+"""LMAO: per step, on the same mini-batch, an AdamW step on LoRA adapters by backprop and a MeZO
+step on every other weight (DESIGN §6.4): "three forwards, one backward".
+
+The base weights never require grad, so the backward builds no graph and no .grad for them; the
+ZO phase runs after the LoRA phase (unless zo_first) and so is evaluated at the updated adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoft.errors import ZoftError
+from zoft.optim import OPTIMIZERS
+from zoft.optim.base import Optimizer, StepResult, batch_loss
+from zoft.optim.directions import DIRECTIONS
+from zoft.optim.first_order import AdamConfig, BackpropPhase
+from zoft.optim.perturb import PerturbationEngine
+from zoft.optim.zeroth_order import spsa_estimates
+from zoft.scoring import Scorer
+from zoft.tasks.base import Example
+
+
+@dataclass
+class LmaoConfig(AdamConfig):
+    """AdamW fields (lr, schedule, clipping, ...) drive the LoRA phase; zo_* the ZO phase."""
+
+    name: str = "lmao"
+    adapter: str = "lora"
+    lr: float = 1e-5  # η_lora (OPT: linear decay; RoBERTa: schedule=constant)
+    zo_lr: float = 1e-6  # η_base, constant
+    eps: float = 1e-3
+    zo_weight_decay: float = 0.0
+    queries: int = 1  # n-SPSA queries in the ZO phase
+    directions: str = "gaussian"  # gaussian | lowrank (LOZO directions in the ZO phase)
+    rank: int = 2  # lowrank directions only
+    interval: int = 50  # lowrank directions only
+    zo_first: bool = False  # run the ZO phase before the LoRA phase
+    lora_steps: int = 1  # LoRA (AdamW) steps per ZO step, all on the same batch
+
+
+@OPTIMIZERS.register("lmao", config=LmaoConfig)
+class LMAO(Optimizer):
+    """LoRA phase: forward + backward in train mode, AdamW on the adapters (clip 1.0).
+    ZO phase: two forwards in eval mode, θ ← θ − η_base(g·z + λθ) on all non-adapter weights."""
+
+    def __init__(
+        self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
+    ) -> None:
+        super().__init__(cfg, model, scorer, total_steps, seed)
+        if cfg.adapter != "lora":
+            raise ZoftError(
+                f"optimizer=lmao trains LoRA adapters by backprop, but optimizer.adapter="
+                f"{cfg.adapter}; set optimizer.adapter=lora"
+            )
+        for key in ("lora_steps", "queries"):
+            if getattr(cfg, key) < 1:
+                raise ZoftError(
+                    f"optimizer.{key}={getattr(cfg, key)} is invalid: it must be at least 1"
+                )
+        named = dict(model.named_parameters())
+        self.adapter = {n: p for n, p in named.items() if p.requires_grad}
+        self.base = {n: p for n, p in named.items() if not p.requires_grad}
+        if not self.adapter or not self.base:
+            raise ZoftError("optimizer=lmao needs both LoRA adapters and frozen base weights")
+        self.phase = BackpropPhase(cfg, model, scorer, self.adapter, total_steps)
+        directions = DIRECTIONS.get(cfg.directions).from_config(seed, cfg)
+        self.engine = PerturbationEngine(model, self.base, seed, directions)
+        self.steps_taken = 0
+
+    def trainable(self) -> dict[str, nn.Parameter]:
+        return {**self.adapter, **self.base}
+
+    def lora_phase(self, batch: Sequence[Example]) -> tuple[float, float]:
+        """(loss before the first LoRA step, its learning rate)."""
+        results = [self.phase.step(batch) for _ in range(self.cfg.lora_steps)]
+        return results[0]
+
+    @torch.no_grad()
+    def zo_phase(self, batch: Sequence[Example], step: int) -> tuple[list[float], float]:
+        self.model.eval()
+
+        def loss() -> float:
+            return batch_loss(self.scorer, self.model, batch, self.cfg.micro_batches)
+
+        estimates, loss_plus = spsa_estimates(
+            self.engine, loss, step, self.cfg.eps, self.cfg.queries
+        )
+        lr = self.cfg.zo_lr
+        coeffs = [-lr * g / len(estimates) for g in estimates]
+        self.engine.update(step, coeffs, decay=lr * self.cfg.zo_weight_decay)
+        return estimates, loss_plus
+
+    def step(self, batch: Sequence[Example], step: int) -> StepResult:
+        if self.cfg.zo_first:
+            estimates, _ = self.zo_phase(batch, step)
+            loss, lr = self.lora_phase(batch)
+        else:
+            loss, lr = self.lora_phase(batch)
+            estimates, _ = self.zo_phase(batch, step)
+        self.steps_taken += 1
+        return StepResult(
+            loss=loss,
+            lr=lr,
+            forwards=self.cfg.lora_steps + 2 * len(estimates),
+            backwards=self.cfg.lora_steps,
+            projected_grad=sum(estimates) / len(estimates),
+        )
+
+    def stats(self) -> dict[str, float]:
+        per_step = self.engine.passes / max(self.steps_taken, 1)
+        return {
+            "parameter_passes": self.engine.passes,
+            "parameter_passes_per_step": per_step,
+            "adapter_parameters": sum(p.numel() for p in self.adapter.values()),
+            "zo_parameters": sum(p.numel() for p in self.base.values()),
+        }

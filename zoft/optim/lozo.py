@@ -1,0 +1,115 @@
+"""LOZO and LOZO-M: zeroth-order SGD with low-rank directions U Vᵀ in a lazily resampled
+subspace, and its momentum kept in factored form (DESIGN §6.2, §6.3).
+
+Learning-rate convention: the paper's estimator carries a 1/r factor; the official code drops it
+and folds it into η. zoft follows the code (no 1/r), so the published learning rates apply as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from zoft.errors import ZoftError
+from zoft.optim import OPTIMIZERS
+from zoft.optim.directions import Directions, LowRankDirections
+from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
+
+
+@dataclass
+class LozoConfig(ZerothOrderConfig):
+    name: str = "lozo"
+    lr: float = 1e-6
+    eps: float = 1e-3
+    rank: int = 2  # r: columns of U and V
+    interval: int = 50  # ν: V is resampled every ν steps
+
+
+@dataclass
+class LozoMConfig(LozoConfig):
+    name: str = "lozo-m"
+    beta: float = 0.9  # momentum (LOZO scripts 0.9; the official code's default is 0.7)
+
+
+@OPTIMIZERS.register("lozo", config=LozoConfig, zeroth_order=True)
+class LOZO(ZerothOrderOptimizer):
+    """c = (L(θ+εUVᵀ) − L(θ−εUVᵀ)) / 2ε;  X ← X − η(c·UVᵀ + λX) with exactly the probed U and V
+    (also on the steps that start a new subspace)."""
+
+    def directions(self) -> Directions:
+        return LowRankDirections.from_config(self.seed, self.cfg)
+
+
+@OPTIMIZERS.register("lozo-m", config=LozoMConfig, zeroth_order=True)
+class LOZOM(LOZO):
+    """N ← βN + (1−β)·c·U (N ∈ ℝ^{m×r});  X ← X − η(N Vᵀ + λX).  When V changes, N is first
+    projected onto the new subspace: N ← N (V_oldᵀ V_new) / n, the r×r product formed first.
+    1-D parameters keep a dense momentum m ← βm + (1−β)·c·z."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not 0.0 <= self.cfg.beta < 1.0:
+            raise ZoftError(f"optimizer.beta={self.cfg.beta} is invalid: it must lie in [0, 1)")
+        self.momentum: dict[str, torch.Tensor] = {}  # m×r factors, or dense for 1-D parameters
+        self.momentum_block: dict[str, int] = {}  # the subspace block each factor lives in
+
+    @torch.no_grad()
+    def apply_update(self, step: int, estimates: list[float]) -> None:
+        directions: LowRankDirections = self.engine.directions  # type: ignore[assignment]
+        lr = self.cfg.lr
+        decay = lr * self.cfg.weight_decay
+        weights = [g / len(estimates) for g in estimates]
+        for name, p in self.engine.params.items():
+            value = p.data.float()
+            if decay and p.ndim >= 2:
+                value.mul_(1.0 - decay)
+            if directions.is_low_rank(p):
+                state, v = self._factored_momentum(directions, name, p, step, weights)
+                value.view(p.shape[0], -1).addmm_(state, v.T, alpha=-lr)
+            else:
+                state = self._dense_momentum(name, p, step, weights)
+                value.add_(state, alpha=-lr)
+            p.data.copy_(value)
+            self.engine.generated += p.numel()  # one pass over θ for the update
+
+    def _factored_momentum(
+        self,
+        directions: LowRankDirections,
+        name: str,
+        p: torch.Tensor,
+        step: int,
+        weights: list[float],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """N after this step's estimate, and the V it pairs with."""
+        block = directions.block(step)
+        v = directions.v(name, p, block)
+        state = self.momentum.get(name)
+        if state is None:
+            state = torch.zeros(p.shape[0], directions.rank, device=p.device)
+        elif self.momentum_block[name] != block:
+            v_old = directions.v(name, p, self.momentum_block[name])
+            state = project_momentum(state, v_old, v)
+        estimate = sum(directions.u(name, p, step, query) * w for query, w in enumerate(weights))
+        state.mul_(self.cfg.beta).add_(estimate, alpha=1.0 - self.cfg.beta)
+        self.momentum[name], self.momentum_block[name] = state, block
+        return state, v
+
+    def _dense_momentum(
+        self, name: str, p: torch.Tensor, step: int, weights: list[float]
+    ) -> torch.Tensor:
+        state = self.momentum.get(name)
+        if state is None:
+            state = torch.zeros(p.shape, device=p.device)
+        estimate = sum(
+            self.engine.directions.dense(name, p, step, query) * w
+            for query, w in enumerate(weights)
+        )
+        state.mul_(self.cfg.beta).add_(estimate, alpha=1.0 - self.cfg.beta)
+        self.momentum[name] = state
+        return state
+
+
+def project_momentum(state: torch.Tensor, v_old: torch.Tensor, v_new: torch.Tensor) -> torch.Tensor:
+    """N (V_oldᵀ V_new) / n: the momentum carried into the new subspace, never forming m × n."""
+    return state @ ((v_old.T @ v_new) / v_new.shape[0])

@@ -1,0 +1,99 @@
+"""The SPSA step every zeroth-order method shares: q two-point estimates on one batch, one update.
+
+Methods differ only in their directions (Gaussian, low-rank) and in how the estimates become an
+update (plain SGD, or momentum), so those are the two hooks a subclass overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoft.config import OptimizerConfig
+from zoft.errors import ZoftError
+from zoft.optim.base import Optimizer, StepResult, batch_loss
+from zoft.optim.directions import Directions, GaussianDirections
+from zoft.optim.perturb import PerturbationEngine
+from zoft.scoring import Scorer
+from zoft.tasks.base import Example
+
+
+@dataclass
+class ZerothOrderConfig(OptimizerConfig):
+    eps: float = 1e-3
+    queries: int = 1  # n-SPSA: directions per step, their estimates averaged into one update
+
+
+def spsa_estimates(
+    engine: PerturbationEngine,
+    loss: Any,
+    step: int,
+    eps: float,
+    queries: int,
+) -> tuple[list[float], float]:
+    """([g_q] for each query, mean L(θ+εz_q)) with g_q = (L(θ+εz_q) − L(θ−εz_q)) / 2ε;
+    θ is bit-identical afterwards."""
+    estimates, plus = [], []
+    for query in range(queries):
+        loss_plus = engine.loss_at(step, +eps, loss, query=query)
+        loss_minus = engine.loss_at(step, -eps, loss, query=query)
+        estimates.append((loss_plus - loss_minus) / (2 * eps))
+        plus.append(loss_plus)
+    return estimates, sum(plus) / len(plus)
+
+
+class ZerothOrderOptimizer(Optimizer):
+    """θ ← θ − η((1/q) Σ_q g_q z_q + λθ): forwards in eval mode, no autograd, constant η."""
+
+    def __init__(
+        self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
+    ) -> None:
+        super().__init__(cfg, model, scorer, total_steps, seed)
+        if cfg.queries < 1:
+            raise ZoftError(f"optimizer.queries={cfg.queries} is invalid: it must be at least 1")
+        self.engine = PerturbationEngine(model, self.trainable(), seed, self.directions())
+        self.steps_taken = 0
+
+    def directions(self) -> Directions:
+        return GaussianDirections(self.seed)
+
+    @torch.no_grad()
+    def projected_gradients(self, batch: Sequence[Example], step: int) -> tuple[list[float], float]:
+        """(g per query, mean L₊) for this step's directions; θ is bit-identical afterwards."""
+        self.model.eval()
+
+        def loss() -> float:
+            return batch_loss(self.scorer, self.model, batch, self.cfg.micro_batches)
+
+        return spsa_estimates(self.engine, loss, step, self.cfg.eps, self.cfg.queries)
+
+    def projected_gradient(self, batch: Sequence[Example], step: int) -> tuple[float, float]:
+        """(mean g, mean L₊) over the step's queries."""
+        estimates, loss_plus = self.projected_gradients(batch, step)
+        return sum(estimates) / len(estimates), loss_plus
+
+    @torch.no_grad()
+    def apply_update(self, step: int, estimates: list[float]) -> None:
+        lr, queries = self.cfg.lr, len(estimates)
+        coeffs = [-lr * g / queries for g in estimates]
+        self.engine.update(step, coeffs, decay=lr * self.cfg.weight_decay)
+
+    def step(self, batch: Sequence[Example], step: int) -> StepResult:
+        estimates, loss_plus = self.projected_gradients(batch, step)
+        self.apply_update(step, estimates)
+        self.steps_taken += 1
+        return StepResult(
+            loss=loss_plus,
+            lr=self.cfg.lr,
+            forwards=2 * len(estimates),
+            backwards=0,
+            projected_grad=sum(estimates) / len(estimates),
+        )
+
+    def stats(self) -> dict[str, float]:
+        per_step = self.engine.passes / max(self.steps_taken, 1)
+        return {"parameter_passes": self.engine.passes, "parameter_passes_per_step": per_step}
