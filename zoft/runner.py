@@ -211,11 +211,9 @@ def _execute(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
     outcome, stats = TrainingOutcome(), {}
     if cfg.steps:
         add_adapter(loaded.model, cfg.optimizer, cfg.model)
-        result["trainable_parameters"] = sum(
-            p.numel() for p in loaded.model.parameters() if p.requires_grad
-        )
         objective = build_objective(cfg.objective, scorer)
         optimizer = build_optimizer(cfg.optimizer, loaded.model, objective, cfg.steps, cfg.seed)
+        result["trainable_parameters"] = sum(p.numel() for p in optimizer.trainable().values())
         csv_path = out_dir / "metrics.csv" if cfg.logger.name == "csv" else None
         with tracker.phase("train"):
             outcome = train(

@@ -39,7 +39,11 @@ def test_optimizer_runs_three_steps(optimizer, model, data_dir, tmp_path, monkey
     )
     total = result["trainable_parameters"]
     assert total > 0
-    if optimizer in ("ft-lora", "mezo-lora", "lmao"):  # adapters only (plus a classifier head)
+    if optimizer in ("ft-lora", "mezo-lora"):  # adapters only (plus a classifier head)
         assert total < 0.5 * result["model_parameters"]
+    elif optimizer == "lmao":  # adapters by backprop, every base weight by ZO
+        stats = result["optimizer_stats"]
+        assert total == stats["adapter_parameters"] + stats["zo_parameters"]
+        assert stats["zo_parameters"] == result["model_parameters"]
     assert 0.0 <= result["test"]["accuracy"] <= 1.0
     assert result["train_loss_first"] > 0
