@@ -46,21 +46,27 @@ table-zero-shot: $(STAMP)  ## SmolLM2-135M zero-shot on every local task -> resu
 # Every method on the same short CPU experiment: SmolLM2-135M, SST-2 k=16 (data_seed 13), 100 steps
 # of batch 8, test = the 872 SST-2 validation sentences. ZO rates: 1e-5 (top of MeZO's RoBERTa
 # grid) for MeZO, LOZO, LOZO-M and LMAO's ZO phase; LoRA rates 1e-4 (FT-LoRA, LMAO's LoRA phase).
-OPT_RUN := $(BIN)/zoft-run model=smollm2-135m task=sst2 task.protocol=kshot task.k=16 \
-	data_seed=13 seed=0 results_dir=runs/optimizers
+# Finished runs are skipped, so a re-run only rebuilds the table.
+OPT_RUN := zoft-run model=smollm2-135m task=sst2 task.protocol=kshot task.k=16 data_seed=13 seed=0 \
+	results_dir=runs/optimizers
 OPT_TRAIN := steps=100 batch_size=8 eval_every=25 log_every=1 zero_shot=false
+OPT_CELLS := "steps=0" \
+	"$(OPT_TRAIN) optimizer=mezo optimizer.lr=1e-5" \
+	"$(OPT_TRAIN) optimizer=mezo-lora" \
+	"$(OPT_TRAIN) optimizer=lozo optimizer.lr=1e-5" \
+	"$(OPT_TRAIN) optimizer=lozo-m optimizer.lr=1e-5" \
+	"$(OPT_TRAIN) optimizer=ft-lora" \
+	"$(OPT_TRAIN) optimizer=lmao optimizer.lr=1e-4 optimizer.zo_lr=1e-5" \
+	"$(OPT_TRAIN) optimizer=ft"
+OPT_TABLE := results/tables/optimizers_smollm2.md
 
 table-optimizers: $(STAMP)  ## every method, one short SmolLM2 run each -> results/tables/ (~1 h)
-	$(OPT_RUN) steps=0
-	$(OPT_RUN) $(OPT_TRAIN) optimizer=mezo optimizer.lr=1e-5
-	$(OPT_RUN) $(OPT_TRAIN) optimizer=mezo-lora
-	$(OPT_RUN) $(OPT_TRAIN) optimizer=lozo optimizer.lr=1e-5
-	$(OPT_RUN) $(OPT_TRAIN) optimizer=lozo-m optimizer.lr=1e-5
-	$(OPT_RUN) $(OPT_TRAIN) optimizer=ft-lora
-	$(OPT_RUN) $(OPT_TRAIN) optimizer=lmao optimizer.lr=1e-4 optimizer.zo_lr=1e-5
-	$(OPT_RUN) $(OPT_TRAIN) optimizer=ft
-	$(BIN)/zoft-table runs/optimizers --by run --out results/tables/optimizers_smollm2.md \
+	for cell in $(OPT_CELLS); do $(BIN)/$(OPT_RUN) $$cell || exit 1; done
+	$(BIN)/zoft-table runs/optimizers --by run --out $(OPT_TABLE) \
 		--title "Optimizers on SmolLM2-135M, SST-2 k=16, 100 steps of batch 8 (CPU)"
+	{ printf '\nMade by `make table-optimizers` (2 CPU cores, one run at a time):\n\n```\n'; \
+	  for cell in $(OPT_CELLS); do echo "$(OPT_RUN) $$cell"; done; \
+	  printf 'zoft-table runs/optimizers --by run --out $(OPT_TABLE)\n```\n'; } >> $(OPT_TABLE)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check zoft tests
