@@ -60,7 +60,7 @@ OPT_CELLS := "steps=0" \
 	"$(OPT_TRAIN) optimizer=ft"
 OPT_TABLE := results/tables/optimizers_smollm2.md
 
-table-optimizers: $(STAMP)  ## every method, one short SmolLM2 run each -> results/tables/ (~1 h)
+table-optimizers: $(STAMP)  ## every method, one short SmolLM2 run each -> results/tables/ (~25 min)
 	for cell in $(OPT_CELLS); do $(BIN)/$(OPT_RUN) $$cell || exit 1; done
 	$(BIN)/zoft-table runs/optimizers --by run --out $(OPT_TABLE) \
 		--title "Optimizers on SmolLM2-135M, SST-2 k=16, 100 steps of batch 8 (CPU)"

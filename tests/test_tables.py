@@ -5,7 +5,7 @@ import json
 import pytest
 
 from zoft.cli import table_main
-from zoft.tables import collect_results, column_of, markdown_table
+from zoft.tables import collect_results, column_of, markdown_table, methods_table
 
 NOTE = "local SST-2 is the sentence-level version"
 
@@ -92,3 +92,53 @@ def test_table_main_on_a_folder_without_runs_exits_1(tmp_path, capsys):
         table_main([str(tmp_path)])
     assert exit_info.value.code == 1
     assert "no complete runs" in capsys.readouterr().err
+
+
+def _trained(tmp_path, optimizer: str, losses: list[float], **extra) -> dict:
+    folder = tmp_path / optimizer
+    folder.mkdir()
+    lines = [json.dumps({"step": i + 1, "loss": loss}) for i, loss in enumerate(losses)]
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return _result(
+        0,
+        0.75,
+        optimizer=optimizer,
+        output_dir=str(folder),
+        steps=len(losses),
+        train_time_s=50.0,
+        forward_passes=2 * len(losses),
+        backward_passes=0,
+        trainable_parameters=1234567,
+        best_step=15,
+        hyperparameters={"lr": 1e-5, "eps": 1e-3},
+        memory={"train": {"host_peak_rss_mib": 1940.4}, "eval": {"host_peak_rss_mib": 1650.0}},
+        **extra,
+    )
+
+
+def test_methods_table_has_one_row_per_run_with_loss_windows_time_and_memory(tmp_path):
+    losses = [1.0] * 2 + [0.5] * 16 + [0.25] * 2  # 20 steps: windows of 2 at each end
+    results = [
+        _trained(tmp_path, "mezo", losses),
+        _result(
+            0, 0.5, mode="zero-shot", steps=0, memory={"zero_shot": {"host_peak_rss_mib": 941}}
+        ),
+    ]
+    rows = methods_table(results).splitlines()
+    assert rows[0].startswith("2 runs;") and "one run per row" in rows[0]
+    zero_shot = next(r for r in rows if "zero-shot" in r)
+    mezo = next(r for r in rows if "tiny-opt mezo" in r)
+    assert rows.index(zero_shot) < rows.index(mezo)  # the papers' method order, not alphabetical
+    cells = [c.strip() for c in mezo.strip("|").split("|")]
+    assert cells == [
+        "sst2", "tiny-opt mezo", "lr 1e-05, eps 0.001", "1,234,567", "20", "1.000 → 0.250",
+        "75.0 (15)", "40 / 0", "50", "2.50", "1940", "1650",
+    ]  # fmt: skip
+    assert zero_shot.rstrip(" |").endswith("941")
+
+
+def test_table_main_by_run(tmp_path, capsys):
+    result = _trained(tmp_path, "lozo", [1.0, 0.5])
+    (tmp_path / "lozo" / "result.json").write_text(json.dumps(result))
+    table_main([str(tmp_path), "--by", "run"])
+    assert "| sst2 | tiny-opt lozo | lr 1e-05, eps 0.001 |" in capsys.readouterr().out

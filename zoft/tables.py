@@ -79,7 +79,10 @@ def markdown_table(results: Iterable[dict[str, Any]], title: str | None = None) 
     return "\n".join(lines) + "\n"
 
 
-def _provenance(results: list[dict[str, Any]]) -> str:
+def _provenance(
+    results: list[dict[str, Any]],
+    cells: str = "test metric × 100 (mean ± std over runs when there are several)",
+) -> str:
     """One line saying what the numbers are: run count, protocol, seeds, code version."""
 
     def values(key: str) -> str:
@@ -88,7 +91,7 @@ def _provenance(results: list[dict[str, Any]]) -> str:
     return (
         f"{len(results)} runs; protocol {values('protocol')}; data_seed {values('data_seed')}; "
         f"seed {values('seed')}; zoft {values('zoft_version')} at commit {values('git_commit')}. "
-        "Cells: test metric × 100 (mean ± std over runs when there are several)."
+        f"Cells: {cells}."
     )
 
 
@@ -110,27 +113,54 @@ def _loss_window(losses: list[float], first: bool, share: float = 0.1) -> str:
     return f"{statistics.fmean(window):.3f}"
 
 
-def _peak(result: dict[str, Any], phase: str) -> str:
-    record = (result.get("memory") or {}).get(phase) or {}
-    cuda = record.get("cuda")
-    if cuda:
-        return ", ".join(f"{v['allocated_mib']:.0f}" for v in cuda.values())
-    value = record.get("host_peak_rss_mib")
-    return "" if value is None else f"{value:.0f}"
+# Methods in the papers' order: evaluation-only, zeroth-order, then backprop baselines.
+METHOD_ORDER = ("zero-shot", "icl", "mezo", "mezo-lora", "lozo", "lozo-m", "ft-lora", "lmao", "ft")
+
+
+def _method_key(result: dict[str, Any]) -> tuple[int, str]:
+    method = column_of(result).split(" ", 1)[1]
+    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    return (rank, method)
+
+
+def _peak(result: dict[str, Any], *phases: str) -> str:
+    """The largest peak over the phases that ran: CUDA allocated per device, else host RSS."""
+    records = [(result.get("memory") or {}).get(p) for p in phases]
+    records = [r for r in records if r]
+    if not records:
+        return ""
+    if any(r.get("cuda") for r in records):
+        devices = {d for r in records for d in r.get("cuda", {})}
+        peaks = [
+            max(r.get("cuda", {}).get(d, {}).get("allocated_mib", 0) for r in records)
+            for d in sorted(devices)
+        ]
+        return ", ".join(f"{v:.0f}" for v in peaks)
+    return f"{max(r['host_peak_rss_mib'] for r in records):.0f}"
+
+
+def _rates(result: dict[str, Any]) -> str:
+    """The learning rate(s) and ε of the run, as configured."""
+    hyper = result.get("hyperparameters") or {}
+    if not result.get("steps"):
+        return ""
+    parts = [f"lr {hyper['lr']:g}"] if "lr" in hyper else []
+    parts += [f"{key} {hyper[key]:g}" for key in ("zo_lr", "eps") if key in hyper]
+    return ", ".join(parts)
 
 
 def methods_table(results: Iterable[dict[str, Any]], title: str | None = None) -> str:
     """One row per run: the method, what it trains, its training loss at the start and end (means
     over the first / last 10% of logged steps), test metric, passes, time and peak memory."""
-    results = sorted(results, key=lambda r: (r["task"], column_of(r), r["seed"]))
+    results = sorted(results, key=lambda r: (r["task"], r["model"], _method_key(r), r["seed"]))
     lines = [f"## {title}", ""] if title else []
-    lines += [_provenance(results), ""]
+    lines += [_provenance(results, "one run per row, test metric × 100"), ""]
     lines.append(
-        "| task | model / method | trained params | steps | train loss start → end | test | "
-        "forwards / backwards | train time (s) | s / step | peak memory train (MiB) | "
+        "| task | model / method | rates | trained params | steps | train loss start → end | "
+        "test (at step) | forwards / backwards | train time (s) | s / step | peak memory train (MiB) | "
         "peak memory eval (MiB) |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         metric = get_task(r["task"]).metric if r["task"] in TASKS else next(iter(r["test"]))
         losses = logged_losses(r)
@@ -141,20 +171,25 @@ def methods_table(results: Iterable[dict[str, Any]], title: str | None = None) -
         cells = [
             r["task"],
             column_of(r),
+            _rates(r),
             f"{trained:,}" if trained else "",
             str(steps),
             trend,
-            f"{100 * r['test'][metric]:.1f}",
+            f"{100 * r['test'][metric]:.1f}" + (f" ({r['best_step']})" if steps else ""),
             f"{r.get('forward_passes', 0)} / {r.get('backward_passes', 0)}",
             f"{seconds:.0f}" if steps else "",
             f"{seconds / steps:.2f}" if steps else "",
             _peak(r, "train"),
-            _peak(r, "eval"),
+            _peak(r, "zero_shot", "eval"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Peak memory: host peak RSS of the phase on CPU (the model included), CUDA peak allocated "
-        "on GPU. Test metric × 100.",
+        "Test: the metric of the weights at the best dev evaluation (the step in brackets; later "
+        "steps that did not improve dev are discarded), as the papers select checkpoints. "
+        "Peak memory: the phase's host peak RSS on CPU (the model included), CUDA peak allocated on "
+        "GPU. The train phase includes the dev evaluations and, when dev improves before the last "
+        "step, a host copy of the trained weights (the best-dev state). Train loss: mean over the "
+        "first / last 10% of logged steps (single steps are batch noise).",
     ]
     return "\n".join(lines) + "\n"
