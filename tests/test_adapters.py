@@ -139,3 +139,22 @@ def test_one_unknown_target_among_known_ones_is_refused():
     cfg = AdamLoraConfig(lora=LoraConfig(targets=["q_proj", "no_such_proj"]))
     with pytest.raises(AdapterError, match=r"\['no_such_proj'\].*optimizer.lora.targets"):
         add_adapter(loaded.model, cfg, model_cfg("tiny-opt"))
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_adapter_factors_are_fp32_over_half_precision_weights(dtype):
+    """AdamW on half-precision factors would round small updates away; the base stays as loaded
+    and the model's outputs keep their dtype and values."""
+    loaded = tiny("opt", dtype=dtype)
+    model = loaded.model.eval()
+    ids = torch.randint(5, 400, (2, 10))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    add_adapter(model, AdamLoraConfig(), model_cfg("tiny-opt"))
+    factors = [p for n, p in model.named_parameters() if is_adapter_parameter(n)]
+    base = [p for n, p in model.named_parameters() if not is_adapter_parameter(n)]
+    assert factors and all(p.dtype == torch.float32 for p in factors)
+    assert all(p.dtype == before.dtype for p in base)
+    with torch.no_grad():
+        after = model(input_ids=ids).logits
+    assert after.dtype == before.dtype and torch.equal(after, before)

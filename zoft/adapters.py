@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from zoft.config import enum_value
@@ -82,3 +83,7 @@ def _lora(model: nn.Module, optimizer_cfg: Any, model_cfg: Any) -> None:
     with_head = enum_value(model_cfg.kind) == "classifier"
     for name, p in model.named_parameters():
         p.requires_grad_(is_adapter_parameter(name) or (with_head and is_head_parameter(name)))
+        if is_adapter_parameter(name) and p.dtype != torch.float32:
+            # fp32 factors over fp16/bf16 base weights (peft's autocast_adapter_dtype): AdamW
+            # updates of ~1e-4 relative would round away in half precision
+            p.data = p.data.float()
