@@ -142,3 +142,12 @@ def test_table_main_by_run(tmp_path, capsys):
     (tmp_path / "lozo" / "result.json").write_text(json.dumps(result))
     table_main([str(tmp_path), "--by", "run"])
     assert "| sst2 | tiny-opt lozo | lr 1e-05, eps 0.001 |" in capsys.readouterr().out
+
+
+def test_a_method_run_on_adapters_it_does_not_default_to_is_labelled():
+    on_lora = _result(0, 0.6, optimizer="lozo", hyperparameters={"adapter": "lora"})
+    own = _result(0, 0.6, optimizer="mezo-lora", hyperparameters={"adapter": "lora"})
+    plain = _result(0, 0.6, optimizer="lozo", hyperparameters={"adapter": "none"})
+    assert column_of(on_lora) == "tiny-opt lozo (lora)"
+    assert column_of(own) == "tiny-opt mezo-lora"
+    assert column_of(plain) == "tiny-opt lozo"

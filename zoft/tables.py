@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from zoft.optim import OPTIMIZERS
 from zoft.outputs import RESULT_FILE
 from zoft.tasks import TASKS, get_task
 
@@ -33,10 +34,23 @@ def collect_results(root: Path) -> list[dict[str, Any]]:
     return list(results.values())
 
 
-def column_of(result: dict[str, Any]) -> str:
+def method_of(result: dict[str, Any]) -> str:
+    """The optimizer name, or the evaluation-only mode (zero-shot, icl)."""
     mode = result.get("mode", "fine-tune")
-    method = result["optimizer"] if mode == "fine-tune" else mode
+    return result["optimizer"] if mode == "fine-tune" else mode
+
+
+def column_of(result: dict[str, Any]) -> str:
+    """ "<model> <method>", with the adapter when it is not the method's own (lozo (lora))."""
+    method = method_of(result)
+    adapter = (result.get("hyperparameters") or {}).get("adapter")
+    if method in OPTIMIZERS and adapter and adapter != _default_adapter(method):
+        method = f"{method} ({adapter})"
     return f"{result['model']} {method}"
+
+
+def _default_adapter(optimizer: str) -> str:
+    return OPTIMIZERS.meta(optimizer)["config"]().adapter
 
 
 def _cell(values: list[float]) -> str:
@@ -118,9 +132,9 @@ METHOD_ORDER = ("zero-shot", "icl", "mezo", "mezo-lora", "lozo", "lozo-m", "ft-l
 
 
 def _method_key(result: dict[str, Any]) -> tuple[int, str]:
-    method = column_of(result).split(" ", 1)[1]
+    method = method_of(result)
     rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-    return (rank, method)
+    return (rank, column_of(result))
 
 
 def _peak(result: dict[str, Any], *phases: str) -> str:
