@@ -3,6 +3,7 @@
 import pytest
 
 from tests.conftest import compose
+from zoft.errors import ZoftError
 from zoft.runner import RunConfigError, config_digest, run, validate
 
 
@@ -31,6 +32,23 @@ def test_digest_ignores_paths_and_logging_but_not_the_data_origin(monkeypatch):
 def test_impossible_sizes_are_refused(override):
     with pytest.raises(RunConfigError, match=override.split("=")[0]):
         validate(compose([override]))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["optimizer=lmao", "optimizer.adapter=none"],
+            "optimizer=lmao needs optimizer.adapter=lora",
+        ),
+        (["optimizer=mezo", "optimizer.adapter=prefx"], "Unknown adapter 'prefx'"),
+        (["optimizer=mezo", "optimizer.micro_batches=9", "batch_size=8"], "micro_batches=9"),
+        (["optimizer=ft", "optimizer.micro_batches=0"], "micro_batches=0"),
+    ],
+)
+def test_impossible_optimizer_settings_are_refused_before_loading(overrides, message):
+    with pytest.raises(ZoftError, match=message):
+        validate(compose(overrides))
 
 
 def test_fp16_weights_with_adam_are_refused():

@@ -96,6 +96,12 @@ def validate(cfg: DictConfig) -> None:
         )
     zeroth_order = OPTIMIZERS.meta(cfg.optimizer.name).get("zeroth_order", False)
     ADAPTERS.get(cfg.optimizer.adapter)
+    required = OPTIMIZERS.meta(cfg.optimizer.name).get("requires_adapter")
+    if required and cfg.optimizer.adapter != required:
+        raise RunConfigError(
+            f"optimizer={cfg.optimizer.name} needs optimizer.adapter={required} (got "
+            f"{cfg.optimizer.adapter}); drop the override"
+        )
     if cfg.optimizer.micro_batches < 1 or cfg.optimizer.micro_batches > cfg.batch_size:
         raise RunConfigError(
             f"optimizer.micro_batches={cfg.optimizer.micro_batches} is invalid: it must lie "
