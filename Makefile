@@ -9,7 +9,7 @@ ZOFT_DATA ?= $(abspath ../shared/data)
 export ZOFT_DATA
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-all lint format clean table-zero-shot table-optimizers
+.PHONY: help install demo test test-all lint format clean table-zero-shot table-optimizers table-memory
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,14 +43,27 @@ table-zero-shot: $(STAMP)  ## SmolLM2-135M zero-shot on every local task -> resu
 	$(BIN)/zoft-table runs/zero_shot --title "SmolLM2-135M zero-shot, MeZO prompts" \
 		--out results/tables/zero_shot_smollm2.md
 
+# Run tables: each target sets RUN (the common zoft-run command), CELLS (one quoted set of
+# overrides per run), RUNS, TABLE and TITLE; the recipe runs every cell (finished runs are skipped,
+# so a re-run only rebuilds the table), writes the table and appends the exact commands to it.
+RUN_TABLES := table-optimizers table-memory
+$(RUN_TABLES): $(STAMP)
+	for cell in $(CELLS); do $(BIN)/$(RUN) results_dir=$(RUNS) $$cell || exit 1; done
+	$(BIN)/zoft-table $(RUNS) --by run --out $(TABLE) --title "$(TITLE)"
+	{ printf '\nMade by `make $@` (2 CPU cores, one run at a time):\n\n```\n'; \
+	  for cell in $(CELLS); do echo "$(RUN) results_dir=$(RUNS) $$cell"; done; \
+	  printf 'zoft-table $(RUNS) --by run --out $(TABLE)\n```\n'; } >> $(TABLE)
+
 # Every method on the same short CPU experiment: SmolLM2-135M, SST-2 k=16 (data_seed 13), 100 steps
 # of batch 8, test = the 872 SST-2 validation sentences. ZO rates: 1e-5 (top of MeZO's RoBERTa
 # grid) for MeZO, LOZO, LOZO-M and LMAO's ZO phase; LoRA rates 1e-4 (FT-LoRA, LMAO's LoRA phase).
-# Finished runs are skipped, so a re-run only rebuilds the table.
-OPT_RUN := zoft-run model=smollm2-135m task=sst2 task.protocol=kshot task.k=16 data_seed=13 seed=0 \
-	results_dir=runs/optimizers
 OPT_TRAIN := steps=100 batch_size=8 eval_every=25 log_every=1 zero_shot=false
-OPT_CELLS := "steps=0" \
+table-optimizers: RUN = zoft-run model=smollm2-135m task=sst2 task.protocol=kshot task.k=16 \
+	data_seed=13 seed=0
+table-optimizers: RUNS = runs/optimizers
+table-optimizers: TABLE = results/tables/optimizers_smollm2.md
+table-optimizers: TITLE = Optimizers on SmolLM2-135M, SST-2 k=16, 100 steps of batch 8 (CPU)
+table-optimizers: CELLS = "steps=0" \
 	"$(OPT_TRAIN) optimizer=mezo optimizer.lr=1e-5" \
 	"$(OPT_TRAIN) optimizer=mezo-lora" \
 	"$(OPT_TRAIN) optimizer=lozo optimizer.lr=1e-5" \
@@ -58,15 +71,19 @@ OPT_CELLS := "steps=0" \
 	"$(OPT_TRAIN) optimizer=ft-lora" \
 	"$(OPT_TRAIN) optimizer=lmao optimizer.lr=1e-4 optimizer.zo_lr=1e-5" \
 	"$(OPT_TRAIN) optimizer=ft"
-OPT_TABLE := results/tables/optimizers_smollm2.md
+table-optimizers:  ## every method, one short SmolLM2 run each -> results/tables/ (~25 min)
 
-table-optimizers: $(STAMP)  ## every method, one short SmolLM2 run each -> results/tables/ (~25 min)
-	for cell in $(OPT_CELLS); do $(BIN)/$(OPT_RUN) $$cell || exit 1; done
-	$(BIN)/zoft-table runs/optimizers --by run --out $(OPT_TABLE) \
-		--title "Optimizers on SmolLM2-135M, SST-2 k=16, 100 steps of batch 8 (CPU)"
-	{ printf '\nMade by `make table-optimizers` (2 CPU cores, one run at a time):\n\n```\n'; \
-	  for cell in $(OPT_CELLS); do echo "$(OPT_RUN) $$cell"; done; \
-	  printf 'zoft-table runs/optimizers --by run --out $(OPT_TABLE)\n```\n'; } >> $(OPT_TABLE)
+# Peak memory on long inputs (MultiRC paragraphs, batch 8, 5 steps): MeZO vs FT-LoRA vs LMAO with
+# and without gradient checkpointing in its LoRA phase.
+table-memory: RUN = zoft-run model=smollm2-135m task=multirc task.protocol=large \
+	task.num_train=64 task.num_dev=8 task.num_eval=16 steps=5 batch_size=8 eval_batch_size=4 \
+	zero_shot=false log_every=1
+table-memory: RUNS = runs/memory
+table-memory: TABLE = results/tables/memory_multirc_smollm2.md
+table-memory: TITLE = Peak memory on MultiRC (long inputs), SmolLM2-135M, batch 8, 5 steps (CPU)
+table-memory: CELLS = "optimizer=mezo" "optimizer=ft-lora" "optimizer=lmao" \
+	"optimizer=lmao optimizer.gradient_checkpointing=true"
+table-memory:  ## MeZO / FT-LoRA / LMAO (+ checkpointing) peak memory on MultiRC (~7 min)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check zoft tests
