@@ -95,6 +95,7 @@ def test_table_main_on_a_folder_without_runs_exits_1(tmp_path, capsys):
 
 
 def _trained(tmp_path, optimizer: str, losses: list[float], **extra) -> dict:
+    extra.setdefault("hyperparameters", {"lr": 1e-5, "eps": 1e-3})
     folder = tmp_path / optimizer
     folder.mkdir()
     lines = [json.dumps({"step": i + 1, "loss": loss}) for i, loss in enumerate(losses)]
@@ -110,7 +111,6 @@ def _trained(tmp_path, optimizer: str, losses: list[float], **extra) -> dict:
         backward_passes=0,
         trainable_parameters=1234567,
         best_step=15,
-        hyperparameters={"lr": 1e-5, "eps": 1e-3},
         memory={"train": {"host_peak_rss_mib": 1940.4}, "eval": {"host_peak_rss_mib": 1650.0}},
         **extra,
     )
@@ -151,3 +151,12 @@ def test_a_method_run_on_adapters_it_does_not_default_to_is_labelled():
     assert column_of(on_lora) == "tiny-opt lozo (lora)"
     assert column_of(own) == "tiny-opt mezo-lora"
     assert column_of(plain) == "tiny-opt lozo"
+
+
+def test_settings_show_rates_and_what_differs_from_the_method_defaults(tmp_path):
+    hyper = {"lr": 1e-5, "zo_lr": 1e-6, "eps": 1e-3, "gradient_checkpointing": True}
+    hyper |= {"rank": 2, "lora": {"r": 4, "alpha": 16}, "steps": 5, "name": "lmao"}
+    result = _trained(tmp_path, "lmao", [1.0], hyperparameters=hyper)
+    row = next(r for r in methods_table([result]).splitlines() if "tiny-opt lmao" in r)
+    settings = row.split("|")[3].strip()
+    assert settings == "lr 1e-05, zo_lr 1e-06, eps 0.001, gradient_checkpointing True, lora.r 4"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from collections import defaultdict
@@ -153,14 +154,34 @@ def _peak(result: dict[str, Any], *phases: str) -> str:
     return f"{max(r['host_peak_rss_mib'] for r in records):.0f}"
 
 
-def _rates(result: dict[str, Any]) -> str:
-    """The learning rate(s) and ε of the run, as configured."""
+_RUN_KEYS = ("name", "steps", "batch_size", "eval_every", "dtype")  # shown elsewhere or implied
+
+
+def _settings(result: dict[str, Any]) -> str:
+    """The rates (lr, zo_lr, eps) and every other optimizer setting that differs from the
+    method's defaults (e.g. rank 4, gradient_checkpointing True)."""
     hyper = result.get("hyperparameters") or {}
     if not result.get("steps"):
         return ""
-    parts = [f"lr {hyper['lr']:g}"] if "lr" in hyper else []
-    parts += [f"{key} {hyper[key]:g}" for key in ("zo_lr", "eps") if key in hyper]
+    parts = [f"{key} {hyper[key]:g}" for key in ("lr", "zo_lr", "eps") if key in hyper]
+    name = result.get("optimizer")
+    if name in OPTIMIZERS:
+        defaults = _flat(dataclasses.asdict(OPTIMIZERS.meta(name)["config"]()))
+        shown = ("lr", "zo_lr", "eps", *_RUN_KEYS)
+        for key, value in _flat(hyper).items():
+            if key in defaults and key not in shown and value != defaults[key]:
+                parts.append(f"{key} {value}")
     return ", ".join(parts)
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def methods_table(results: Iterable[dict[str, Any]], title: str | None = None) -> str:
@@ -170,7 +191,7 @@ def methods_table(results: Iterable[dict[str, Any]], title: str | None = None) -
     lines = [f"## {title}", ""] if title else []
     lines += [_provenance(results, "one run per row, test metric × 100"), ""]
     lines.append(
-        "| task | model / method | rates | trained params | steps | train loss start → end | "
+        "| task | model / method | settings | trained params | steps | train loss start → end | "
         "test (at step) | forwards / backwards | train time (s) | s / step | peak memory train (MiB) | "
         "peak memory eval (MiB) |"
     )
@@ -185,7 +206,7 @@ def methods_table(results: Iterable[dict[str, Any]], title: str | None = None) -
         cells = [
             r["task"],
             column_of(r),
-            _rates(r),
+            _settings(r),
             f"{trained:,}" if trained else "",
             str(steps),
             trend,
