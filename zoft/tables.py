@@ -1,5 +1,6 @@
-"""Run directories -> tables: every complete result.json under a folder, pivoted by task
-(rows) and model / optimizer / mode (columns), means over seeds, as markdown."""
+"""Run directories -> tables: every complete result.json under a folder, as markdown — pivoted
+by task (rows) and model / optimizer / mode (columns) with means over seeds, or one row per run
+with its settings, training loss, cost and peak memory (method comparisons)."""
 
 from __future__ import annotations
 
@@ -210,7 +211,7 @@ def methods_table(results: Iterable[dict[str, Any]], title: str | None = None) -
             f"{trained:,}" if trained else "",
             str(steps),
             trend,
-            f"{100 * r['test'][metric]:.1f}" + (f" ({r['best_step']})" if steps else ""),
+            f"{100 * r['test'][metric]:.1f}" + (f" ({r.get('best_step')})" if steps else ""),
             f"{r.get('forward_passes', 0)} / {r.get('backward_passes', 0)}",
             f"{seconds:.0f}" if steps else "",
             f"{seconds / steps:.2f}" if steps else "",
