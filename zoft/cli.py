@@ -22,6 +22,15 @@ log = logging.getLogger("zoft")
 register_configs()
 
 
+def _register_grid_sweeper() -> None:
+    """Hydra finds plugins by scanning the hydra_plugins namespace, which an editable install of
+    zoft does not extend; registering the class directly works for every kind of install."""
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.zoft_grid import GridSweeper
+
+    Plugins.instance().register(GridSweeper)
+
+
 def _method(result: dict) -> str:
     """The optimizer of a fine-tuning run, else the evaluation-only mode (zero-shot, icl)."""
     mode = result.get("mode", "fine-tune")
@@ -89,6 +98,9 @@ def run_main() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _quiet_libraries()
+    _register_grid_sweeper()
+    if "--dry-run" in sys.argv:
+        sys.argv = [arg for arg in sys.argv if arg != "--dry-run"] + ["hydra.sweeper.dry_run=true"]
     _hydra_entry()
 
 

@@ -119,6 +119,18 @@ class LoggerConfig:
 
 
 @dataclass
+class ExperimentInfo:
+    """Which paper table an experiment reproduces: zoft-table prints the rows of
+    results/paper/paper_results.csv that match paper, table, model and (a substring of) setting."""
+
+    name: str = ""  # the experiment file's name, empty for a plain run
+    paper: str = ""
+    table: str = ""
+    model: str = ""
+    setting: str = ""
+
+
+@dataclass
 class ZoftConfig:
     model: Any = MISSING
     task: Any = MISSING
@@ -138,6 +150,8 @@ class ZoftConfig:
     output_dir: str | None = None  # default: derived from task/model/optimizer/seeds/config hash
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: DType = DType.fp32
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default (set it for parallel CPU jobs)
+    experiment: ExperimentInfo = field(default_factory=ExperimentInfo)
 
 
 def register_configs() -> None:

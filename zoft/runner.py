@@ -44,7 +44,16 @@ from zoft.training import Evaluator, TrainingOutcome, train
 log = logging.getLogger(__name__)
 
 # Keys that do not change what a run computes, left out of the config digest.
-_NON_SEMANTIC = ("output_dir", "results_dir", "log_every", "eval_batch_size", "device", "logger")
+_NON_SEMANTIC = (
+    "output_dir",
+    "results_dir",
+    "log_every",
+    "eval_batch_size",
+    "device",
+    "logger",
+    "threads",
+    "experiment",
+)
 
 
 class RunConfigError(ZoftError):
@@ -191,6 +200,8 @@ def _outcome_fields(outcome: TrainingOutcome) -> dict[str, Any]:
 
 def _execute(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
     tracker, started = MemoryTracker(), time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     task = get_task(cfg.task.name)
     splits = _load_data(cfg, task, result)
