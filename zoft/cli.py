@@ -104,30 +104,109 @@ def run_main() -> None:
     _hydra_entry()
 
 
-def table_main(argv: list[str] | None = None) -> None:
-    """zoft-table: the complete runs under a folder as a markdown table (stdout or --out)."""
-    from zoft.outputs import atomic_write
-    from zoft.tables import collect_results, markdown_table, methods_table
+def _experiment_info(name: str) -> DictConfig:
+    """The composed config of an experiment (its paper reference and results_dir)."""
+    from hydra import compose, initialize_config_module
 
+    with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=[f"+experiment={name}"])
+
+
+def _table_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoft-table", description=table_main.__doc__)
-    parser.add_argument("runs", type=Path, help="folder searched for result.json files")
-    parser.add_argument("--out", type=Path, help="write the table to this file")
-    parser.add_argument("--title", help="a heading above the table")
     parser.add_argument(
-        "--by",
-        choices=("task", "run"),
-        default="task",
-        help="task: test metric per task × method (mean over seeds); run: one row per run with "
-        "its training loss, time and peak memory (method comparisons)",
+        "runs",
+        type=Path,
+        nargs="?",
+        help="folder searched for result.json files (default: the experiment's results_dir)",
     )
-    args = parser.parse_args(argv)
-    results = collect_results(args.runs)
-    if not results:
-        parser.exit(1, f"zoft-table: no complete runs under {args.runs}\n")
-    render = methods_table if args.by == "run" else markdown_table
-    table = render(results, args.title)
+    parser.add_argument(
+        "--experiment",
+        help="an experiment name (conf/experiment/): its paper table is printed "
+        "beside ours, with the difference",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write <out>.md, .csv and .tex and the PNG plots <out>_*.png "
+        "(--by run: the markdown file only)",
+    )
+    parser.add_argument("--title", help="a heading above the table")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--paper-csv",
+        type=Path,
+        default=Path("results/paper/paper_results.csv"),
+        help="the published numbers (long format)",
+    )
+    parser.add_argument(
+        "--by", choices=("task", "run"), default="task",
+        help="task: per method and task, the best-dev grid point per seed, mean / std / 95%% CI "
+        "over seeds (and the paper's numbers); run: one row per run with its training loss, time "
+        "and peak memory (method comparisons)",
+    )  # fmt: skip
+    return parser
+
+
+def _cost_table(args: argparse.Namespace, info: DictConfig, results: list[dict]) -> None:
+    """A memory or speed experiment: our peaks / seconds per step beside the paper's."""
+    from zoft import aggregate, costs
+    from zoft.tables import provenance
+
+    exp = info.experiment
+    build = costs.memory_table if exp.measure == "memory" else costs.speed_table
+    reference = args.paper_csv.with_name(f"paper_{exp.measure}.csv")
+    table = build(aggregate.runs_frame(results), reference, exp.paper, exp.table)
+    title = args.title or f"{args.experiment}: ours vs {exp.paper} {exp.table}"
+    line = provenance(results, "see below")
     if args.out:
-        atomic_write(args.out, table)
-        print(f"wrote {args.out} ({len(results)} runs)")
+        written = costs.write_cost_reports(table, args.out, title, line, exp.measure)
+        print(f"wrote {', '.join(map(str, written))} ({len(results)} runs)")
     else:
-        print(table, end="")
+        print(costs.cost_markdown(table, title, line, exp.measure), end="")
+
+
+def table_main(argv: list[str] | None = None) -> None:
+    """zoft-table: complete runs -> tables (markdown, csv, LaTeX) and plots, ours beside the paper."""
+    from zoft import aggregate, plots, reports
+    from zoft.outputs import atomic_write
+    from zoft.tables import collect_results, methods_table, provenance
+
+    parser = _table_parser()
+    args = parser.parse_args(argv)
+    info = _experiment_info(args.experiment) if args.experiment else None
+    runs = args.runs or (Path(info.results_dir) if info else None)
+    if runs is None:
+        parser.error("give a runs folder or --experiment")
+    results = collect_results(runs)
+    if not results:
+        parser.exit(1, f"zoft-table: no complete runs under {runs}\n")
+    if args.by == "run":
+        table = methods_table(results, args.title)
+        if args.out:
+            atomic_write(args.out, table)
+            print(f"wrote {args.out} ({len(results)} runs)")
+        else:
+            print(table, end="")
+        return
+    if info is not None and info.experiment.measure in ("memory", "speed"):
+        _cost_table(args, info, results)
+        return
+    reference, paper = None, "paper"
+    if info is not None and info.experiment.paper:
+        exp = info.experiment
+        reference = aggregate.load_reference(
+            args.paper_csv, exp.paper, exp.table, exp.model, exp.setting
+        )
+        paper = f"{exp.paper} {exp.table} ({exp.model}{', ' + exp.setting if exp.setting else ''})"
+    selected = aggregate.select_best_dev(aggregate.runs_frame(results))
+    table = aggregate.beside_paper(aggregate.summarize(selected), reference)
+    title = args.title or (f"{args.experiment}: ours vs {paper}" if info else str(runs))
+    line = provenance(results, "see below")
+    if not args.out:
+        print(reports.markdown_report(table, title, line, paper), end="")
+        return
+    written = reports.write_reports(table, args.out, title, line, paper)
+    if not args.no_plots:
+        written += plots.write_plots(selected, table, args.out.with_suffix(""), title)
+    print(f"wrote {', '.join(map(str, written))} ({len(results)} runs)")

@@ -126,8 +126,9 @@ class ExperimentInfo:
     name: str = ""  # the experiment file's name, empty for a plain run
     paper: str = ""
     table: str = ""
-    model: str = ""
-    setting: str = ""
+    model: str = ""  # the paper's model; empty: match our runs' model names (OPT tables)
+    setting: str = ""  # substrings of the paper's `setting` column, "|"-separated, any may match
+    measure: str = "accuracy"  # accuracy | memory | speed: which published numbers to compare
 
 
 @dataclass

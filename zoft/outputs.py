@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -81,8 +82,11 @@ def attach_file_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the zoft checkout (with -dirty for uncommitted changes), if it is one."""
+    """The commit of the zoft checkout (with -dirty for uncommitted changes), if it is one. Read
+    once per process: the code a sweep runs is what it imported at start, whatever the checkout
+    holds by the time a later cell begins."""
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=40"],

@@ -1,13 +1,11 @@
-"""Run directories -> tables: every complete result.json under a folder, as markdown — pivoted
-by task (rows) and model / optimizer / mode (columns) with means over seeds, or one row per run
-with its settings, training loss, cost and peak memory (method comparisons)."""
+"""Run directories -> results, and the one-row-per-run table (settings, training loss, cost and
+peak memory) used for method comparisons; aggregated tables are zoft.aggregate / zoft.reports."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import statistics
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -15,12 +13,6 @@ from typing import Any
 from zoft.optim import OPTIMIZERS
 from zoft.outputs import RESULT_FILE
 from zoft.tasks import TASKS, get_task
-
-# The papers' task order (MeZO Table 1, then the LM-BFF tasks); unknown tasks go last.
-TASK_ORDER = (
-    "sst2", "rte", "cb", "boolq", "wsc", "wic", "multirc", "copa", "record", "squad", "drop",
-    "snli", "mnli", "sst5", "trec",
-)  # fmt: skip
 
 
 def collect_results(root: Path) -> list[dict[str, Any]]:
@@ -32,6 +24,7 @@ def collect_results(root: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
         if result.get("status") == "complete" and result.get("test"):
+            result["run_dir"] = str(path.parent)  # where it is now (output_dir: where it ran)
             results[str(path.parent.resolve())] = result
     return list(results.values())
 
@@ -55,47 +48,7 @@ def _default_adapter(optimizer: str) -> str:
     return OPTIMIZERS.meta(optimizer)["config"]().adapter
 
 
-def _cell(values: list[float]) -> str:
-    mean = 100 * statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f} (n={len(values)})"
-
-
-def _task_key(task: str) -> tuple[int, str]:
-    return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
-
-
-def markdown_table(results: Iterable[dict[str, Any]], title: str | None = None) -> str:
-    """Test metric × 100 per task and column, the test size, and the data notes per task."""
-    results = list(results)
-    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
-    sizes: dict[str, set[int]] = defaultdict(set)
-    notes: dict[str, list[str]] = defaultdict(list)
-    for r in results:
-        metric = get_task(r["task"]).metric if r["task"] in TASKS else next(iter(r["test"]))
-        cells[(r["task"], column_of(r))].append(r["test"][metric])
-        sizes[r["task"]].add(r["num_test"])
-        notes[r["task"]].extend(n for n in r.get("data_notes", []) if n not in notes[r["task"]])
-    tasks = sorted({t for t, _ in cells}, key=_task_key)
-    columns = sorted({c for _, c in cells})
-    lines = [f"## {title}", ""] if title else []
-    lines += [_provenance(results), ""]
-    lines.append("| task | metric | test examples | " + " | ".join(columns) + " |")
-    lines.append("|---|---|---|" + "---|" * len(columns))
-    for task in tasks:
-        metric = get_task(task).metric if task in TASKS else "test"
-        size = "/".join(str(n) for n in sorted(sizes[task]))
-        row = [_cell(cells[(task, c)]) if (task, c) in cells else "" for c in columns]
-        lines.append(f"| {task} | {metric} | {size} | " + " | ".join(row) + " |")
-    noted = [t for t in tasks if notes[t]]
-    if noted:
-        lines += ["", "Data notes (from each run's `data_notes`):", ""]
-        lines += [f"- **{t}**: " + "; ".join(notes[t]) for t in noted]
-    return "\n".join(lines) + "\n"
-
-
-def _provenance(
+def provenance(
     results: list[dict[str, Any]],
     cells: str = "test metric × 100 (mean ± std over runs when there are several)",
 ) -> str:
@@ -113,7 +66,7 @@ def _provenance(
 
 def logged_losses(result: dict[str, Any]) -> list[float]:
     """The training losses in the run's metrics.jsonl (empty if it is gone)."""
-    path = Path(result.get("output_dir", "")) / "metrics.jsonl"
+    path = Path(result.get("run_dir") or result.get("output_dir", "")) / "metrics.jsonl"
     if not path.is_file():
         return []
     lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
@@ -190,7 +143,7 @@ def methods_table(results: Iterable[dict[str, Any]], title: str | None = None) -
     over the first / last 10% of logged steps), test metric, passes, time and peak memory."""
     results = sorted(results, key=lambda r: (r["task"], r["model"], _method_key(r), r["seed"]))
     lines = [f"## {title}", ""] if title else []
-    lines += [_provenance(results, "one run per row, test metric × 100"), ""]
+    lines += [provenance(results, "one run per row, test metric × 100"), ""]
     lines.append(
         "| task | model / method | settings | trained params | steps | train loss start → end | "
         "test (at step) | forwards / backwards | train time (s) | s / step | peak memory train (MiB) | "

@@ -135,8 +135,8 @@ class AdamLoraConfig(AdamConfig):
     lr: float = 1e-4
 
 
-@OPTIMIZERS.register("ft-lora", config=AdamLoraConfig)
-@OPTIMIZERS.register("ft", config=AdamConfig)
+@OPTIMIZERS.register("ft-lora", config=AdamLoraConfig, label="FT (LoRA)")
+@OPTIMIZERS.register("ft", config=AdamConfig, label="FT")
 class FullFineTuning(Optimizer):
     """FT (every weight) or FT-LoRA (the adapters): one forward and one backward in train mode,
     then an AdamW step."""

@@ -43,7 +43,7 @@ class LmaoConfig(AdamConfig):
     lora_steps: int = 1  # LoRA (AdamW) steps per ZO step, all on the same batch
 
 
-@OPTIMIZERS.register("lmao", config=LmaoConfig, requires_adapter="lora")
+@OPTIMIZERS.register("lmao", config=LmaoConfig, requires_adapter="lora", label="LMAO")
 class LMAO(Optimizer):
     """LoRA phase: forward + backward in train mode, AdamW on the adapters (clip 1.0).
     ZO phase: two forwards in eval mode, θ ← θ − η_base(g·z + λθ) on all non-adapter weights."""

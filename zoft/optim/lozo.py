@@ -32,7 +32,7 @@ class LozoMConfig(LozoConfig):
     beta: float = 0.9  # momentum (LOZO scripts 0.9; the official code's default is 0.7)
 
 
-@OPTIMIZERS.register("lozo", config=LozoConfig, zeroth_order=True)
+@OPTIMIZERS.register("lozo", config=LozoConfig, zeroth_order=True, label="LOZO")
 class LOZO(ZerothOrderOptimizer):
     """c = (L(θ+εUVᵀ) − L(θ−εUVᵀ)) / 2ε;  X ← X − η(c·UVᵀ + λX) with exactly the probed U and V
     (also on the steps that start a new subspace)."""
@@ -41,7 +41,7 @@ class LOZO(ZerothOrderOptimizer):
         return LowRankDirections.from_config(self.seed, self.cfg)
 
 
-@OPTIMIZERS.register("lozo-m", config=LozoMConfig, zeroth_order=True)
+@OPTIMIZERS.register("lozo-m", config=LozoMConfig, zeroth_order=True, label="LOZO-M")
 class LOZOM(LOZO):
     """N ← βN + (1−β)·c·U (N ∈ ℝ^{m×r});  X ← X − η(N Vᵀ + λX).  When V changes, N is first
     projected onto the new subspace: N ← N (V_oldᵀ V_new) / n, the r×r product formed first.

@@ -24,7 +24,7 @@ class MezoLoraConfig(MezoConfig):
     eps: float = 1e-2
 
 
-@OPTIMIZERS.register("mezo-lora", config=MezoLoraConfig, zeroth_order=True)
-@OPTIMIZERS.register("mezo", config=MezoConfig, zeroth_order=True)
+@OPTIMIZERS.register("mezo-lora", config=MezoLoraConfig, zeroth_order=True, label="MeZO (LoRA)")
+@OPTIMIZERS.register("mezo", config=MezoConfig, zeroth_order=True, label="MeZO")
 class MeZO(ZerothOrderOptimizer):
     """g = (L(θ+εz) − L(θ−εz)) / 2ε;  θ ← θ − η(g·z + λθ), z ~ N(0, I) keyed per parameter."""

@@ -1,0 +1,200 @@
+"""Run results -> pandas, selected and aggregated the way the papers report them.
+
+Per (task, method, seed) the grid point with the best dev metric is kept and its test metric
+reported; the kept runs are aggregated over seeds (mean, sample std, 95% t-interval, count) and
+put beside the published number. Nothing is imputed: a cell without runs stays missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from zoft.optim import OPTIMIZERS
+from zoft.tasks import TASKS, get_task
+
+# zoft task names -> the papers' names (also the `task` column of results/paper/*.csv)
+PAPER_TASK_NAMES = {
+    "sst2": "SST-2", "rte": "RTE", "cb": "CB", "boolq": "BoolQ", "wsc": "WSC", "wic": "WiC",
+    "multirc": "MultiRC", "copa": "COPA", "record": "ReCoRD", "squad": "SQuAD", "drop": "DROP",
+    "snli": "SNLI", "mnli": "MNLI", "sst5": "SST-5", "trec": "TREC",
+}  # fmt: skip
+MODE_LABELS = {"zero-shot": "zero-shot", "icl": "ICL"}
+GROUP = ["task", "model", "method", "seed", "data_seed"]
+
+# two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30; the normal 1.96 beyond
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with df degrees of freedom (for 95% intervals)."""
+    if df < 1:
+        return math.nan
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def method_label(result: dict[str, Any]) -> str:
+    """The papers' name of a run's method: MeZO, FT (LoRA), zero-shot, ...; a method run on an
+    adapter that is not its own gets it appended (LOZO (lora))."""
+    mode = result.get("mode", "fine-tune")
+    if mode != "fine-tune":
+        return MODE_LABELS.get(mode, mode)
+    name = result["optimizer"]
+    if name not in OPTIMIZERS:
+        return name
+    meta = OPTIMIZERS.meta(name)
+    label = meta.get("label", name)
+    adapter = (result.get("hyperparameters") or {}).get("adapter")
+    if adapter and adapter != meta["config"]().adapter:
+        label = f"{label} ({adapter})"
+    return label
+
+
+def primary_metric(task: str, values: dict[str, float]) -> str:
+    return get_task(task).metric if task in TASKS else next(iter(values))
+
+
+def _peak_mib(result: dict[str, Any], phase: str) -> float:
+    record = (result.get("memory") or {}).get(phase) or {}
+    cuda = record.get("cuda") or {}
+    if cuda:
+        return max(d.get("max_allocated_mib", 0.0) for d in cuda.values())
+    return record.get("host_peak_rss_mib", math.nan)
+
+
+def _grid_point(result: dict[str, Any]) -> str:
+    """What distinguishes the runs of one grid: optimizer settings and the run's shape."""
+    point = {
+        "hyperparameters": result.get("hyperparameters") or {},
+        "steps": result.get("steps"),
+        "batch_size": result.get("batch_size"),
+    }
+    return json.dumps(point, sort_keys=True, default=str)
+
+
+def runs_frame(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per complete run: identity, grid point, dev / test metric (× 100) and costs."""
+    rows = []
+    for r in results:
+        metric = primary_metric(r["task"], r["test"])
+        dev = (r.get("dev") or {}).get(metric)
+        steps = r.get("steps") or 0
+        rows.append(
+            {
+                "task": PAPER_TASK_NAMES.get(r["task"], r["task"]),
+                "model": r["model"],
+                "method": method_label(r),
+                "seed": r.get("seed"),
+                "data_seed": r.get("data_seed"),
+                "grid_point": _grid_point(r),
+                "metric": metric,
+                "dev": math.nan if dev is None else 100 * dev,
+                "test": 100 * r["test"][metric],
+                "best_step": r.get("best_step"),
+                "steps": steps,
+                "batch_size": r.get("batch_size")
+                or (r.get("hyperparameters") or {}).get("batch_size"),
+                "forward_passes": r.get("forward_passes") or 0,
+                "backward_passes": r.get("backward_passes") or 0,
+                "train_time_s": r.get("train_time_s") or 0.0,
+                "wall_time_s": r.get("wall_time_s") or 0.0,
+                "peak_train_mib": _peak_mib(r, "train") if steps else math.nan,
+                "peak_eval_mib": max(_peak_mib(r, "eval"), _peak_mib(r, "zero_shot")),
+                "run_dir": r.get("run_dir") or r.get("output_dir", ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def select_best_dev(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, model, method, seed, data_seed): the grid point with the highest dev metric.
+    Ties, and groups without dev metrics, go to the first grid point in sorted order, so the
+    choice never looks at test."""
+    if runs.empty:
+        return runs
+    ordered = runs.sort_values([*GROUP, "grid_point"], kind="stable")
+    ordered = ordered.assign(_dev=ordered["dev"].fillna(-math.inf))
+    best = ordered.loc[ordered.groupby(GROUP, dropna=False)["_dev"].idxmax()]
+    return best.drop(columns="_dev").reset_index(drop=True)
+
+
+def summarize(selected: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std, 95% t-interval and count of the selected test metrics per cell, with the
+    mean costs of those runs."""
+    rows = []
+    for (task, model, method), group in selected.groupby(["task", "model", "method"], sort=False):
+        values = group["test"].to_numpy(dtype=float)
+        n = len(values)
+        mean = float(values.mean())
+        std = float(values.std(ddof=1)) if n > 1 else math.nan
+        half = t975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+        rows.append(
+            {
+                "task": task,
+                "model": model,
+                "method": method,
+                "metric": group["metric"].iloc[0],
+                "n": n,
+                "mean": mean,
+                "std": std,
+                "ci95_low": mean - half,
+                "ci95_high": mean + half,
+                "forward_passes": float(group["forward_passes"].mean()),
+                "train_time_s": float(group["train_time_s"].mean()),
+                "peak_train_mib": float(group["peak_train_mib"].mean()),
+                "peak_eval_mib": float(group["peak_eval_mib"].mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def load_reference(
+    path: Path, paper: str, table: str, model: str = "", setting: str = ""
+) -> pd.DataFrame:
+    """The published rows of one table (results/paper/paper_results.csv, long format). `setting`
+    holds "|"-separated substrings of the setting column (any may match); without `model` the
+    rows of every model are kept and matched to our runs by model name."""
+    ref = pd.read_csv(path)
+    keep = (ref["paper"] == paper) & (ref["table"] == table)
+    if model:
+        keep &= ref["model"] == model
+    if setting:
+        column = ref["setting"].fillna("")
+        keep &= pd.concat(
+            [column.str.contains(s, regex=False) for s in setting.split("|")], axis=1
+        ).any(axis=1)
+    ref = ref[keep]
+    keys = ["method", "task"] if model else ["model", "method", "task"]
+    duplicated = ref.duplicated(keys, keep=False)
+    if duplicated.any():
+        settings = sorted(ref.loc[duplicated, "setting"].dropna().unique())
+        raise ValueError(
+            f"{paper} {table} has several rows per {', '.join(keys)} (settings: {settings}); "
+            "give the experiment's `experiment.setting` to pick one"
+        )
+    columns = {"value": "paper", "std": "paper_std"}
+    return ref[[*keys, "value", "std"]].rename(columns=columns)
+
+
+def beside_paper(summary: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame:
+    """Ours next to the paper's number: one row per (task, method) found on either side; a cell
+    without our runs keeps n = 0 and an empty mean (missing, not filled in)."""
+    if reference is None or reference.empty:
+        out = summary.assign(paper=math.nan, paper_std=math.nan)
+    else:
+        keys = [k for k in ("model", "method", "task") if k in reference.columns]
+        out = summary.merge(reference, on=keys, how="outer")
+        out["n"] = out["n"].fillna(0).astype(int)
+        if "model" not in reference.columns and len(summary):
+            out["model"] = out["model"].fillna(summary["model"].iloc[0])
+    out["diff"] = out["mean"] - out["paper"]
+    return out

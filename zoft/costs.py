@@ -1,0 +1,100 @@
+"""Peak memory and time per step of runs, beside the papers' memory and speed tables
+(results/paper/paper_memory.csv, paper_speed.csv)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from zoft.outputs import atomic_write
+
+
+def _reference(path: Path, paper: str, table: str, model: str) -> pd.DataFrame:
+    ref = pd.read_csv(path)
+    keep = (ref["paper"] == paper) & (ref["table"] == table)
+    if model:
+        keep &= ref["model"] == model
+    ref = ref[keep].copy()
+    # "zero-shot / MeZO" is one measurement for two methods
+    ref["method"] = ref["method"].str.split(" / ")
+    return ref.explode("method")
+
+
+def memory_table(runs: pd.DataFrame, reference_csv: Path, paper: str, table: str) -> pd.DataFrame:
+    """Per (model, task, method): our largest train-phase peak (GiB; CUDA allocated on GPU, host RSS
+    on CPU; the eval peak for evaluation-only runs) beside the paper's GB."""
+    peak = runs["peak_train_mib"].fillna(runs["peak_eval_mib"]) / 1024
+    ours = (
+        runs.assign(ours_gib=peak)
+        .groupby(["model", "task", "method"], as_index=False)
+        .agg(n=("ours_gib", "size"), ours_gib=("ours_gib", "max"))
+    )
+    ref = _reference(reference_csv, paper, table, "")
+    ref = ref[["model", "task", "method", "memory_gb", "gpus"]].rename(
+        columns={"memory_gb": "paper_gb"}
+    )
+    out = ours.merge(ref, on=["model", "task", "method"], how="outer")
+    out["n"] = out["n"].fillna(0).astype(int)
+    out["ratio"] = out["ours_gib"] / out["paper_gb"]
+    return out.sort_values(["model", "task", "method"]).reset_index(drop=True)
+
+
+def speed_table(runs: pd.DataFrame, reference_csv: Path, paper: str, table: str) -> pd.DataFrame:
+    """Per (model, task, method at its batch size): our mean training seconds per step beside the
+    paper's."""
+    trained = runs[runs["steps"] > 0]
+    per_step = trained["train_time_s"] / trained["steps"]
+    label = trained["method"] + " (bsz=" + trained["batch_size"].astype(str) + ")"
+    ours = (
+        trained.assign(method=label, ours_s=per_step)
+        .groupby(["model", "task", "method"], as_index=False)
+        .agg(n=("ours_s", "size"), ours_s=("ours_s", "mean"))
+    )
+    ref = _reference(reference_csv, paper, table, "")
+    ref = ref[["model", "task", "method", "seconds_per_step", "gpus"]].rename(
+        columns={"seconds_per_step": "paper_s"}
+    )
+    out = ours.merge(ref, on=["model", "task", "method"], how="outer")
+    out["n"] = out["n"].fillna(0).astype(int)
+    out["ratio"] = out["ours_s"] / out["paper_s"]
+    return out.sort_values(["model", "task", "method"]).reset_index(drop=True)
+
+
+def _fmt(value: object, digits: int) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.{digits}f}"
+    return "" if value is None else str(value)
+
+
+def cost_markdown(table: pd.DataFrame, title: str, provenance: str, unit: str) -> str:
+    """The comparison as markdown; a row without our runs says missing."""
+    ours, paper = ("ours_gib", "paper_gb") if unit == "memory" else ("ours_s", "paper_s")
+    heading = ("peak GiB", "paper GB") if unit == "memory" else ("s / step", "paper s / step")
+    lines = [f"## {title}", "", provenance, ""]
+    lines.append(
+        f"| model | task | method | n | ours {heading[0]} | {heading[1]} | paper GPUs | ours / paper |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for _, r in table.iterrows():
+        mine = _fmt(r[ours], 2) if r["n"] else "missing"
+        cells = [r["model"], _fmt(r["task"], 0), r["method"], str(r["n"]), mine,
+                 _fmt(r[paper], 2), _fmt(r.get("gpus"), 0), _fmt(r["ratio"], 2)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (
+        "Ours: the largest train-phase peak of the cell's runs (CUDA peak allocated on GPU, host "
+        "peak RSS on CPU); the papers measured nvidia-smi (reserved memory and the CUDA context)."
+        if unit == "memory"
+        else "Ours: training wall time / steps, mean over the cell's runs (dev evaluations included)."
+    )
+    return "\n".join([*lines, "", note]) + "\n"
+
+
+def write_cost_reports(
+    table: pd.DataFrame, out: Path, title: str, provenance: str, unit: str
+) -> list[Path]:
+    paths = [Path(out).with_suffix(".md"), Path(out).with_suffix(".csv")]
+    atomic_write(paths[0], cost_markdown(table, title, provenance, unit))
+    atomic_write(paths[1], table.to_csv(index=False))
+    return paths
