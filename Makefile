@@ -43,8 +43,8 @@ ZERO_SHOT_TASKS := sst2,rte,cb,boolq,wsc,wic,multirc,copa,record,snli,mnli,sst5,
 table-zero-shot: $(STAMP)  ## SmolLM2-135M zero-shot on every local task -> results/tables/ (~30 min)
 	$(BIN)/zoft-run -m model=smollm2-135m task=$(ZERO_SHOT_TASKS) task.protocol=large steps=0 \
 		results_dir=runs/zero_shot
-	$(BIN)/zoft-table runs/zero_shot --title "SmolLM2-135M zero-shot, MeZO prompts" \
-		--out results/tables/zero_shot_smollm2.md
+	$(BIN)/zoft-table runs/zero_shot --title "SmolLM2-135M zero-shot, MeZO prompts" --no-plots \
+		--out results/tables/zero_shot_smollm2
 
 # Run tables: each target sets RUN (the common zoft-run command), CELLS (one quoted set of
 # overrides per run), RUNS, TABLE and TITLE; the recipe runs every cell (finished runs are skipped,

@@ -71,6 +71,12 @@ def _peak_mib(result: dict[str, Any], phase: str) -> float:
     return record.get("host_peak_rss_mib", math.nan)
 
 
+def _largest(*values: float) -> float:
+    """The largest value that is not NaN (NaN when none is)."""
+    present = [v for v in values if not math.isnan(v)]
+    return max(present) if present else math.nan
+
+
 def _grid_point(result: dict[str, Any]) -> str:
     """What distinguishes the runs of one grid: optimizer settings and the run's shape."""
     point = {
@@ -108,7 +114,7 @@ def runs_frame(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "train_time_s": r.get("train_time_s") or 0.0,
                 "wall_time_s": r.get("wall_time_s") or 0.0,
                 "peak_train_mib": _peak_mib(r, "train") if steps else math.nan,
-                "peak_eval_mib": max(_peak_mib(r, "eval"), _peak_mib(r, "zero_shot")),
+                "peak_eval_mib": _largest(_peak_mib(r, "eval"), _peak_mib(r, "zero_shot")),
                 "run_dir": r.get("run_dir") or r.get("output_dir", ""),
             }
         )

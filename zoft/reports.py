@@ -104,7 +104,7 @@ def markdown_report(table: pd.DataFrame, title: str, provenance: str, paper: str
         ci = f"[{r['ci95_low']:.1f}, {r['ci95_high']:.1f}]" if r["n"] > 1 else ""
         rows.append(
             [
-                r["task"], str(r.get("model") or ""), r["method"], str(r.get("metric") or ""),
+                r["task"], str(r.get("model") or ""), r["method"], "" if pd.isna(r.get("metric")) else str(r["metric"]),
                 str(r["n"]),
                 _number(r["mean"]) if r["n"] else MISSING, _number(r["std"]), ci,
                 _number(r["paper"]), _number(r["diff"]), _number(r["forward_passes"], 0),

@@ -117,7 +117,7 @@ def validate(cfg: DictConfig) -> None:
             f"between 1 and batch_size={cfg.batch_size}"
         )
     check_objective(cfg.objective, get_task(cfg.task.name), zeroth_order)
-    if enum_value(cfg.dtype) == "fp16" and cfg.optimizer.name == "ft":
+    if cfg.steps and enum_value(cfg.dtype) == "fp16" and cfg.optimizer.name == "ft":
         raise RunConfigError(
             "dtype=fp16 with optimizer=ft would train fp16 weights with no master copy; the papers "
             "keep fp32 weights and compute in fp16: use dtype=fp32 optimizer.amp=fp16"

@@ -17,6 +17,10 @@ Cell = list[str]
 
 def _choices(parser: OverridesParser, key: str, value: object) -> list[str]:
     """Every `key=value` a (possibly comma-separated) sweep value stands for."""
+    if value is None:
+        value = "null"  # YAML null; Hydra would read the string "None"
+    elif isinstance(value, bool):
+        value = str(value).lower()
     override = parser.parse_override(f"{key}={value}")
     key = override.get_key_element()
     if override.is_sweep_override():
@@ -34,26 +38,38 @@ def expand_cells(
     arguments: Iterable[str] = (),
 ) -> list[Cell]:
     """All cells: for each grid block (or once without blocks), the product of the shared params,
-    the command-line arguments (which replace a shared param of the same key) and the block's own
-    params (which replace both). Duplicate cells are kept once, in first-seen order."""
+    the command-line arguments and the block's own params. An argument replaces a shared param of
+    the same key; on a key a block sets, it selects: the block keeps only the values both name,
+    and a block left with none is dropped (`task=cb` runs only the cb cells of every block).
+    A cell repeated (in any key order) is kept once, in first-seen order."""
     parser = OverridesParser.create()
     shared: dict[str, list[str]] = {}
     for key, value in params.items():
         options = _choices(parser, key, value)
         shared[_key(options[0])] = options
+    selected: dict[str, list[str]] = {}
     for argument in arguments:
         key, value = argument.split("=", 1)
         options = _choices(parser, key, value)
-        shared[_key(options[0])] = options
+        selected[_key(options[0])] = options
+    shared.update(selected)
     cells: list[Cell] = []
-    seen: set[tuple[str, ...]] = set()
+    seen: set[frozenset[str]] = set()
     for block in grid or [{}]:
         axes = dict(shared)
         for key, value in block.items():
             options = _choices(parser, key, value)
-            axes[_key(options[0])] = options
+            name = _key(options[0])
+            if name in selected:
+                chosen = {_value(o) for o in selected[name]}
+                options = [o for o in options if _value(o) in chosen]
+            axes[name] = options
         for combination in itertools.product(*axes.values()):
-            if combination not in seen:
-                seen.add(combination)
+            if frozenset(combination) not in seen:
+                seen.add(frozenset(combination))
                 cells.append(list(combination))
     return cells
+
+
+def _value(override: str) -> str:
+    return override.split("=", 1)[1]
