@@ -51,8 +51,9 @@ def test_write_plots_writes_the_four_pngs(tmp_path):
 def test_without_trained_runs_the_loss_and_cost_plots_are_skipped(tmp_path):
     root = tmp_path / "runs"
     for seed in range(2):
-        write_run(root, run_result("sst2", seed=seed, test=0.5, mode="zero-shot"))
-        write_run(root, run_result("rte", seed=seed, test=0.6, mode="icl", eval_mib=1900.0))
+        for task in ("sst2", "rte"):
+            write_run(root, run_result(task, seed=seed, test=0.5, mode="zero-shot"))
+            write_run(root, run_result(task, seed=seed, test=0.6, mode="icl", eval_mib=1900.0))
     selected, table = _tables(root)
     assert (selected["steps"] == 0).all()
     stem = tmp_path / "plots" / "eval_only"
@@ -62,6 +63,15 @@ def test_without_trained_runs_the_loss_and_cost_plots_are_skipped(tmp_path):
     assert _is_png(paths[0])
     assert not (tmp_path / "plots" / "eval_only_loss.png").exists()
     assert sorted(p.name for p in stem.parent.iterdir()) == ["eval_only_memory.png"]
+
+
+def test_scatter_plots_need_a_task_every_method_has(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, run_result("sst2", seed=0, test=0.5, mode="zero-shot"))
+    write_run(root, run_result("rte", seed=0, test=0.6, mode="icl", eval_mib=1900.0))
+    selected, table = _tables(root)
+    # zero-shot has only SST-2, ICL only RTE: no common task to average over, so no scatter
+    assert write_plots(selected, table, tmp_path / "disjoint", "disjoint") == []
 
 
 @pytest.mark.filterwarnings("ignore:No artists with labels found to put in legend")

@@ -31,6 +31,12 @@ def _losses(run_dir: str) -> pd.Series:
     return pd.Series(points, dtype=float).sort_index()
 
 
+def _color(method: str) -> str:
+    """One colour per method across every plot of every table."""
+    index = METHOD_ROWS.index(method) if method in METHOD_ROWS else len(METHOD_ROWS) + len(method)
+    return f"C{index % 10}"
+
+
 def _ordered(values, known: tuple[str, ...]) -> list[str]:
     present = list(dict.fromkeys(values))
     return sorted(present, key=lambda v: (known.index(v) if v in known else len(known), v))
@@ -56,7 +62,8 @@ def loss_curves(selected: pd.DataFrame, path: Path, title: str) -> Path | None:
                 continue
             mean = pd.concat(curves, axis=1).mean(axis=1)
             window = max(1, len(mean) // 10)
-            ax.plot(mean.index, mean.rolling(window, min_periods=1).mean(), label=method)
+            smooth = mean.rolling(window, min_periods=1).mean()
+            ax.plot(mean.index, smooth, label=method, color=_color(method))
         ax.set_title(task)
         ax.set_xlabel("step")
         ax.set_ylabel("train loss")
@@ -71,22 +78,27 @@ def loss_curves(selected: pd.DataFrame, path: Path, title: str) -> Path | None:
 
 
 def _scatter(summary: pd.DataFrame, x: str, xlabel: str, path: Path, title: str) -> Path | None:
-    """Per method: the mean test metric over tasks against the mean of x over tasks."""
+    """Per method: the mean test metric against the mean of x, both over the tasks every plotted
+    method has (a method missing a task would otherwise be averaged over different tasks)."""
     have = summary[(summary["n"] > 0) & summary[x].notna()]
     if have.empty:
         return None
+    coverage = have.pivot_table(index="method", columns="task", values="mean", aggfunc="first")
+    common = list(coverage.columns[coverage.notna().all(axis=0)])
+    if not common:
+        return None
     plt = _pyplot()
-    means = have.groupby("method")[["mean", x]].mean()
+    means = have[have["task"].isin(common)].groupby("method")[["mean", x]].mean()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for method in _ordered(means.index, METHOD_ROWS):
-        ax.scatter(means.loc[method, x], means.loc[method, "mean"], s=40)
+        ax.scatter(means.loc[method, x], means.loc[method, "mean"], s=40, color=_color(method))
         ax.annotate(method, (means.loc[method, x], means.loc[method, "mean"]), fontsize=8,
                     xytext=(4, 3), textcoords="offset points")  # fmt: skip
     if (means[x] > 0).all() and means[x].max() > 20 * max(means[x].min(), 1e-9):
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test metric × 100 (mean over tasks)")
-    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(f"test metric × 100, mean over {len(common)} tasks")
+    ax.set_title(f"{title}\n({', '.join(common)})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
