@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from tests.test_aggregate import PAPER_CSV, three_seed_table1_runs, write_run
+from tests.test_aggregate import PAPER_CSV, run_result, three_seed_table1_runs, write_run
 from zoft.cli import table_main
 from zoft.tables import collect_results, column_of, methods_table
 
@@ -83,7 +83,8 @@ def test_table_main_prints_the_markdown_report_without_out(runs, capsys):
     ) in lines
     assert "### paper" not in out and "Ours − paper" not in out  # no --experiment: no paper
     assert "10.0" not in out  # the failed run is not averaged in
-    assert out.endswith("Costs are means over the selected runs.\n")
+    assert "Costs are means over the selected runs.\n" in out
+    assert out.endswith("- **SST-2**: local SST-2 is the sentence-level version\n")
 
 
 def test_table_main_title_and_evaluation_only_methods_in_the_papers_order(tmp_path, capsys):
@@ -309,3 +310,22 @@ def test_settings_show_rates_and_what_differs_from_the_method_defaults(tmp_path)
     row = next(r for r in methods_table([result]).splitlines() if "tiny-opt lmao" in r)
     settings = row.split("|")[3].strip()
     assert settings == "lr 1e-05, zo_lr 1e-06, eps 0.001, gradient_checkpointing True, lora.r 4"
+
+
+def test_an_unknown_experiment_names_the_known_ones():
+    with pytest.raises(SystemExit, match="unknown experiment 'nope'; choose one of: .*mezo_opt13b"):
+        table_main(["--experiment", "nope"])
+
+
+def test_data_notes_of_the_runs_are_listed_under_the_table(tmp_path, capsys):
+    root = tmp_path / "runs"
+    root.mkdir()
+    note = "wsc: only 54 train examples (asked for 1000)"
+    for seed in range(2):
+        result = run_result("wsc", "mezo", seed, test=0.6, dev=0.5)
+        result["data_notes"] = [note]
+        write_run(root, result)
+    table_main([str(root)])
+    out = capsys.readouterr().out
+    assert out.count(note) == 1
+    assert f"- **WSC**: {note}" in out

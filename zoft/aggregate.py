@@ -87,6 +87,15 @@ def _grid_point(result: dict[str, Any]) -> str:
     return json.dumps(point, sort_keys=True, default=str)
 
 
+def data_notes(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each task's distinct data notes (a split smaller than asked, a ready-made k-shot split)."""
+    notes: dict[str, list[str]] = {}
+    for r in results:
+        task = notes.setdefault(PAPER_TASK_NAMES.get(r["task"], r["task"]), [])
+        task.extend(n for n in r.get("data_notes") or [] if n not in task)
+    return notes
+
+
 def runs_frame(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per complete run: identity, grid point, dev / test metric (× 100) and costs."""
     rows = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import logging
 import os
 import sys
@@ -107,9 +108,19 @@ def run_main() -> None:
 def _experiment_info(name: str) -> DictConfig:
     """The composed config of an experiment (its paper reference and results_dir)."""
     from hydra import compose, initialize_config_module
+    from hydra.errors import MissingConfigException
 
     with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=[f"+experiment={name}"])
+        try:
+            return compose(config_name="config", overrides=[f"+experiment={name}"])
+        except MissingConfigException:
+            conf = importlib.resources.files("zoft.conf") / "experiment"
+            known = sorted(
+                p.name[: -len(".yaml")] for p in conf.iterdir() if p.name.endswith(".yaml")
+            )
+            raise SystemExit(
+                f"zoft-table: unknown experiment '{name}'; choose one of: {', '.join(known)}"
+            ) from None
 
 
 def _table_parser() -> argparse.ArgumentParser:
@@ -203,10 +214,11 @@ def table_main(argv: list[str] | None = None) -> None:
     table = aggregate.beside_paper(aggregate.summarize(selected), reference)
     title = args.title or (f"{args.experiment}: ours vs {paper}" if info else str(runs))
     line = provenance(results, "see below")
+    notes = aggregate.data_notes(results)
     if not args.out:
-        print(reports.markdown_report(table, title, line, paper), end="")
+        print(reports.markdown_report(table, title, line, paper, notes), end="")
         return
-    written = reports.write_reports(table, args.out, title, line, paper)
+    written = reports.write_reports(table, args.out, title, line, paper, notes)
     if not args.no_plots:
         written += plots.write_plots(selected, table, args.out.with_suffix(""), title)
     print(f"wrote {', '.join(map(str, written))} ({len(results)} runs)")

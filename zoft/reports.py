@@ -83,9 +83,15 @@ def long_table(table: pd.DataFrame) -> pd.DataFrame:
     return keyed.reset_index(drop=True)
 
 
-def markdown_report(table: pd.DataFrame, title: str, provenance: str, paper: str) -> str:
-    """Ours (mean ± std, n) per method × task, the paper's numbers, the difference, and the long
-    table with 95% intervals and costs."""
+def markdown_report(
+    table: pd.DataFrame,
+    title: str,
+    provenance: str,
+    paper: str,
+    notes: dict[str, list[str]] | None = None,
+) -> str:
+    """Ours (mean ± std, n) per method × task, the paper's numbers, the difference, the long
+    table with 95% intervals and costs, and the data notes of the runs (e.g. a short split)."""
     lines = [f"## {title}", "", provenance, ""]
     lines += ["### Ours: test metric × 100 at the best-dev grid point, mean ± std over seeds", ""]
     lines += _markdown(*_pivot(table, _ours))
@@ -120,6 +126,10 @@ def markdown_report(table: pd.DataFrame, title: str, provenance: str, paper: str
         "sample std and a 95% Student-t interval over seeds. `missing`: no complete run; "
         "nothing is imputed. Costs are means over the selected runs.",
     ]
+    noted = {task: lines_ for task, lines_ in (notes or {}).items() if lines_}
+    if noted:
+        lines += ["", "Data notes (from the runs' `data_notes`):", ""]
+        lines += [f"- **{task}**: " + "; ".join(items) for task, items in noted.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -153,12 +163,17 @@ def latex_report(table: pd.DataFrame, caption: str) -> str:
 
 
 def write_reports(
-    table: pd.DataFrame, out: Path, title: str, provenance: str, paper: str
+    table: pd.DataFrame,
+    out: Path,
+    title: str,
+    provenance: str,
+    paper: str,
+    notes: dict[str, list[str]] | None = None,
 ) -> list[Path]:
     """<out>.md, <out>.csv and <out>.tex side by side."""
     out = Path(out)
     paths = [out.with_suffix(".md"), out.with_suffix(".csv"), out.with_suffix(".tex")]
-    atomic_write(paths[0], markdown_report(table, title, provenance, paper))
+    atomic_write(paths[0], markdown_report(table, title, provenance, paper, notes))
     atomic_write(paths[1], long_table(table).to_csv(index=False))
     caption = f"{title}. Ours: mean (std) over seeds; [paper]."
     atomic_write(paths[2], latex_report(table, caption))
