@@ -22,44 +22,51 @@ def _reference(path: Path, paper: str, table: str, model: str) -> pd.DataFrame:
     return ref.explode("method")
 
 
+KEYS = ["model", "task", "method"]
+
+
+def _beside(
+    runs: pd.DataFrame,
+    ours: tuple[str, pd.Series, str],
+    reference_csv: Path,
+    paper: str,
+    table: str,
+    published: tuple[str, str],
+) -> pd.DataFrame:
+    """Our value per (model, task, method), aggregated with `how`, outer-joined with the paper's
+    column; the ratio ours / paper; cells without our runs keep n = 0."""
+    name, values, how = ours
+    column, renamed = published
+    mine = (
+        runs.assign(**{name: values})
+        .groupby(KEYS, as_index=False)
+        .agg(n=(name, "size"), **{name: (name, how)})
+    )
+    ref = _reference(reference_csv, paper, table, "")
+    ref = ref[[*KEYS, column, "gpus"]].rename(columns={column: renamed})
+    out = mine.merge(ref, on=KEYS, how="outer")
+    out["n"] = out["n"].fillna(0).astype(int)
+    out["ratio"] = out[name] / out[renamed]
+    return out.sort_values(KEYS).reset_index(drop=True)
+
+
 def memory_table(runs: pd.DataFrame, reference_csv: Path, paper: str, table: str) -> pd.DataFrame:
     """Per (model, task, method): our largest train-phase peak (GiB; CUDA allocated on GPU, host RSS
     on CPU; the eval peak for evaluation-only runs) beside the paper's GB."""
     peak = runs["peak_train_mib"].fillna(runs["peak_eval_mib"]) / 1024
-    ours = (
-        runs.assign(ours_gib=peak)
-        .groupby(["model", "task", "method"], as_index=False)
-        .agg(n=("ours_gib", "size"), ours_gib=("ours_gib", "max"))
-    )
-    ref = _reference(reference_csv, paper, table, "")
-    ref = ref[["model", "task", "method", "memory_gb", "gpus"]].rename(
-        columns={"memory_gb": "paper_gb"}
-    )
-    out = ours.merge(ref, on=["model", "task", "method"], how="outer")
-    out["n"] = out["n"].fillna(0).astype(int)
-    out["ratio"] = out["ours_gib"] / out["paper_gb"]
-    return out.sort_values(["model", "task", "method"]).reset_index(drop=True)
+    ours = ("ours_gib", peak, "max")
+    return _beside(runs, ours, reference_csv, paper, table, ("memory_gb", "paper_gb"))
 
 
 def speed_table(runs: pd.DataFrame, reference_csv: Path, paper: str, table: str) -> pd.DataFrame:
     """Per (model, task, method at its batch size): our mean training seconds per step beside the
     paper's."""
     trained = runs[runs["steps"] > 0]
-    per_step = trained["train_time_s"] / trained["steps"]
-    label = trained["method"] + " (bsz=" + trained["batch_size"].astype(str) + ")"
-    ours = (
-        trained.assign(method=label, ours_s=per_step)
-        .groupby(["model", "task", "method"], as_index=False)
-        .agg(n=("ours_s", "size"), ours_s=("ours_s", "mean"))
+    labelled = trained.assign(
+        method=trained["method"] + " (bsz=" + trained["batch_size"].astype(str) + ")"
     )
-    ref = _reference(reference_csv, paper, table, "")
-    ref = ref[["model", "task", "method", "seconds_per_step", "gpus"]].rename(
-        columns={"seconds_per_step": "paper_s"}
-    )
-    out = ours.merge(ref, on=["model", "task", "method"], how="outer")
-    out["n"] = out["n"].fillna(0).astype(int)
-    out["ratio"] = out["ours_s"] / out["paper_s"]
-    return out.sort_values(["model", "task", "method"]).reset_index(drop=True)
+    ours = ("ours_s", trained["train_time_s"] / trained["steps"], "mean")
+    return _beside(labelled, ours, reference_csv, paper, table, ("seconds_per_step", "paper_s"))
 
 
 def _fmt(value: object, digits: int) -> str:
