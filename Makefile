@@ -112,10 +112,9 @@ tables: $(STAMP)  ## rebuild every paper and mini table from the run directories
 	@for t in $(PAPER_TABLES); do e=$${t#*=}; \
 	  if [ -d runs/$$e ]; then $(BIN)/zoft-table --experiment $$e --out results/tables/$$e || exit 1; \
 	  else echo "table-$${t%%=*}: no runs/$$e yet, skipped"; fi; done
-	$(BIN)/zoft-table --experiment mini_smollm2_table1 results/tables/mini/runs/smollm2 \
-		--out results/tables/mini/smollm2_table1
-	$(BIN)/zoft-table --experiment mini_minilm_k16 results/tables/mini/runs/minilm \
-		--out results/tables/mini/minilm_k16
+	@for m in smollm2_table1:smollm2 minilm_k16:minilm; do d=results/tables/mini/runs/$${m#*:}; \
+	  if [ -d $$d ]; then $(BIN)/zoft-table --experiment mini_$${m%%:*} $$d \
+	    --out results/tables/mini/$${m%%:*} || exit 1; else echo "no $$d yet, skipped"; fi; done
 
 # The CPU reproduction: scaled-down MeZO Table 1 (SmolLM2-135M, 7 tasks) and MeZO Table 18 k=16
 # (MiniLM-L6, 6 tasks), every method, 3 seeds. Pieces of at most ~2 h: MINI_SEEDS=0 (one seed of
