@@ -117,9 +117,9 @@ tables: $(STAMP)  ## rebuild every paper and mini table from the run directories
 	    --out results/tables/mini/$${m%%:*} || exit 1; else echo "no $$d yet, skipped"; fi; done
 
 # The CPU reproduction: scaled-down MeZO Table 1 (SmolLM2-135M, 7 tasks) and MeZO Table 18 k=16
-# (MiniLM-L6, 6 tasks), every method, 3 seeds. Pieces of at most ~2 h: MINI_SEEDS=0 (one seed of
-# the SmolLM2 table, ~80 min), MINI_DATA_SEEDS=13 (one seed of the MiniLM table); the tables and the
-# run summaries (result.json, config.yaml, metrics.jsonl) land in results/tables/mini/.
+# (MiniLM-L6, 6 tasks), every method, 3 seeds. Run it in pieces of under 2 h (README: one seed of
+# one table each, e.g. zoft-run +experiment=mini_smollm2_table1 seed=0 threads=1); this target runs
+# what is missing and writes the tables and the run summaries to results/tables/mini/.
 MINI_SEEDS ?= 0,1,2
 MINI_DATA_SEEDS ?= 13,21,42
 table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scaled down (~6 CPU h in pieces)
