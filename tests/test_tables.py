@@ -65,9 +65,9 @@ def test_collect_results_records_where_each_run_is_now(runs):
 
 
 def test_column_of_names_evaluation_only_modes_and_optimizers():
-    assert column_of(_result(0, 0.5, mode="icl")) == "tiny-opt icl"
+    assert column_of(_result(0, 0.5, mode="icl")) == "tiny-opt ICL"
     assert column_of(_result(0, 0.5, mode="zero-shot")) == "tiny-opt zero-shot"
-    assert column_of(_result(0, 0.625, optimizer="ft")) == "tiny-opt ft"
+    assert column_of(_result(0, 0.625, optimizer="ft")) == "tiny-opt FT"
 
 
 def test_table_main_prints_the_markdown_report_without_out(runs, capsys):
@@ -256,11 +256,11 @@ def test_methods_table_has_one_row_per_run_with_loss_windows_time_and_memory(tmp
     rows = methods_table(results).splitlines()
     assert rows[0].startswith("2 runs;") and "one run per row" in rows[0]
     zero_shot = next(r for r in rows if "zero-shot" in r)
-    mezo = next(r for r in rows if "tiny-opt mezo" in r)
+    mezo = next(r for r in rows if "tiny-opt MeZO" in r)
     assert rows.index(zero_shot) < rows.index(mezo)  # the papers' method order, not alphabetical
     cells = [c.strip() for c in mezo.strip("|").split("|")]
     assert cells == [
-        "sst2", "tiny-opt mezo", "lr 1e-05, eps 0.001", "1,234,567", "20", "1.000 → 0.250",
+        "sst2", "tiny-opt MeZO", "lr 1e-05, eps 0.001", "1,234,567", "20", "1.000 → 0.250",
         "75.0 (15)", "40 / 0", "50", "2.50", "1940", "1650",
     ]  # fmt: skip
     assert zero_shot.rstrip(" |").endswith("941")
@@ -270,7 +270,7 @@ def test_table_main_by_run(tmp_path, capsys):
     result = _trained(tmp_path, "lozo", [1.0, 0.5])
     (tmp_path / "lozo" / "result.json").write_text(json.dumps(result))
     table_main([str(tmp_path), "--by", "run"])
-    assert "| sst2 | tiny-opt lozo | lr 1e-05, eps 0.001 |" in capsys.readouterr().out
+    assert "| sst2 | tiny-opt LOZO | lr 1e-05, eps 0.001 |" in capsys.readouterr().out
 
 
 def test_table_main_by_run_writes_the_markdown_file_only(tmp_path, capsys):
@@ -298,16 +298,16 @@ def test_a_method_run_on_adapters_it_does_not_default_to_is_labelled():
     on_lora = _result(0, 0.6, optimizer="lozo", hyperparameters={"adapter": "lora"})
     own = _result(0, 0.6, optimizer="mezo-lora", hyperparameters={"adapter": "lora"})
     plain = _result(0, 0.6, optimizer="lozo", hyperparameters={"adapter": "none"})
-    assert column_of(on_lora) == "tiny-opt lozo (lora)"
-    assert column_of(own) == "tiny-opt mezo-lora"
-    assert column_of(plain) == "tiny-opt lozo"
+    assert column_of(on_lora) == "tiny-opt LOZO (lora)"
+    assert column_of(own) == "tiny-opt MeZO (LoRA)"
+    assert column_of(plain) == "tiny-opt LOZO"
 
 
 def test_settings_show_rates_and_what_differs_from_the_method_defaults(tmp_path):
     hyper = {"lr": 1e-5, "zo_lr": 1e-6, "eps": 1e-3, "gradient_checkpointing": True}
     hyper |= {"rank": 2, "lora": {"r": 4, "alpha": 16}, "steps": 5, "name": "lmao"}
     result = _trained(tmp_path, "lmao", [1.0], hyperparameters=hyper)
-    row = next(r for r in methods_table([result]).splitlines() if "tiny-opt lmao" in r)
+    row = next(r for r in methods_table([result]).splitlines() if "tiny-opt LMAO" in r)
     settings = row.split("|")[3].strip()
     assert settings == "lr 1e-05, zo_lr 1e-06, eps 0.001, gradient_checkpointing True, lora.r 4"
 

@@ -10,8 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from zoft.aggregate import method_label
 from zoft.optim import OPTIMIZERS
 from zoft.outputs import RESULT_FILE
+from zoft.reports import METHOD_ROWS
 from zoft.tasks import TASKS, get_task
 
 
@@ -29,23 +31,9 @@ def collect_results(root: Path) -> list[dict[str, Any]]:
     return list(results.values())
 
 
-def method_of(result: dict[str, Any]) -> str:
-    """The optimizer name, or the evaluation-only mode (zero-shot, icl)."""
-    mode = result.get("mode", "fine-tune")
-    return result["optimizer"] if mode == "fine-tune" else mode
-
-
 def column_of(result: dict[str, Any]) -> str:
-    """ "<model> <method>", with the adapter when it is not the method's own (lozo (lora))."""
-    method = method_of(result)
-    adapter = (result.get("hyperparameters") or {}).get("adapter")
-    if method in OPTIMIZERS and adapter and adapter != _default_adapter(method):
-        method = f"{method} ({adapter})"
-    return f"{result['model']} {method}"
-
-
-def _default_adapter(optimizer: str) -> str:
-    return OPTIMIZERS.meta(optimizer)["config"]().adapter
+    """ "<model> <method>" with the papers' method name (MeZO, FT (LoRA), LOZO (lora), ICL)."""
+    return f"{result['model']} {method_label(result)}"
 
 
 def provenance(
@@ -82,13 +70,10 @@ def _loss_window(losses: list[float], first: bool, share: float = 0.1) -> str:
     return f"{statistics.fmean(window):.3f}"
 
 
-# Methods in the papers' order: evaluation-only, zeroth-order, then backprop baselines.
-METHOD_ORDER = ("zero-shot", "icl", "mezo", "mezo-lora", "lozo", "lozo-m", "ft-lora", "lmao", "ft")
-
-
 def _method_key(result: dict[str, Any]) -> tuple[int, str]:
-    method = method_of(result)
-    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    """The papers' order: evaluation-only, zeroth-order, then backprop baselines."""
+    label = method_label(result)
+    rank = METHOD_ROWS.index(label) if label in METHOD_ROWS else len(METHOD_ROWS)
     return (rank, column_of(result))
 
 
