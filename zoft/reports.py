@@ -39,8 +39,8 @@ def _ours(row: pd.Series) -> str:
     return f"{row['mean']:.1f}{spread} (n={row['n']})"
 
 
-def _pivot(table: pd.DataFrame, cell) -> tuple[list[str], list[list[str]]]:
-    """Methods (per model when there are several) × tasks."""
+def _pivot(table: pd.DataFrame, cell, empty: str = "") -> tuple[list[str], list[list[str]]]:
+    """Methods (per model when there are several) × tasks; `empty` where a pair has no row."""
     tasks = _order(table["task"], TASK_COLUMNS)
     methods = _order(table["method"], METHOD_ROWS)
     models = sorted(table["model"].dropna().unique()) if "model" in table else []
@@ -56,7 +56,7 @@ def _pivot(table: pd.DataFrame, cell) -> tuple[list[str], list[list[str]]]:
             cells = []
             for task in tasks:
                 match = chosen[chosen["task"] == task]
-                cells.append(cell(match.iloc[0]) if len(match) else "")
+                cells.append(cell(match.iloc[0]) if len(match) else empty)
             rows.append([f"{model} {method}" if several else method, *cells])
     return ["method", *tasks], rows
 
@@ -94,7 +94,7 @@ def markdown_report(
     table with 95% intervals and costs, and the data notes of the runs (e.g. a short split)."""
     lines = [f"## {title}", "", provenance, ""]
     lines += ["### Ours: test metric × 100 at the best-dev grid point, mean ± std over seeds", ""]
-    lines += _markdown(*_pivot(table, _ours))
+    lines += _markdown(*_pivot(table, _ours, MISSING))
     if table["paper"].notna().any():
         lines += ["", f"### {paper}", ""]
         lines += _markdown(*_pivot(table, lambda r: _number(r["paper"])))
