@@ -122,7 +122,7 @@ tables: $(STAMP)  ## rebuild every paper and mini table from the run directories
 # what is missing and writes the tables and the run summaries to results/tables/mini/.
 MINI_SEEDS ?= 0,1,2
 MINI_DATA_SEEDS ?= 13,21,42
-table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scaled down (~6 CPU h in pieces)
+table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scaled down (hours: run it in pieces, see README)
 	$(BIN)/zoft-run +experiment=mini_smollm2_table1 seed=$(MINI_SEEDS)
 	$(BIN)/zoft-run +experiment=mini_minilm_k16 data_seed=$(MINI_DATA_SEEDS)
 	$(BIN)/python -m zoft.summaries runs/mini results/tables/mini/runs/smollm2

@@ -11,12 +11,9 @@ import pandas as pd
 from zoft.outputs import atomic_write
 
 
-def _reference(path: Path, paper: str, table: str, model: str) -> pd.DataFrame:
+def _reference(path: Path, paper: str, table: str) -> pd.DataFrame:
     ref = pd.read_csv(path)
-    keep = (ref["paper"] == paper) & (ref["table"] == table)
-    if model:
-        keep &= ref["model"] == model
-    ref = ref[keep].copy()
+    ref = ref[(ref["paper"] == paper) & (ref["table"] == table)].copy()
     # "zero-shot / MeZO" is one measurement for two methods
     ref["method"] = ref["method"].str.split(" / ")
     return ref.explode("method")
@@ -42,7 +39,7 @@ def _beside(
         .groupby(KEYS, as_index=False)
         .agg(n=(name, "size"), **{name: (name, how)})
     )
-    ref = _reference(reference_csv, paper, table, "")
+    ref = _reference(reference_csv, paper, table)
     ref = ref[[*KEYS, column, "gpus"]].rename(columns={column: renamed})
     out = mine.merge(ref, on=KEYS, how="outer")
     out["n"] = out["n"].fillna(0).astype(int)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from zoft.reports import METHOD_ROWS, TASK_COLUMNS
+from zoft.reports import METHOD_ROWS, TASK_COLUMNS, in_papers_order
 
 
 def _pyplot():
@@ -37,11 +37,6 @@ def _color(method: str) -> str:
     return f"C{index % 10}"
 
 
-def _ordered(values, known: tuple[str, ...]) -> list[str]:
-    present = list(dict.fromkeys(values))
-    return sorted(present, key=lambda v: (known.index(v) if v in known else len(known), v))
-
-
 def loss_curves(selected: pd.DataFrame, path: Path, title: str) -> Path | None:
     """One panel per task: each method's training loss (mean over seeds, smoothed over a tenth of
     the steps) against the step."""
@@ -49,13 +44,13 @@ def loss_curves(selected: pd.DataFrame, path: Path, title: str) -> Path | None:
     if trained.empty:
         return None
     plt = _pyplot()
-    tasks = _ordered(trained["task"], TASK_COLUMNS)
+    tasks = in_papers_order(trained["task"], TASK_COLUMNS)
     columns = min(4, len(tasks))
     rows = math.ceil(len(tasks) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks, strict=False):
         runs = trained[trained["task"] == task]
-        for method in _ordered(runs["method"], METHOD_ROWS):
+        for method in in_papers_order(runs["method"], METHOD_ROWS):
             curves = [_losses(d) for d in runs.loc[runs["method"] == method, "run_dir"]]
             curves = [c for c in curves if len(c)]
             if not curves:
@@ -90,7 +85,7 @@ def _scatter(summary: pd.DataFrame, x: str, xlabel: str, path: Path, title: str)
     plt = _pyplot()
     means = have[have["task"].isin(common)].groupby("method")[["mean", x]].mean()
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for method in _ordered(means.index, METHOD_ROWS):
+    for method in in_papers_order(means.index, METHOD_ROWS):
         ax.scatter(means.loc[method, x], means.loc[method, "mean"], s=40, color=_color(method))
         ax.annotate(method, (means.loc[method, x], means.loc[method, "mean"]), fontsize=8,
                     xytext=(4, 3), textcoords="offset points")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +20,9 @@ TASK_COLUMNS = tuple(PAPER_TASK_NAMES.values())
 MISSING = "missing"
 
 
-def _order(values: pd.Series, known: tuple[str, ...]) -> list[str]:
-    present = list(dict.fromkeys(values.dropna()))
+def in_papers_order(values: Iterable[str], known: tuple[str, ...]) -> list[str]:
+    """The distinct values, those in `known` first in its order, then the rest sorted."""
+    present = [v for v in dict.fromkeys(values) if not pd.isna(v)]
     return sorted(present, key=lambda v: (known.index(v) if v in known else len(known), v))
 
 
@@ -41,8 +43,8 @@ def _ours(row: pd.Series) -> str:
 
 def _pivot(table: pd.DataFrame, cell, empty: str = "") -> tuple[list[str], list[list[str]]]:
     """Methods (per model when there are several) × tasks; `empty` where a pair has no row."""
-    tasks = _order(table["task"], TASK_COLUMNS)
-    methods = _order(table["method"], METHOD_ROWS)
+    tasks = in_papers_order(table["task"], TASK_COLUMNS)
+    methods = in_papers_order(table["method"], METHOD_ROWS)
     models = sorted(table["model"].dropna().unique()) if "model" in table else []
     several = len(models) > 1
     rows = []
