@@ -193,3 +193,11 @@ def test_a_task_on_the_command_line_selects_that_task_in_every_block():
     assert all("task=cb" in cell for cell in cells)
     # zero-shot, ICL, MeZO × 2, FT-LoRA × 3, LMAO: the long-input blocks (BoolQ ...) drop out
     assert len(cells) == 8
+
+
+def test_a_task_only_some_blocks_sweep_selects_just_those_blocks():
+    """`task=boolq` on the mini grid runs its BoolQ cells (batch 4), not BoolQ at the shared batch."""
+    params, grid, _ = _sweep("mini_smollm2_table1")
+    cells = expand_cells(params, grid, ["task=boolq", "seed=2"])
+    assert len(cells) == 6
+    assert all({"task=boolq", "seed=2", "batch_size=4"} <= set(cell) for cell in cells)

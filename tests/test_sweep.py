@@ -92,14 +92,23 @@ def test_a_block_key_replaces_the_shared_param_and_an_argument_selects_within_it
         ["task=cb", "optimizer=ft"],
         ["task=wic", "optimizer=ft"],
     ]
-    # on the command line a key the block sets selects among the block's values ...
+    # on the command line a value the grid sweeps selects the grid's cells that have it: the
+    # shared params and the blocks keep only the values both name, a block left with none is dropped
     assert expand_cells({"task": "sst2,rte"}, grid, ["task=wic"]) == [
-        ["task=wic", "optimizer=mezo"],
         ["task=wic", "optimizer=ft"],
     ]
-    # ... and a block left with none of them is dropped
     assert expand_cells({"task": "sst2,rte"}, grid, ["task=rte"]) == [
         ["task=rte", "optimizer=mezo"],
+    ]
+    assert expand_cells({"task": "sst2,rte"}, grid, ["task=rte,cb"]) == [
+        ["task=rte", "optimizer=mezo"],
+        ["task=cb", "optimizer=ft"],
+    ]
+    # a value the grid lacks replaces the shared param and still selects within the blocks
+    assert expand_cells({"task": "sst2,rte"}, grid, ["task=mnli,cb"]) == [
+        ["task=mnli", "optimizer=mezo"],
+        ["task=cb", "optimizer=mezo"],
+        ["task=cb", "optimizer=ft"],
     ]
 
 

@@ -38,9 +38,11 @@ def expand_cells(
     arguments: Iterable[str] = (),
 ) -> list[Cell]:
     """All cells: for each grid block (or once without blocks), the product of the shared params,
-    the command-line arguments and the block's own params. An argument replaces a shared param of
-    the same key; on a key a block sets, it selects: the block keeps only the values both name,
-    and a block left with none is dropped (`task=cb` runs only the cb cells of every block).
+    the command-line arguments and the block's own params. An argument whose values the grid
+    already sweeps (in the shared params or any block) selects: every block keeps only the values
+    both name, and a block left with none is dropped (`task=boolq` runs only the grid's BoolQ
+    cells, `seed=0` one seed). An argument naming a value the grid lacks (`seed=3`) replaces the
+    shared param instead, and still selects within the blocks that set the key.
     A cell repeated (in any key order) is kept once, in first-seen order."""
     parser = OverridesParser.create()
     shared: dict[str, list[str]] = {}
@@ -52,7 +54,13 @@ def expand_cells(
         key, value = argument.split("=", 1)
         options = _choices(parser, key, value)
         selected[_key(options[0])] = options
-    shared.update(selected)
+    swept = _grid_values(parser, shared, grid)
+    for name, options in selected.items():
+        if {_value(o) for o in options} <= swept.get(name, set()):
+            chosen = {_value(o) for o in options}
+            shared[name] = [o for o in shared.get(name, []) if _value(o) in chosen]
+        else:
+            shared[name] = options
     cells: list[Cell] = []
     seen: set[frozenset[str]] = set()
     for block in grid or [{}]:
@@ -69,6 +77,20 @@ def expand_cells(
                 seen.add(frozenset(combination))
                 cells.append(list(combination))
     return cells
+
+
+def _grid_values(
+    parser: OverridesParser,
+    shared: Mapping[str, list[str]],
+    grid: Sequence[Mapping[str, object]],
+) -> dict[str, set[str]]:
+    """Every value each key takes somewhere in the grid (shared params or any block)."""
+    values: dict[str, set[str]] = {name: {_value(o) for o in opts} for name, opts in shared.items()}
+    for block in grid:
+        for key, value in block.items():
+            options = _choices(parser, key, value)
+            values.setdefault(_key(options[0]), set()).update(_value(o) for o in options)
+    return values
 
 
 def _value(override: str) -> str:
