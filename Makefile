@@ -9,7 +9,7 @@ ZOFT_DATA ?= $(abspath ../shared/data)
 export ZOFT_DATA
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-all lint format clean table-zero-shot table-optimizers table-memory \
+.PHONY: help install demo test test-all lint format clean bench bench-gpu table-zero-shot table-optimizers table-memory \
 	tables table-mini $(PAPER_TARGETS)
 
 help:  ## list the targets
@@ -131,6 +131,23 @@ table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scale
 		--out results/tables/mini/smollm2_table1
 	$(BIN)/zoft-table --experiment mini_minilm_k16 results/tables/mini/runs/minilm \
 		--out results/tables/mini/minilm_k16
+
+# zoft-bench: one forward against one step of every method, in one process (DESIGN §8).
+BENCH_CPU := --model smollm2-135m --batch 16 --threads 2
+BENCH_GPU := --device cuda --dtype bf16 --batch 16
+BENCH_GPU_METHODS := forward,mezo-reference,mezo-sequential,mezo-paired,lozo-sequential,lozo-paired,lozo-m-paired,mezo-lora-paired,lmao,ft-lora
+
+bench: $(STAMP)  ## zoft-bench on CPU: SmolLM2-135M, short (64) and long (256 token) inputs -> results/bench/
+	$(BIN)/zoft-bench $(BENCH_CPU) --seq-len 64 --out results/bench/cpu_smollm2-135m_b16_t64
+	$(BIN)/zoft-bench $(BENCH_CPU) --seq-len 256 --repeats 3 --out results/bench/cpu_smollm2-135m_b16_t256
+
+bench-gpu: $(STAMP)  ## zoft-bench on one GPU: OPT-1.3B / OPT-13B shapes (random weights), bf16 -> results/bench/
+	$(BIN)/zoft-bench $(BENCH_GPU) --model opt-1.3b-random --seq-len 400 --out results/bench/gpu_opt-1.3b_b16_t400
+	$(BIN)/zoft-bench $(BENCH_GPU) --model opt-1.3b-random --seq-len 64 --out results/bench/gpu_opt-1.3b_b16_t64
+	$(BIN)/zoft-bench $(BENCH_GPU) --model opt-13b-random --seq-len 400 --methods $(BENCH_GPU_METHODS) \
+		--out results/bench/gpu_opt-13b_b16_t400
+	$(BIN)/zoft-bench $(BENCH_GPU) --model opt-13b-random --seq-len 64 --methods $(BENCH_GPU_METHODS) \
+		--out results/bench/gpu_opt-13b_b16_t64
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check zoft tests

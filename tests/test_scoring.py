@@ -141,3 +141,34 @@ def test_scores_are_the_same_when_every_input_is_its_own_chunk(monkeypatch):
         monkeypatch.setattr(zoft.scoring, "LOGIT_BUDGET", 1)  # one input per forward
         chunked = scorer.score_prompts(model, prompts)
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+def _pair_cases(data_dir):
+    """(scorer, model, examples) for each kind of loss: candidates CE (causal, masked,
+    classifier) and the token-level LM loss (SQuAD)."""
+    from tests.conftest import model_cfg
+    from zoft.models import load_model
+
+    opt = tiny("opt")
+    yield build_scorer("causal_lm", get_task("sst2"), opt.tokenizer, "mezo", 256), opt.model
+    yield build_scorer("causal_lm", get_task("squad"), opt.tokenizer, "mezo", 256), opt.model
+    roberta = tiny("roberta")
+    yield build_scorer("masked_lm", get_task("rte"), roberta.tokenizer, "mezo", 64), roberta.model
+    cfg = model_cfg("tiny-roberta")
+    cfg.kind = "classifier"
+    head = load_model(cfg, "fp32", "cpu", num_labels=2)
+    yield build_scorer("classifier", get_task("rte"), head.tokenizer, "mezo", 64), head.model
+
+
+def test_each_copy_of_a_paired_loss_is_the_plain_loss_sum(data_dir):
+    """Without a probe both copies of [B; B] see the same weights: each is loss_sum of B."""
+    for scorer, model in _pair_cases(data_dir):
+        examples = _examples(data_dir, scorer.task.name, n=3)
+        model.eval()
+        with torch.no_grad():
+            total, terms = scorer.loss_sum(model, examples)
+            (first, n1), (second, n2) = scorer.loss_sum_pair(model, examples)
+        assert n1 == n2 == terms, scorer.task.name
+        torch.testing.assert_close(first, total, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(second, total, rtol=1e-5, atol=1e-5)
+        assert scorer._pairing is False  # forwards are unpaired again afterwards

@@ -53,6 +53,7 @@ _NON_SEMANTIC = (
     "logger",
     "threads",
     "experiment",
+    "optimizer.probes",  # paired or sequential probes: the same losses up to float rounding
 )
 
 
@@ -65,7 +66,11 @@ def config_digest(cfg: DictConfig) -> str:
     data directory reduced to where the data comes from (local files or the hub)."""
     data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     for key in _NON_SEMANTIC:
-        data.pop(key, None)
+        *parents, leaf = key.split(".")
+        node = data
+        for parent in parents:
+            node = node.get(parent) or {}
+        node.pop(leaf, None)
     local = data["task"].pop("data_dir", None) or os.environ.get("ZOFT_DATA")
     data["task"]["data_origin"] = "local" if local and local != HUB else "hub"
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]

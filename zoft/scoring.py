@@ -34,6 +34,7 @@ class Scorer(ABC):
         self.tokenizer = tokenizer
         self.template = template
         self.max_length = max_length
+        self._pairing = False  # inside loss_sum_pair: forwards keep the two copies aligned
 
     @abstractmethod
     def prompts(self, examples: Sequence[Example]) -> list[Any]:
@@ -67,6 +68,27 @@ class Scorer(ABC):
         table = self.score_prompts(model, prompts)
         gold = torch.tensor([p.gold for p in prompts], device=table.device)
         return F.cross_entropy(table, gold, reduction="sum"), len(prompts)
+
+    def loss_sum_pair(
+        self, model: torch.nn.Module, examples: Sequence[Example]
+    ) -> tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int]]:
+        """loss_sum of the batch run twice over in the same forwards ([B; B]), one per copy:
+        under a paired probe the first copy sees θ+εz and the second θ−εz."""
+        prompts = self.prompts(examples)
+        self._pairing = True  # every forward takes the same rows from both copies
+        try:
+            return self.loss_sum_pair_of(model, prompts)
+        finally:
+            self._pairing = False
+
+    def loss_sum_pair_of(
+        self, model: torch.nn.Module, prompts: Sequence[Any]
+    ) -> tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int]]:
+        n = len(prompts)
+        table = self.score_prompts(model, [*prompts, *prompts])
+        gold = torch.tensor([p.gold for p in prompts] * 2, device=table.device)
+        per_example = F.cross_entropy(table, gold, reduction="none")
+        return (per_example[:n].sum(), n), (per_example[n:].sum(), n)
 
     @torch.no_grad()
     def predict(
@@ -172,17 +194,21 @@ class CausalLMScorer(Scorer):
         row_of_input = torch.tensor(rows.input_of_row, device=device)
         targets, in_option = _right_aligned(rows.targets, k, device)
         token_lp = torch.zeros(len(rows.targets), k, device=device)
-        for start in range(0, len(rows.inputs), chunk):
+        for group in _input_groups(len(rows.inputs), chunk, self._pairing):
             # at least k wide: a chunk of short inputs still yields the k kept positions
-            ids, mask = left_pad(rows.inputs[start : start + chunk], self.tokenizer.pad_token_id, k)
+            inputs = [rows.inputs[i] for i in group]
+            ids, mask = left_pad(inputs, self.tokenizer.pad_token_id, k)
             ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=k
             )
             logits = out.logits[:, -k:].float()  # whatever was kept
-            picked = (row_of_input >= start) & (row_of_input < start + len(ids))
-            local = row_of_input[picked] - start
+            slot = torch.full((len(rows.inputs),), -1, dtype=torch.long, device=device)
+            slot[torch.tensor(group, device=device)] = torch.arange(len(group), device=device)
+            local = slot[row_of_input]
+            picked = local >= 0
+            local = local[picked]
             chosen = logits[local].gather(-1, targets[picked].unsqueeze(-1)).squeeze(-1)
             token_lp[picked] = chosen - logits[local].logsumexp(-1)
         return token_lp * in_option
@@ -212,6 +238,34 @@ class CausalLMScorer(Scorer):
             return super().loss_sum_of(model, prompts)
         rows = self._rows(prompts, gold_only=True)  # token cross-entropy on the gold option only
         return -self._option_logprobs(model, rows).sum(), sum(len(t) for t in rows.targets)
+
+    def loss_sum_pair_of(
+        self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]
+    ) -> tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int]]:
+        if prompts[0].objective != "lm":
+            return super().loss_sum_pair_of(model, prompts)
+        rows = self._rows([*prompts, *prompts], gold_only=True)
+        token_lp = self._option_logprobs(model, rows)
+        first = torch.tensor(rows.example_index, device=token_lp.device) < len(prompts)
+        half = len(rows.targets) // 2  # each copy has the same rows, in the same order
+        terms = sum(len(t) for t in rows.targets[:half])
+        return (-token_lp[first].sum(), terms), (-token_lp[~first].sum(), terms)
+
+
+def _input_groups(count: int, chunk: int, paired: bool) -> list[list[int]]:
+    """Input indices per forward, at most `chunk` each. Paired inputs are two equal copies one
+    after the other; each forward then takes the same inputs from both, first copy first, so the
+    first half of its rows is always the first copy (what a paired probe perturbs by +εz)."""
+    if not paired:
+        return [list(range(start, min(start + chunk, count))) for start in range(0, count, chunk)]
+    half, step = count // 2, max(1, chunk // 2)
+    return [
+        [
+            *range(start, min(start + step, half)),
+            *range(half + start, half + min(start + step, half)),
+        ]
+        for start in range(0, half, step)
+    ]
 
 
 def _right_aligned(

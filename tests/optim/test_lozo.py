@@ -39,6 +39,7 @@ class ModelLoss:
 
 
 def _lozo(model, cls=LOZO, config=LozoConfig, **kw):
+    kw.setdefault("probes", "sequential")  # a loss without a batch has no copies to pair
     return cls(config(**kw), model, ModelLoss(), total_steps=100, seed=0)
 
 

@@ -38,6 +38,8 @@ class ModelLoss:
 
 
 def _mezo(model, scorer, seed=0, **kw):
+    if isinstance(scorer, ModelLoss):
+        kw.setdefault("probes", "sequential")  # a loss without a batch has no copies to pair
     return MeZO(MezoConfig(**kw), model, scorer, total_steps=10, seed=seed)
 
 
@@ -100,7 +102,8 @@ def test_same_seed_same_trajectory_other_seed_differs(data_dir):
 def test_weight_decay_skips_one_dimensional_parameters():
     model = nn.Linear(4, 3)
     model.forward = lambda: model.weight.sum() * 0  # zero loss: only decay moves the weights
-    opt = _mezo(model, SimpleNamespace(loss=lambda m, b: m()), lr=0.1, weight_decay=0.5)
+    scorer = SimpleNamespace(loss=lambda m, b: m())
+    opt = _mezo(model, scorer, lr=0.1, weight_decay=0.5, probes="sequential")
     w, b = model.weight.detach().clone(), model.bias.detach().clone()
     opt.step([], 0)
     torch.testing.assert_close(model.weight.detach(), w * (1 - 0.05))

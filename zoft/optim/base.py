@@ -74,3 +74,17 @@ def batch_loss(scorer: Scorer, model: nn.Module, batch: Sequence[Example], count
         total += float(part_sum.float().item())
         weight += part_weight
     return total / weight
+
+
+@torch.no_grad()
+def batch_loss_pair(
+    scorer: Scorer, model: nn.Module, batch: Sequence[Example], count: int
+) -> tuple[float, float]:
+    """batch_loss of each copy when the batch runs twice over in the same forwards (a paired
+    probe: the first copy sees θ+εz, the second θ−εz), over `count` micro-batches."""
+    totals, weights = [0.0, 0.0], [0, 0]
+    for part in micro_batches(batch, count):
+        for copy, (part_sum, part_weight) in enumerate(scorer.loss_sum_pair(model, part)):
+            totals[copy] += float(part_sum.float().item())
+            weights[copy] += part_weight
+    return totals[0] / weights[0], totals[1] / weights[1]

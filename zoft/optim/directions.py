@@ -47,6 +47,18 @@ class Directions(ABC):
     def dense(self, name: str, param: torch.Tensor, step: int, query: int) -> torch.Tensor:
         """z for one parameter: fp32, the parameter's shape and device."""
 
+    @staticmethod
+    def is_low_rank(param: torch.Tensor) -> bool:
+        """Whether this parameter's direction is low rank (see low_rank)."""
+        return False
+
+    def low_rank(
+        self, name: str, param: torch.Tensor, step: int, query: int
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(U, V) with z = U Vᵀ (param viewed as m × n) when this parameter's direction is low
+        rank, else None: paired probes and the update then never form z."""
+        return None
+
 
 @DIRECTIONS.register("gaussian")
 class GaussianDirections(Directions):
@@ -101,6 +113,11 @@ class LowRankDirections(Directions):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, V) of a parameter with 2+ dimensions at this step and query."""
         return self.u(name, param, step, query), self.v(name, param, self.block(step))
+
+    def low_rank(
+        self, name: str, param: torch.Tensor, step: int, query: int
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.factors(name, param, step, query) if self.is_low_rank(param) else None
 
     def dense(self, name: str, param: torch.Tensor, step: int, query: int) -> torch.Tensor:
         if not self.is_low_rank(param):

@@ -16,11 +16,11 @@ from torch import nn
 
 from zoft.errors import ZoftError
 from zoft.optim import OPTIMIZERS
-from zoft.optim.base import Optimizer, StepResult, batch_loss
+from zoft.optim.base import Optimizer, StepResult, batch_loss, batch_loss_pair
 from zoft.optim.directions import DIRECTIONS
 from zoft.optim.first_order import AdamConfig, BackpropPhase
 from zoft.optim.perturb import PerturbationEngine
-from zoft.optim.zeroth_order import spsa_estimates
+from zoft.optim.zeroth_order import engine_stats, spsa_estimates
 from zoft.scoring import Scorer
 from zoft.tasks.base import Example
 
@@ -40,6 +40,7 @@ class LmaoConfig(AdamConfig):
     rank: int = 2  # lowrank directions only
     interval: int = 50  # lowrank directions only
     zo_first: bool = False  # run the ZO phase before the LoRA phase
+    probes: str = "auto"  # ZO phase: auto | paired | sequential (zoft.optim.perturb.PROBE_MODES)
     lora_steps: int = 1  # LoRA (AdamW) steps per ZO step, all on the same batch
 
 
@@ -69,7 +70,7 @@ class LMAO(Optimizer):
             raise ZoftError("optimizer=lmao needs both LoRA adapters and frozen base weights")
         self.phase = BackpropPhase(cfg, model, scorer, self.adapter, total_steps)
         directions = DIRECTIONS.get(cfg.directions).from_config(seed, cfg)
-        self.engine = PerturbationEngine(model, self.base, seed, directions)
+        self.engine = PerturbationEngine(model, self.base, seed, directions, probes=cfg.probes)
         self.steps_taken = 0
 
     def trainable(self) -> dict[str, nn.Parameter]:
@@ -87,8 +88,11 @@ class LMAO(Optimizer):
         def loss() -> float:
             return batch_loss(self.scorer, self.model, batch, self.cfg.micro_batches)
 
+        def loss_pair() -> tuple[float, float]:
+            return batch_loss_pair(self.scorer, self.model, batch, self.cfg.micro_batches)
+
         estimates, loss_plus = spsa_estimates(
-            self.engine, loss, step, self.cfg.eps, self.cfg.queries
+            self.engine, loss, loss_pair, step, self.cfg.eps, self.cfg.queries
         )
         lr = self.cfg.zo_lr
         coeffs = [-lr * g / len(estimates) for g in estimates]
@@ -112,10 +116,8 @@ class LMAO(Optimizer):
         )
 
     def stats(self) -> dict[str, float]:
-        per_step = self.engine.passes / max(self.steps_taken, 1)
         return {
-            "parameter_passes": self.engine.passes,
-            "parameter_passes_per_step": per_step,
+            **engine_stats(self.engine, self.steps_taken),
             "adapter_parameters": sum(p.numel() for p in self.adapter.values()),
             "zo_parameters": sum(p.numel() for p in self.base.values()),
         }

@@ -61,7 +61,7 @@ class LOZOM(LOZO):
         decay = lr * self.cfg.weight_decay
         weights = [g / len(estimates) for g in estimates]
         for name, p in self.engine.params.items():
-            value = p.data.float()
+            value = p.data.float()  # p.data itself when fp32
             if decay and p.ndim >= 2:
                 value.mul_(1.0 - decay)
             if directions.is_low_rank(p):
@@ -70,8 +70,9 @@ class LOZOM(LOZO):
             else:
                 state = self._dense_momentum(name, p, step, weights)
                 value.add_(state, alpha=-lr)
-            p.data.copy_(value)
-            self.engine.generated += p.numel()  # one pass over θ for the update
+            if value.data_ptr() != p.data.data_ptr():  # fp32 weights are updated in place
+                p.data.copy_(value)
+            self.engine.swept += p.numel()  # one sweep over θ for the update
 
     def _factored_momentum(
         self,

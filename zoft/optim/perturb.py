@@ -13,6 +13,12 @@ fp16/bf16 weights exactly and needs four passes).
 A parameter read outside its owner's forward (e.g. nn.MultiheadAttention's out_proj) is found by
 the first probe, which is then repeated with that parameter perturbed in place for the probe's
 duration and restored from a copy of just that parameter: still exact, at the memory of the copy.
+
+Paired probes (zoft.optim.paired) evaluate θ+εz and θ−εz in one forward over the batch twice;
+the first step runs both ways and compares before pairing is trusted (PROBE_MODES).
+
+Passes: `passes` counts sweeps over the perturbed parameters that form or write a θ-sized tensor
+(a z, a transient θ±εz, an update); the reference scheme needs 4 per step.
 """
 
 from __future__ import annotations
@@ -25,12 +31,24 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from zoft.errors import ZoftError
 from zoft.optim.directions import Directions, GaussianDirections, direction_seed
+from zoft.optim.paired import PairedProbe, PairedProbeUnsupported
 
-__all__ = ["PerturbationEngine", "direction_seed"]
+__all__ = ["PROBE_MODES", "PerturbationEngine", "direction_seed"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# auto: paired probes once the first step shows they equal sequential ones (else sequential, with
+# a warning); paired: the same check, but a model that cannot be paired is an error;
+# sequential: two forwards at batch B (half the activation memory of paired probes).
+PROBE_MODES = ("auto", "paired", "sequential")
+# How far a paired loss may sit from the sequential one at the first step, by weight precision:
+# fp32 compares L+ − L− (the estimate itself), half precision each loss (its rounding of θ±εz
+# differs from the paired path's, which never rounds W + εUVᵀ).
+_FP32_TOLERANCE = 1e-2
+_HALF_TOLERANCE = 2e-2
 
 # (parameter, its untouched data, canonical name) for each swap a module's pre-hook made
 _Frame = list[tuple[nn.Parameter, torch.Tensor, str]]
@@ -45,13 +63,20 @@ class PerturbationEngine:
         params: dict[str, nn.Parameter],
         seed: int,
         directions: Directions | None = None,
+        probes: str = "sequential",
     ) -> None:
+        if probes not in PROBE_MODES:
+            raise ZoftError(
+                f"optimizer.probes={probes!r} is invalid: use one of {', '.join(PROBE_MODES)}"
+            )
         self.model = model
         self.params = params
         self.seed = seed
         self.directions = directions or GaussianDirections(seed)
+        self.probes = probes
+        self.paired: bool | None = None if probes != "sequential" else False  # None: unchecked
         self.numel = sum(p.numel() for p in params.values())
-        self.generated = 0  # elements of z generated so far (passes = generated / numel)
+        self.swept = 0  # elements of θ-sized tensors formed or written (passes = swept / numel)
         self.copy_restored: set[str] = set()  # parameters read outside their owner's forward
         self._active: set[str] = set()
         self._touched: set[str] = set()
@@ -65,14 +90,102 @@ class PerturbationEngine:
 
     @property
     def passes(self) -> float:
-        """Regeneration passes over the perturbed parameters so far."""
-        return self.generated / max(self.numel, 1)
+        """Sweeps over the perturbed parameters so far (see the module docstring)."""
+        return self.swept / max(self.numel, 1)
+
+    def note_touched(self, name: str) -> None:
+        self._touched.add(name)
 
     def direction(self, name: str, step: int, query: int = 0) -> torch.Tensor:
-        """z for one parameter, in fp32, on the parameter's device."""
+        """z for one parameter, in fp32, on the parameter's device (one sweep over it)."""
         p = self.params[name]
-        self.generated += p.numel()
+        self.swept += p.numel()
         return self.directions.dense(name, p, step, query)
+
+    def two_point(
+        self,
+        step: int,
+        eps: float,
+        loss: Callable[[], float],
+        loss_pair: Callable[[], tuple[float, float]] | None,
+        query: int = 0,
+    ) -> tuple[float, float]:
+        """(L(θ+εz), L(θ−εz)): one paired forward when `loss_pair` (the loss of the batch run
+        twice over, one value per copy) is given and pairing holds, else two forwards."""
+        if loss_pair is None or self.paired is False:
+            return self._sequential(step, eps, loss, query)
+        if self.paired is None:
+            return self._check_paired(step, eps, loss, loss_pair, query)
+        with PairedProbe(self, step, eps, query).installed():
+            return loss_pair()
+
+    def _sequential(
+        self, step: int, eps: float, loss: Callable[[], float], query: int
+    ) -> tuple[float, float]:
+        return self.loss_at(step, +eps, loss, query), self.loss_at(step, -eps, loss, query)
+
+    def _check_paired(
+        self,
+        step: int,
+        eps: float,
+        loss: Callable[[], float],
+        loss_pair: Callable[[], tuple[float, float]],
+        query: int,
+    ) -> tuple[float, float]:
+        """The first paired probe, checked against sequential probes before pairing is kept."""
+        earlier, self._touched = self._touched, set()
+        try:
+            with PairedProbe(self, step, eps, query).installed():
+                paired = loss_pair()
+            missed = set(self.params) - self._touched
+            if missed:
+                raise PairedProbeUnsupported(
+                    f"{len(missed)} parameter(s) are read outside their module's forward "
+                    f"({', '.join(sorted(missed)[:3])})"
+                )
+        except (PairedProbeUnsupported, RuntimeError) as exc:  # a module not batch-first
+            return self._refuse_pairing(str(exc), step, eps, loss, query)
+        finally:
+            self._touched |= earlier
+        sequential = self._sequential(step, eps, loss, query)
+        if not self._agree(paired, sequential):
+            reason = (
+                f"paired losses {paired[0]:.6g} / {paired[1]:.6g} differ from sequential "
+                f"{sequential[0]:.6g} / {sequential[1]:.6g}"
+            )
+            self._refuse_pairing(reason, step, eps, loss, query)
+            return sequential
+        log.info(
+            "paired probes agree with sequential probes at step %d (L+ %.6g vs %.6g, "
+            "L- %.6g vs %.6g): both probes now run in one forward",
+            step, paired[0], sequential[0], paired[1], sequential[1],
+        )  # fmt: skip
+        self.paired = True
+        return paired
+
+    def _refuse_pairing(
+        self, reason: str, step: int, eps: float, loss: Callable[[], float], query: int
+    ) -> tuple[float, float]:
+        if self.probes == "paired":
+            raise ZoftError(
+                f"optimizer.probes=paired cannot be used with this model: {reason}; "
+                "set optimizer.probes=sequential (or auto)"
+            )
+        log.warning("paired probes are off for this run (%s); using sequential probes", reason)
+        self.paired = False
+        return self._sequential(step, eps, loss, query)
+
+    def _agree(self, paired: tuple[float, float], sequential: tuple[float, float]) -> bool:
+        full_precision = all(
+            p.dtype in (torch.float32, torch.float64) for p in self.params.values()
+        )
+        scale = max(1.0, abs(sequential[0]), abs(sequential[1]))
+        if full_precision:
+            estimate, expected = paired[0] - paired[1], sequential[0] - sequential[1]
+            return abs(estimate - expected) <= _FP32_TOLERANCE * abs(expected) + 1e-5 * scale
+        return all(
+            abs(a - b) <= _HALF_TOLERANCE * scale for a, b in zip(paired, sequential, strict=True)
+        )
 
     def perturbed(self, name: str, step: int, scale: float, query: int = 0) -> torch.Tensor:
         """A new tensor θ + scale·z in the parameter's dtype (θ is not modified)."""
@@ -180,15 +293,23 @@ class PerturbationEngine:
     def update(self, step: int, coeff: float | Sequence[float], decay: float = 0.0) -> None:
         """θ ← θ·(1 − decay) + Σ_q coeff[q]·z_q (one coefficient per query, or a single one for
         query 0), with decay applied only to parameters of 2+ dimensions (biases and norm weights
-        are 1-D). One pass per query; the arithmetic is in fp32, rounded once."""
+        are 1-D). One sweep per query; a low-rank z is applied as U Vᵀ by addmm without being
+        formed; the arithmetic is in fp32 (in place for fp32 weights), rounded once."""
         coeffs = [coeff] if isinstance(coeff, int | float) else list(coeff)
         for name, p in self.params.items():
-            value = p.data.float()
+            value = p.data.float()  # p.data itself when fp32
             if decay and p.ndim >= 2:
                 value.mul_(1.0 - decay)
             for query, c in enumerate(coeffs):
-                value.add_(self.direction(name, step, query), alpha=c)
-            p.data.copy_(value)
+                factors = self.directions.low_rank(name, p, step, query)
+                if factors is None:
+                    value.add_(self.direction(name, step, query), alpha=c)
+                else:
+                    u, v = factors
+                    value.view(p.shape[0], -1).addmm_(u, v.T, alpha=c)
+                    self.swept += p.numel()
+            if value.data_ptr() != p.data.data_ptr():
+                p.data.copy_(value)
 
 
 def _restore(frame: _Frame) -> None:

@@ -6,7 +6,7 @@ update (plain SGD, or momentum), so those are the two hooks a subclass overrides
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from zoft.config import OptimizerConfig
 from zoft.errors import ZoftError
-from zoft.optim.base import Optimizer, StepResult, batch_loss
+from zoft.optim.base import Optimizer, StepResult, batch_loss, batch_loss_pair
 from zoft.optim.directions import Directions, GaussianDirections
 from zoft.optim.perturb import PerturbationEngine
 from zoft.scoring import Scorer
@@ -26,21 +26,22 @@ from zoft.tasks.base import Example
 class ZerothOrderConfig(OptimizerConfig):
     eps: float = 1e-3
     queries: int = 1  # n-SPSA: directions per step, their estimates averaged into one update
+    probes: str = "auto"  # auto | paired | sequential (zoft.optim.perturb.PROBE_MODES)
 
 
 def spsa_estimates(
     engine: PerturbationEngine,
-    loss: Any,
+    loss: Callable[[], float],
+    loss_pair: Callable[[], tuple[float, float]] | None,
     step: int,
     eps: float,
     queries: int,
 ) -> tuple[list[float], float]:
-    """([g_q] for each query, mean L(θ+εz_q)) with g_q = (L(θ+εz_q) − L(θ−εz_q)) / 2ε;
-    θ is bit-identical afterwards."""
+    """([g_q] for each query, mean L(θ+εz_q)) with g_q = (L(θ+εz_q) − L(θ−εz_q)) / 2ε, the two
+    losses from one paired forward where the engine pairs probes; θ is bit-identical afterwards."""
     estimates, plus = [], []
     for query in range(queries):
-        loss_plus = engine.loss_at(step, +eps, loss, query=query)
-        loss_minus = engine.loss_at(step, -eps, loss, query=query)
+        loss_plus, loss_minus = engine.two_point(step, eps, loss, loss_pair, query=query)
         estimates.append((loss_plus - loss_minus) / (2 * eps))
         plus.append(loss_plus)
     return estimates, sum(plus) / len(plus)
@@ -55,7 +56,9 @@ class ZerothOrderOptimizer(Optimizer):
         super().__init__(cfg, model, scorer, total_steps, seed)
         if cfg.queries < 1:
             raise ZoftError(f"optimizer.queries={cfg.queries} is invalid: it must be at least 1")
-        self.engine = PerturbationEngine(model, self.trainable(), seed, self.directions())
+        self.engine = PerturbationEngine(
+            model, self.trainable(), seed, self.directions(), probes=cfg.probes
+        )
         self.steps_taken = 0
 
     def directions(self) -> Directions:
@@ -69,7 +72,10 @@ class ZerothOrderOptimizer(Optimizer):
         def loss() -> float:
             return batch_loss(self.scorer, self.model, batch, self.cfg.micro_batches)
 
-        return spsa_estimates(self.engine, loss, step, self.cfg.eps, self.cfg.queries)
+        def loss_pair() -> tuple[float, float]:
+            return batch_loss_pair(self.scorer, self.model, batch, self.cfg.micro_batches)
+
+        return spsa_estimates(self.engine, loss, loss_pair, step, self.cfg.eps, self.cfg.queries)
 
     def projected_gradient(self, batch: Sequence[Example], step: int) -> tuple[float, float]:
         """(mean g, mean L₊) over the step's queries."""
@@ -95,5 +101,13 @@ class ZerothOrderOptimizer(Optimizer):
         )
 
     def stats(self) -> dict[str, float]:
-        per_step = self.engine.passes / max(self.steps_taken, 1)
-        return {"parameter_passes": self.engine.passes, "parameter_passes_per_step": per_step}
+        return engine_stats(self.engine, self.steps_taken)
+
+
+def engine_stats(engine: PerturbationEngine, steps: int) -> dict[str, float]:
+    """Parameter sweeps (total and per step) and whether the probes ran paired (1) or not (0)."""
+    return {
+        "parameter_passes": engine.passes,
+        "parameter_passes_per_step": engine.passes / max(steps, 1),
+        "paired_probes": float(bool(engine.paired)),
+    }

@@ -1,0 +1,74 @@
+"""zoft-bench on a tiny model: every method runs in one process and the report holds every
+ratio (a smoke test: no timing is asserted)."""
+
+import json
+
+import pytest
+
+from zoft.benchmark.cli import bench_main
+from zoft.benchmark.methods import DEFAULT_METHODS, BenchContext, ReferenceMeZO, SyntheticScorer
+from zoft.benchmark.models import BENCH_MODELS
+from zoft.benchmark.report import markdown
+from zoft.benchmark.run import BenchSettings, run_benchmark
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    settings = BenchSettings(model="tiny-opt", batch=2, seq_len=8, repeats=2, warmup=1, threads=1)
+    return run_benchmark(settings)
+
+
+def test_every_method_is_measured_in_one_run(tiny_result):
+    assert [m.method for m in tiny_result.methods] == list(DEFAULT_METHODS)
+    for m in tiny_result.methods:
+        assert len(m.step_times_s) == 2 and m.step_s > 0, m.method
+        assert m.peak_mib > 0, m.method
+    rows = {m.method: m for m in tiny_result.methods}
+    assert rows["mezo-reference"].passes_per_step == 4.0
+    assert rows["mezo-paired"].passes_per_step < rows["mezo-sequential"].passes_per_step < 4.0
+    assert rows["lozo-paired"].passes_per_step < rows["mezo-paired"].passes_per_step
+    assert rows["ft"].passes_per_step is None  # first-order steps sweep nothing
+    assert (rows["lmao"].forwards, rows["lmao"].backwards) == (3, 1)
+
+
+def test_the_report_prints_ratios_and_targets(tiny_result):
+    text = markdown(tiny_result)
+    for m in tiny_result.methods:
+        assert f"| {m.label} |" in text
+    assert "## Targets (DESIGN §8)" in text
+    assert "| MeZO step ≤ 2.2 × one forward | MeZO, paired probes |" in text
+    assert "GPU target; for information" in text  # LOZO's 1.3 × goal, on CPU
+
+
+def test_the_command_writes_markdown_and_json(tmp_path, capsys):
+    bench_main(
+        ["--model", "tiny-llama", "--batch", "2", "--seq-len", "8", "--repeats", "1",
+         "--warmup", "1", "--methods", "forward,mezo-reference,lozo-paired",
+         "--out", str(tmp_path / "bench")]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "LOZO, paired probes" in printed and "wrote" in printed
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert [m["method"] for m in data["methods"]] == ["forward", "mezo-reference", "lozo-paired"]
+    assert (tmp_path / "bench.md").read_text().startswith("# zoft-bench: tiny-llama, fp32, cpu")
+
+
+def test_bad_settings_are_refused_before_anything_runs():
+    with pytest.raises(SystemExit, match="Unknown benchmark method 'mezzo'"):
+        bench_main(["--methods", "forward,mezzo"])
+    with pytest.raises(SystemExit, match="--warmup >= 1"):
+        bench_main(["--warmup", "0"])
+
+
+def test_the_reference_pattern_moves_weights_as_minus_lr_g_z():
+    """Its four regenerations redraw the same z: the weights end at θ − ηgz up to the rounding
+    of its out-of-place passes."""
+    model, model_cfg = BENCH_MODELS.get("tiny-opt")("fp32", "cpu")
+    scorer = SyntheticScorer(model, batch=2, seq_len=8)
+    ctx = BenchContext(model, model_cfg, scorer, total_steps=1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    reference = ReferenceMeZO(ctx, eps=1e-3, lr=0.0)
+    reference.step(0)
+    for name, p in model.named_parameters():  # lr 0: +ε −2ε +ε returns to θ, inexactly
+        assert (p.detach() - before[name]).abs().max() < 1e-6, name
+    assert reference.sweeps() == 4.0

@@ -1,0 +1,131 @@
+"""A benchmark run as markdown (the committed results/bench/*.md) and json, with DESIGN §8's
+targets checked against the ratios measured in that same run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from zoft.benchmark.run import BenchResult, MethodResult
+from zoft.outputs import atomic_write
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal of DESIGN §8: the ratio it bounds, for which method(s), and on which device."""
+
+    text: str
+    bound: float
+    measure: Callable[[BenchResult], list[tuple[str, float]]]  # (what, ratio) per method
+    device: str | None = None  # "cuda": a GPU goal, printed for information elsewhere
+
+
+def _step_ratio(method: str) -> Callable[[BenchResult], list[tuple[str, float]]]:
+    def measure(result: BenchResult) -> list[tuple[str, float]]:
+        forward, row = result.get("forward"), result.get(method)
+        return [(row.label, row.step_s / forward.step_s)] if forward and row else []
+
+    return measure
+
+
+def _against_reference(result: BenchResult) -> list[tuple[str, float]]:
+    reference = result.get("mezo-reference")
+    if reference is None:
+        return []
+    return [(m.label, m.step_s / reference.step_s) for m in result.methods if _is_zoft_mezo(m)]
+
+
+def _is_zoft_mezo(m: MethodResult) -> bool:
+    return m.method in ("mezo-sequential", "mezo-paired", "lozo-sequential", "lozo-paired")
+
+
+def _peak_ratios(result: BenchResult) -> list[tuple[str, float]]:
+    forward = result.get("forward")
+    if forward is None:
+        return []
+    return [
+        (m.label, m.peak_mib / forward.peak_mib)
+        for m in result.methods
+        if m.pure_zo and m.method != "mezo-reference"
+    ]
+
+
+TARGETS = (
+    Target("MeZO step ≤ 2.2 × one forward", 2.2, _step_ratio("mezo-paired")),
+    Target("MeZO step ≤ 2.2 × one forward", 2.2, _step_ratio("mezo-sequential")),
+    Target("LOZO step (paired) ≤ 1.3 × one forward", 1.3, _step_ratio("lozo-paired"), "cuda"),
+    Target("zoft step < the reference MeZO pattern's", 1.0, _against_reference),
+    Target("ZO peak memory ≤ 1.05 × inference peak", 1.05, _peak_ratios),
+)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(result: BenchResult) -> str:
+    s, env = result.settings, result.environment
+    forward, reference = result.get("forward"), result.get("mezo-reference")
+    versions = env.get("packages", {})
+    lines = [
+        f"# zoft-bench: {s.model}, {s.dtype}, {s.device}",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| model | {s.model} ({result.parameters / 1e6:.1f}M parameters) |",
+        f"| batch × sequence length | {s.batch} × {s.seq_len} tokens |",
+        f"| device | {env.get('device_name')} |",
+        f"| timing | median of {s.repeats} steps after {s.warmup} warm-up step(s) |",
+        f"| peak memory | {result.peak_kind}, per method on a fresh model |",
+        f"| torch / transformers | {versions.get('torch')} / {versions.get('transformers')} |",
+        f"| zoft commit | {env.get('git_commit')} |",
+        f"| measured | {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} |",
+        "",
+        "| method | step (ms) | step / forward | step / reference MeZO | parameter passes / step"
+        " | forwards + backwards | peak (MiB) | peak / inference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in result.methods:
+        lines.append(
+            f"| {m.label} | {m.step_s * 1e3:.1f} "
+            f"| {_fmt(m.step_s / forward.step_s if forward else None)} "
+            f"| {_fmt(m.step_s / reference.step_s if reference else None)} "
+            f"| {_fmt(m.passes_per_step)} | {m.forwards} + {m.backwards} "
+            f"| {m.peak_mib:.0f} | {_fmt(m.peak_mib / forward.peak_mib if forward else None)} |"
+        )
+    lines += [
+        "",
+        "Paired probes run both probes as one forward at batch 2B (counted as 2 forwards); the",
+        "first step of a paired run also probes sequentially to check the pairing (a warm-up step).",
+        "Parameter passes: sweeps per step that form or write a θ-sized tensor (z, a transient",
+        "θ ± εz, the update); the reference pattern makes 4.",
+        "",
+        "## Targets (DESIGN §8), from the ratios above",
+        "",
+        "| target | method | measured | verdict |",
+        "|---|---|---:|---|",
+    ]
+    on_cuda = s.device.startswith("cuda")
+    for target in TARGETS:
+        for what, ratio in target.measure(result):
+            if target.device == "cuda" and not on_cuda:
+                verdict = "GPU target; for information"
+            else:
+                verdict = "met" if ratio <= target.bound else "missed"
+            lines.append(f"| {target.text} | {what} | {ratio:.2f}× | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: BenchResult, stem: Path) -> list[Path]:
+    """stem.md and stem.json (every timed step, the settings and the environment)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
+    atomic_write(md, markdown(result))
+    atomic_write(js, json.dumps(dataclasses.asdict(result), indent=1, default=str) + "\n")
+    return [md, js]
