@@ -99,13 +99,13 @@ def test_update_uses_exactly_the_probed_direction(step):
     opt = _lozo(model, lr=lr, eps=1e-3, rank=2, interval=4)
     probed = {}
 
-    def spy(name, param, step_, query):
-        z = LowRankDirections.dense(opt.engine.directions, name, param, step_, query)
+    def spy(name, param, step_, query, index):
+        z = LowRankDirections.dense_block(opt.engine.directions, name, param, step_, query, index)
         probed.setdefault(name, z.clone())
         assert torch.equal(z, probed[name])  # every use of the step's direction is identical
         return z
 
-    opt.engine.directions.dense = spy
+    opt.engine.directions.dense_block = spy  # the probes; the update applies U Vᵀ by addmm
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     result = opt.step([], step)
     for name, p in model.named_parameters():

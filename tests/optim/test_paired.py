@@ -12,6 +12,7 @@ from tests.conftest import DATA_DIR, model_cfg, tiny
 from zoft import scoring
 from zoft.errors import ZoftError
 from zoft.models import load_model
+from zoft.optim import directions as directions_module
 from zoft.optim.base import batch_loss, batch_loss_pair
 from zoft.optim.directions import GaussianDirections, LowRankDirections
 from zoft.optim.lozo import LOZO, LozoConfig
@@ -246,3 +247,16 @@ def test_the_pass_counter_reports_the_sweeps_each_scheme_makes():
     assert per_step["mezo-sequential"] == pytest.approx(3.0 + 2 * repeated)
     assert per_step["mezo-paired"] == pytest.approx(2.0 + repeated)
     assert per_step["lozo-paired"] == pytest.approx(1.0 + formed_share)
+
+
+@pytest.mark.parametrize("kind", sorted(DIRECTIONS))
+def test_parameters_in_several_row_blocks_pair_like_sequential_probes(monkeypatch, kind):
+    monkeypatch.setattr(directions_module, "BLOCK_ELEMENTS", 500)
+    model, scorer, batch = _case("opt")
+    params = _params(model)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    engine = PerturbationEngine(model, params, seed=5, directions=DIRECTIONS[kind]())
+    (seq_plus, seq_minus), (plus, minus) = _both(engine, model, scorer, batch)
+    assert plus == pytest.approx(seq_plus, rel=1e-5)
+    assert minus == pytest.approx(seq_minus, rel=1e-5)
+    assert all(torch.equal(p, before[n]) for n, p in params.items())

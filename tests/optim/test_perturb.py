@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from tests.conftest import tiny
+from zoft.optim import directions as directions_module
+from zoft.optim.directions import row_blocks
 from zoft.optim.perturb import PerturbationEngine, direction_seed
 
 
@@ -133,15 +135,55 @@ def test_a_pre_hook_failing_midway_restores_what_it_swapped(monkeypatch):
     model = torch.nn.Linear(4, 4)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     engine = PerturbationEngine(model, _params(model), seed=0)
-    real = engine.direction
+    real = engine.directions.dense_block
 
-    def direction(name, step, query=0):
+    def dense_block(name, param, step, query, index):
         if name == "bias":
             raise MemoryError("no room for z")
-        return real(name, step, query)
+        return real(name, param, step, query, index)
 
-    monkeypatch.setattr(engine, "direction", direction)
+    monkeypatch.setattr(engine.directions, "dense_block", dense_block)
     with pytest.raises(MemoryError), engine.probe(step=0, scale=1.0):
         model(torch.ones(1, 4))
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert not engine._active
+
+
+def test_row_blocks_cover_a_large_parameter_in_row_slices(monkeypatch):
+    monkeypatch.setattr(directions_module, "BLOCK_ELEMENTS", 10)
+    assert row_blocks(torch.zeros(7, 3)) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert row_blocks(torch.zeros(25)) == [slice(0, 10), slice(10, 20), slice(20, 25)]
+    assert row_blocks(torch.zeros(2, 5)) == [...]  # small: one block
+    assert row_blocks(torch.zeros(())) == [...]
+    assert row_blocks(torch.zeros(2, 40)) == [slice(0, 1), slice(1, 2)]  # at least a row each
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "lowrank"])
+def test_block_by_block_probes_and_updates_use_the_whole_direction(monkeypatch, kind):
+    """With parameters split into many row blocks: each block of z is keyed on its own, probes
+    equal explicit θ + εz with z = direction() (the blocks joined), θ is restored bit-exactly and
+    the update adds exactly c·z."""
+    monkeypatch.setattr(directions_module, "BLOCK_ELEMENTS", 300)
+    model = tiny("llama").model.eval()
+    params = _params(model)
+    assert any(len(row_blocks(p)) > 1 for p in params.values())
+    directions = (
+        directions_module.GaussianDirections(3)
+        if kind == "gaussian"
+        else directions_module.LowRankDirections(3, rank=2, interval=5)
+    )
+    engine = PerturbationEngine(model, params, seed=3, directions=directions)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    ids = torch.randint(5, 400, (2, 10))
+    with torch.no_grad(), engine.probe(step=1, scale=1e-2):
+        probed = model(input_ids=ids).logits
+    assert all(torch.equal(p, before[n]) for n, p in params.items())
+    explicit = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in _params(explicit).items():
+            p.add_(engine.direction(name, step=1), alpha=1e-2)
+        torch.testing.assert_close(probed, explicit(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+    engine.update(step=1, coeff=-0.5)
+    for name, p in params.items():
+        z = engine.direction(name, step=1)
+        torch.testing.assert_close(p.detach(), before[name] - 0.5 * z, rtol=0, atol=1e-6)

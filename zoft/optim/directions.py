@@ -18,6 +18,20 @@ from zoft.registry import Registry
 
 DIRECTIONS: Registry = Registry("direction kind")
 
+# z of a larger parameter is drawn in blocks of rows of at most this many elements, each keyed by
+# its index, so the engine forms θ ± εz and applies the update block by block: no full-size fp32
+# z (4 bytes per element of, say, OPT-13B's 257M-element embedding) is ever needed.
+BLOCK_ELEMENTS = 2**24
+
+
+def row_blocks(param: torch.Tensor) -> list[Any]:
+    """Index of each block of rows of `param` ([...] when it is one block)."""
+    if param.ndim == 0 or param.numel() <= BLOCK_ELEMENTS:
+        return [...]
+    per_block = max(1, BLOCK_ELEMENTS // max(param[0].numel(), 1))
+    rows = param.shape[0]
+    return [slice(start, min(start + per_block, rows)) for start in range(0, rows, per_block)]
+
 
 def direction_seed(seed: int, step: int, query: int, name: str) -> int:
     """A 63-bit generator seed for one (run seed, step, query, parameter) key."""
@@ -44,8 +58,19 @@ class Directions(ABC):
         return cls(seed)
 
     @abstractmethod
+    def dense_block(
+        self, name: str, param: torch.Tensor, step: int, query: int, index: int
+    ) -> torch.Tensor:
+        """z of block `index` of row_blocks(param): fp32, on the parameter's device."""
+
     def dense(self, name: str, param: torch.Tensor, step: int, query: int) -> torch.Tensor:
         """z for one parameter: fp32, the parameter's shape and device."""
+        blocks = row_blocks(param)
+        if len(blocks) == 1:
+            return self.dense_block(name, param, step, query, 0)
+        return torch.cat(
+            [self.dense_block(name, param, step, query, i) for i in range(len(blocks))]
+        )
 
     @staticmethod
     def is_low_rank(param: torch.Tensor) -> bool:
@@ -62,11 +87,15 @@ class Directions(ABC):
 
 @DIRECTIONS.register("gaussian")
 class GaussianDirections(Directions):
-    """MeZO: z ~ N(0, I) for every parameter."""
+    """MeZO: z ~ N(0, I) for every parameter (each block of a large one keyed on its own)."""
 
-    def dense(self, name: str, param: torch.Tensor, step: int, query: int) -> torch.Tensor:
-        key = direction_seed(self.seed, step, query, name)
-        return keyed_normal(tuple(param.shape), key, param.device)
+    def dense_block(
+        self, name: str, param: torch.Tensor, step: int, query: int, index: int
+    ) -> torch.Tensor:
+        blocks = row_blocks(param)
+        key_name = name if len(blocks) == 1 else f"{name}@{index}"
+        key = direction_seed(self.seed, step, query, key_name)
+        return keyed_normal(tuple(param[blocks[index]].shape), key, param.device)
 
 
 @DIRECTIONS.register("lowrank")
@@ -119,8 +148,11 @@ class LowRankDirections(Directions):
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         return self.factors(name, param, step, query) if self.is_low_rank(param) else None
 
-    def dense(self, name: str, param: torch.Tensor, step: int, query: int) -> torch.Tensor:
+    def dense_block(
+        self, name: str, param: torch.Tensor, step: int, query: int, index: int
+    ) -> torch.Tensor:
         if not self.is_low_rank(param):
-            return self.gaussian.dense(name, param, step, query)
+            return self.gaussian.dense_block(name, param, step, query, index)
+        rows = row_blocks(param)[index]
         u, v = self.factors(name, param, step, query)
-        return (u @ v.T).reshape(param.shape)
+        return (u[rows] @ v.T).reshape(param[rows].shape)

@@ -13,7 +13,7 @@ import torch
 
 from zoft.errors import ZoftError
 from zoft.optim import OPTIMIZERS
-from zoft.optim.directions import Directions, LowRankDirections
+from zoft.optim.directions import Directions, LowRankDirections, row_blocks
 from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
 
 
@@ -61,17 +61,20 @@ class LOZOM(LOZO):
         decay = lr * self.cfg.weight_decay
         weights = [g / len(estimates) for g in estimates]
         for name, p in self.engine.params.items():
-            value = p.data.float()  # p.data itself when fp32
-            if decay and p.ndim >= 2:
-                value.mul_(1.0 - decay)
             if directions.is_low_rank(p):
                 state, v = self._factored_momentum(directions, name, p, step, weights)
-                value.view(p.shape[0], -1).addmm_(state, v.T, alpha=-lr)
             else:
-                state = self._dense_momentum(name, p, step, weights)
-                value.add_(state, alpha=-lr)
-            if value.data_ptr() != p.data.data_ptr():  # fp32 weights are updated in place
-                p.data.copy_(value)
+                state, v = self._dense_momentum(name, p, step, weights), None
+            for rows in row_blocks(p):  # fp32 arithmetic one block of rows at a time
+                value = p.data[rows].float()  # a view of p.data itself when fp32
+                if decay and p.ndim >= 2:
+                    value.mul_(1.0 - decay)
+                if v is not None:
+                    value.view(value.shape[0], -1).addmm_(state[rows], v.T, alpha=-lr)
+                else:
+                    value.add_(state[rows], alpha=-lr)
+                if value.data_ptr() != p.data[rows].data_ptr():
+                    p.data[rows] = value
             self.engine.swept += p.numel()  # one sweep over θ for the update
 
     def _factored_momentum(

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoft.errors import ZoftError
+from zoft.optim.directions import row_blocks
 
 if TYPE_CHECKING:
     from zoft.optim.perturb import PerturbationEngine
@@ -156,10 +157,12 @@ class PairedProbe:
             (args_top, kwargs_top), (args_bottom, kwargs_bottom), shared = _split_inputs(
                 module, args, kwargs
             )
+            # one z for both halves; a parameter of several row blocks is formed block by block
+            # for each half instead (two sweeps, but never a full-size fp32 z)
             directions = {
                 name: self.dense(name, module._parameters[attr])
                 for attr, name in owned
-                if name not in self.active
+                if name not in self.active and len(row_blocks(module._parameters[attr])) == 1
             }
             outputs = []
             for sign, a, k in ((1.0, args_top, kwargs_top), (-1.0, args_bottom, kwargs_bottom)):
@@ -184,7 +187,7 @@ class PairedProbe:
         sign: float,
         directions: dict[str, torch.Tensor] | None,
     ) -> Iterator[None]:
-        """The module's parameters replaced by θ + sign·scale·z for the block (z regenerated
+        """The module's parameters replaced by θ + sign·scale·z for the block (z formed again
         unless given), then the untouched originals put back."""
         mark = len(self._swapped)
         try:
@@ -193,8 +196,14 @@ class PairedProbe:
                     continue
                 param = module._parameters[attr]
                 original = param.data
-                z = directions[name] if directions is not None else self.dense(name, param)
-                perturbed = z.mul(sign * self.scale).add_(original).to(original.dtype)
+                if directions is not None and name in directions:
+                    z = directions[name]
+                    perturbed = z.mul(sign * self.scale).add_(original).to(original.dtype)
+                else:
+                    self.engine.note_touched(name)
+                    perturbed = self.engine.perturbed(
+                        name, self.step, sign * self.scale, self.query
+                    )
                 self._swapped.append((param, original, name))
                 self.active.add(name)
                 param.data = perturbed

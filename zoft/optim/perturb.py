@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from zoft.errors import ZoftError
-from zoft.optim.directions import Directions, GaussianDirections, direction_seed
+from zoft.optim.directions import Directions, GaussianDirections, direction_seed, row_blocks
 from zoft.optim.paired import PairedProbe, PairedProbeUnsupported
 
 __all__ = ["PROBE_MODES", "PerturbationEngine", "direction_seed"]
@@ -188,9 +188,19 @@ class PerturbationEngine:
         )
 
     def perturbed(self, name: str, step: int, scale: float, query: int = 0) -> torch.Tensor:
-        """A new tensor θ + scale·z in the parameter's dtype (θ is not modified)."""
+        """A new tensor θ + scale·z in the parameter's dtype (θ is not modified), formed block by
+        block of rows: the only other memory is one block of z."""
         original = self.params[name].data
-        return self.direction(name, step, query).mul_(scale).add_(original).to(original.dtype)
+        self.swept += original.numel()
+        blocks = row_blocks(original)
+        if len(blocks) == 1:
+            z = self.directions.dense_block(name, original, step, query, 0)
+            return z.mul_(scale).add_(original).to(original.dtype)
+        out = torch.empty_like(original)
+        for index, rows in enumerate(blocks):
+            z = self.directions.dense_block(name, original, step, query, index)
+            out[rows] = z.mul_(scale).add_(original[rows]).to(original.dtype)
+        return out
 
     def loss_at(self, step: int, scale: float, fn: Callable[[], T], query: int = 0) -> T:
         """fn() evaluated at θ + scale·z. The first call checks that every parameter was really
@@ -293,23 +303,25 @@ class PerturbationEngine:
     def update(self, step: int, coeff: float | Sequence[float], decay: float = 0.0) -> None:
         """θ ← θ·(1 − decay) + Σ_q coeff[q]·z_q (one coefficient per query, or a single one for
         query 0), with decay applied only to parameters of 2+ dimensions (biases and norm weights
-        are 1-D). One sweep per query; a low-rank z is applied as U Vᵀ by addmm without being
-        formed; the arithmetic is in fp32 (in place for fp32 weights), rounded once."""
+        are 1-D). One sweep per query, block by block of rows; a low-rank z is applied as U Vᵀ by
+        addmm without being formed; the arithmetic is in fp32 (in place for fp32 weights),
+        rounded once."""
         coeffs = [coeff] if isinstance(coeff, int | float) else list(coeff)
         for name, p in self.params.items():
-            value = p.data.float()  # p.data itself when fp32
-            if decay and p.ndim >= 2:
-                value.mul_(1.0 - decay)
-            for query, c in enumerate(coeffs):
-                factors = self.directions.low_rank(name, p, step, query)
-                if factors is None:
-                    value.add_(self.direction(name, step, query), alpha=c)
-                else:
-                    u, v = factors
-                    value.view(p.shape[0], -1).addmm_(u, v.T, alpha=c)
-                    self.swept += p.numel()
-            if value.data_ptr() != p.data.data_ptr():
-                p.data.copy_(value)
+            factors = [self.directions.low_rank(name, p, step, q) for q in range(len(coeffs))]
+            for index, rows in enumerate(row_blocks(p)):
+                value = p.data[rows].float()  # a view of p.data itself when fp32
+                if decay and p.ndim >= 2:
+                    value.mul_(1.0 - decay)
+                for query, (c, uv) in enumerate(zip(coeffs, factors, strict=True)):
+                    if uv is None:
+                        z = self.directions.dense_block(name, p, step, query, index)
+                        value.add_(z, alpha=c)
+                    else:
+                        value.view(value.shape[0], -1).addmm_(uv[0][rows], uv[1].T, alpha=c)
+                if value.data_ptr() != p.data[rows].data_ptr():
+                    p.data[rows] = value
+            self.swept += p.numel() * len(coeffs)
 
 
 def _restore(frame: _Frame) -> None:
