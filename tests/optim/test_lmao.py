@@ -203,3 +203,15 @@ def test_ft_lora_moves_only_the_adapters(data_dir):
         elif "lora_" not in name:
             assert torch.equal(p, before[name]), name
             assert p.grad is None, name
+
+
+@pytest.mark.parametrize("directions", ["gaussian", "lowrank"])
+@pytest.mark.parametrize("arch", ["opt", "roberta"])
+def test_the_zo_phase_pairs_its_probes_through_the_adapters(data_dir, arch, directions):
+    """The LoRA-wrapped base layers pair like plain ones: the first step's comparison with
+    sequential probes passes, and later steps run one paired forward."""
+    opt, _, batch = _lmao(data_dir, arch, directions=directions, probes="paired", rank=2)
+    for step in range(2):
+        opt.step(batch, step)
+    assert opt.engine.paired is True
+    assert opt.stats()["paired_probes"] == 1.0
