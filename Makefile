@@ -139,7 +139,7 @@ BENCH_GPU_METHODS := forward,mezo-reference,mezo-sequential,mezo-paired,lozo-seq
 
 bench: $(STAMP)  ## zoft-bench on CPU: SmolLM2-135M, short (64) and long (256 token) inputs -> results/bench/
 	$(BIN)/zoft-bench $(BENCH_CPU) --seq-len 64 --out results/bench/cpu_smollm2-135m_b16_t64
-	$(BIN)/zoft-bench $(BENCH_CPU) --seq-len 256 --repeats 3 --out results/bench/cpu_smollm2-135m_b16_t256
+	$(BIN)/zoft-bench $(BENCH_CPU) --seq-len 256 --repeats 3 --warmup 1 --out results/bench/cpu_smollm2-135m_b16_t256
 
 bench-gpu: $(STAMP)  ## zoft-bench on one GPU: OPT-1.3B / OPT-13B shapes (random weights), bf16 -> results/bench/
 	$(BIN)/zoft-bench $(BENCH_GPU) --model opt-1.3b-random --seq-len 400 --out results/bench/gpu_opt-1.3b_b16_t400
