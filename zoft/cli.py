@@ -85,7 +85,8 @@ def _hydra_entry(cfg: DictConfig) -> None:
     print(summary_table(result), flush=True)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
+    """No transformers progress bars or warnings in a command's output."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 
@@ -98,7 +99,7 @@ def run_main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    _quiet_libraries()
+    quiet_libraries()
     _register_grid_sweeper()
     if "--dry-run" in sys.argv:
         sys.argv = [arg for arg in sys.argv if arg != "--dry-run"] + ["hydra.sweeper.dry_run=true"]

@@ -10,6 +10,7 @@ from zoft.benchmark.methods import BENCH_METHODS, DEFAULT_METHODS
 from zoft.benchmark.models import BENCH_MODELS
 from zoft.benchmark.report import markdown, write_report
 from zoft.benchmark.run import BenchSettings, run_benchmark
+from zoft.cli import quiet_libraries
 from zoft.errors import ZoftError
 
 
@@ -43,6 +44,7 @@ def bench_main(argv: list[str] | None = None) -> None:
     """zoft-bench: see --help."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
     settings = BenchSettings(
         model=args.model,
         batch=args.batch,

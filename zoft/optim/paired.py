@@ -136,6 +136,25 @@ class PairedProbe:
         output[half:].add_(bottom.to(output.dtype), alpha=-self.scale)
         return output
 
+    def add_low_rank(
+        self, output: torch.Tensor, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        """output ± scale·(xV)Uᵀ, added in place by addmm (no output-sized temporary) when the
+        output's rows can be folded into one matrix; else through add_signed."""
+        rows = output.shape[0] if output.ndim else 0
+        if rows < 2 or not output.is_contiguous() or x.shape[:-1] != output.shape[:-1]:
+            return self.add_signed(output, (x @ v.to(x.dtype)) @ u.T.to(x.dtype), per_row=True)
+        flat = output.view(-1, output.shape[-1])
+        xv = x.reshape(-1, x.shape[-1]) @ v.to(x.dtype)
+        ut = u.T.to(x.dtype)
+        if self.sign is not None:
+            flat.addmm_(xv, ut, alpha=self.sign * self.scale)
+            return output
+        half = _half(rows, "an output") * (flat.shape[0] // rows)  # flattened rows per copy
+        flat[:half].addmm_(xv[:half], ut, alpha=self.scale)
+        flat[half:].addmm_(xv[half:], ut, alpha=-self.scale)
+        return output
+
     def _record_rows(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         first = next((v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)), None)
         if self.sign is None and first is not None and first.ndim:
@@ -225,7 +244,7 @@ def _linear(
         param = module._parameters[attr]
         if attr == "weight":
             u, v = probe.factors(name, param)
-            out = probe.add_signed(out, (x @ v.to(x.dtype)) @ u.T.to(x.dtype), per_row=True)
+            out = probe.add_low_rank(out, x, u, v)
         else:
             out = probe.add_signed(out, probe.dense(name, param), per_row=False)
     return out
