@@ -72,3 +72,11 @@ def test_the_reference_pattern_moves_weights_as_minus_lr_g_z():
     for name, p in model.named_parameters():  # lr 0: +ε −2ε +ε returns to θ, inexactly
         assert (p.detach() - before[name]).abs().max() < 1e-6, name
     assert reference.sweeps() == 4.0
+
+
+def test_published_opt_shapes_build_with_random_weights():
+    """The GPU tables' models need no download: OPT-125M's published shape, built here."""
+    model, model_cfg = BENCH_MODELS.get("opt-125m-random")("fp32", "cpu")
+    assert 125e6 < sum(p.numel() for p in model.parameters()) < 126e6
+    assert model.config.ffn_dim == 3072 and model.config.num_hidden_layers == 12
+    assert list(model_cfg.lora_targets) == ["q_proj", "v_proj"]
