@@ -24,7 +24,6 @@ Passes: `passes` counts sweeps over the perturbed parameters that form or write 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
@@ -36,15 +35,16 @@ from zoft.errors import ZoftError
 from zoft.optim.directions import Directions, GaussianDirections, direction_seed, row_blocks
 from zoft.optim.paired import PairedProbe, PairedProbeUnsupported
 
-__all__ = ["PROBE_MODES", "PerturbationEngine", "direction_seed"]
+__all__ = ["PROBE_MODES", "PerturbationEngine", "direction_seed", "pairs_by_default"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# auto: at the first step, paired and sequential probes are compared and timed; pairing is kept
-# if they agree and the paired forward is faster (on CPU one forward at 2B costs about two at B,
-# on a GPU it is usually cheaper); paired: the same check, kept whatever the time, and a model
-# that cannot be paired is an error; sequential: two forwards at batch B (half the activations).
+# auto: paired probes on CUDA, where one forward at 2B costs less than two at B, sequential on a
+# CPU, where it costs about as much (results/bench: faster on short inputs, slower on long ones);
+# a fixed rule, so the same command computes the same bits. paired: wherever it runs. Either way
+# the first paired step is compared with sequential probes, and a model that cannot be paired
+# falls back (auto) or is an error (paired). sequential: two forwards at batch B.
 PROBE_MODES = ("auto", "paired", "sequential")
 # How far a paired loss may sit from the sequential one at the first step, by weight precision:
 # fp32 compares L+ − L− (the estimate itself), half precision each loss (its rounding of θ±εz
@@ -54,6 +54,11 @@ _HALF_TOLERANCE = 2e-2
 
 # (parameter, its untouched data, canonical name) for each swap a module's pre-hook made
 _Frame = list[tuple[nn.Parameter, torch.Tensor, str]]
+
+
+def pairs_by_default(device: torch.device) -> bool:
+    """Whether probes=auto pairs on this device (see PROBE_MODES)."""
+    return device.type == "cuda"
 
 
 class PerturbationEngine:
@@ -76,8 +81,9 @@ class PerturbationEngine:
         self.seed = seed
         self.directions = directions or GaussianDirections(seed)
         self.probes = probes
-        self.paired: bool | None = None if probes != "sequential" else False  # None: unchecked
-        self.clock: Callable[[], float] = time.perf_counter  # times auto's choice (tests fake it)
+        device = next(iter(params.values())).device if params else torch.device("cpu")
+        pairs = probes == "paired" or (probes == "auto" and pairs_by_default(device))
+        self.paired: bool | None = None if pairs else False  # None: not yet checked
         self.numel = sum(p.numel() for p in params.values())
         self.swept = 0  # elements of θ-sized tensors formed or written (passes = swept / numel)
         self.copy_restored: set[str] = set()  # parameters read outside their owner's forward
@@ -135,8 +141,7 @@ class PerturbationEngine:
         loss_pair: Callable[[], tuple[float, float]],
         query: int,
     ) -> tuple[float, float]:
-        """The first paired probe, checked against sequential probes before pairing is kept;
-        `auto` also times both (the paired one again, warm) and keeps the faster."""
+        """The first paired probe, checked against sequential probes before pairing is kept."""
         earlier, self._touched = self._touched, set()
         try:
             with PairedProbe(self, step, eps, query).installed():
@@ -152,34 +157,17 @@ class PerturbationEngine:
             return self._sequential(step, eps, loss, query)
         finally:
             self._touched |= earlier
-        started = self.clock()
         sequential = self._sequential(step, eps, loss, query)
-        sequential_s = self.clock() - started
         if not self._agree(paired, sequential):
             self._refuse_pairing(
                 f"paired losses {paired[0]:.6g} / {paired[1]:.6g} differ from sequential "
                 f"{sequential[0]:.6g} / {sequential[1]:.6g}"
             )
             return sequential
-        timing = ""
-        if self.probes == "auto":
-            started = self.clock()
-            with PairedProbe(self, step, eps, query).installed():
-                loss_pair()
-            paired_s = self.clock() - started
-            timing = f"; one paired forward {paired_s:.3g} s, two sequential {sequential_s:.3g} s"
-            if paired_s >= sequential_s:
-                log.info(
-                    "paired probes agree with sequential probes at step %d%s: keeping "
-                    "sequential probes, the faster here (optimizer.probes=paired forces pairing)",
-                    step, timing,
-                )  # fmt: skip
-                self.paired = False
-                return sequential
         log.info(
             "paired probes agree with sequential probes at step %d (L+ %.6g vs %.6g, "
-            "L- %.6g vs %.6g%s): both probes now run in one forward",
-            step, paired[0], sequential[0], paired[1], sequential[1], timing,
+            "L- %.6g vs %.6g): both probes now run in one forward",
+            step, paired[0], sequential[0], paired[1], sequential[1],
         )  # fmt: skip
         self.paired = True
         return paired
