@@ -40,11 +40,12 @@ __all__ = ["PROBE_MODES", "PerturbationEngine", "direction_seed", "pairs_by_defa
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# auto: paired probes on CUDA, where one forward at 2B costs less than two at B, sequential on a
-# CPU, where it costs about as much (results/bench: faster on short inputs, slower on long ones);
-# a fixed rule, so the same command computes the same bits. paired: wherever it runs. Either way
-# the first paired step is compared with sequential probes, and a model that cannot be paired
-# falls back (auto) or is an error (paired). sequential: two forwards at batch B.
+# auto: paired probes on CUDA, where one forward at 2B usually costs less than two at B;
+# sequential on a CPU, where it costs about as much (results/bench: faster on short inputs,
+# slower on long ones). A fixed rule, so the same command computes the same bits. paired:
+# wherever it runs. Either way the first paired step is compared with sequential probes, and a
+# model that cannot be paired falls back (auto) or is an error (paired). sequential: two
+# forwards at batch B.
 PROBE_MODES = ("auto", "paired", "sequential")
 # How far a paired loss may sit from the sequential one at the first step, by weight precision:
 # fp32 compares L+ − L− (the estimate itself), half precision each loss (its rounding of θ±εz
