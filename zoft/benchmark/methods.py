@@ -138,7 +138,6 @@ class OptimizerStepper:
             cfg.zo_lr = LOW_LR
         add_adapter(ctx.model, cfg, ctx.model_cfg)
         self.optimizer = build_optimizer(cfg, ctx.model, ctx.scorer, ctx.total_steps, seed=0)
-        self.ctx = ctx
 
     def step(self, index: int) -> tuple[int, int]:
         result = self.optimizer.step([], index)

@@ -38,10 +38,10 @@ def _against_reference(result: BenchResult) -> list[tuple[str, float]]:
     reference = result.get("mezo-reference")
     if reference is None:
         return []
-    return [(m.label, m.step_s / reference.step_s) for m in result.methods if _is_zoft_mezo(m)]
+    return [(m.label, m.step_s / reference.step_s) for m in result.methods if _is_zoft_zo_step(m)]
 
 
-def _is_zoft_mezo(m: MethodResult) -> bool:
+def _is_zoft_zo_step(m: MethodResult) -> bool:
     return m.method in ("mezo-sequential", "mezo-paired", "lozo-sequential", "lozo-paired")
 
 
