@@ -15,8 +15,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from tabulate import tabulate
 
+from zoft import distributed
 from zoft.config import register_configs
 from zoft.errors import ZoftError
+from zoft.overrides import check_overrides
+from zoft.sweep import sweep_failures
 
 log = logging.getLogger("zoft")
 
@@ -69,20 +72,31 @@ def summary_table(result: dict) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://zoft.conf", config_name="config")
-def _hydra_entry(cfg: DictConfig) -> None:
+def _hydra_entry(cfg: DictConfig) -> str:
+    """One run; returns its status. In a sweep a failed cell is recorded in its result.json and
+    the sweep goes on; a stop signal ends the whole sweep (its cell keeps a checkpoint)."""
     from zoft.runner import run
+    from zoft.stopping import Interrupted
 
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         result = run(cfg)
+    except Interrupted as err:
+        log.warning("%s", err)
+        sys.exit(128 + err.signum)
     except ZoftError as err:
         log.error("%s", err)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return  # the cell's result.json records the failure; the sweep goes on
+        if sweeping:
+            return "failed"
         sys.exit(1)
     except Exception:
         log.exception("the run failed (result.json records the reason)")
+        if sweeping:
+            return "failed"
         raise
-    print(summary_table(result), flush=True)
+    if distributed.is_main():
+        print(summary_table(result), flush=True)
+    return result["status"]
 
 
 def quiet_libraries() -> None:
@@ -96,14 +110,35 @@ def quiet_libraries() -> None:
 
 def run_main() -> None:
     """zoft-run: one experiment, or a sweep with -m."""
+    main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 logs progress
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if main_rank else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     quiet_libraries()
     _register_grid_sweeper()
-    if "--dry-run" in sys.argv:
-        sys.argv = [arg for arg in sys.argv if arg != "--dry-run"] + ["hydra.sweeper.dry_run=true"]
-    _hydra_entry()
+    if "--dry-run" in sys.argv:  # list the cells (of a sweep, or the one run) and run nothing
+        args = [arg for arg in sys.argv[1:] if arg != "--dry-run"]
+        multirun = [] if {"-m", "--multirun"} & set(args) else ["-m"]
+        sys.argv = [sys.argv[0], *multirun, *args, "hydra.sweeper.dry_run=true"]
+    try:
+        check_overrides(sys.argv[1:])
+    except ZoftError as err:
+        print(f"zoft-run: {err}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        _hydra_entry()
+    finally:
+        distributed.teardown()
+    failed = sweep_failures()
+    if failed:
+        log.error(
+            "%d cell(s) of the sweep failed; each records why in its result.json (re-running "
+            "the same command runs only what is not complete):\n  %s",
+            len(failed),
+            "\n  ".join(failed),
+        )
+        sys.exit(1)
 
 
 def _experiment_info(name: str) -> DictConfig:

@@ -72,6 +72,8 @@ class ModelConfig:
     max_length: int = 512
     lora_targets: list[str] = field(default_factory=list)
     device_map: str | None = None  # "auto" spreads a large model over every visible device
+    # per-device caps for device_map=auto, e.g. {"0": 70GiB, "1": 70GiB, cpu: 200GiB}
+    max_memory: dict[str, str] | None = None
 
 
 @dataclass
@@ -115,7 +117,22 @@ class OptimizerConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"  # none | csv
+    name: str = "none"  # none | csv | wandb (zoft.loggers)
+    # wandb only
+    project: str = "zoft"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "offline"  # offline (no account needed; `wandb sync` later) | online | disabled
+
+
+@dataclass
+class GuardConfig:
+    """What a bad step does (zoft.guards)."""
+
+    nonfinite: str = "stop"  # stop | skip: a NaN/inf loss or projected gradient
+    max_skipped: int = 10  # skip: stop after more skipped batches than this (0: no limit)
+    divergence: float = 0.0  # stop when the recent mean loss exceeds this × the first (0: off)
 
 
 @dataclass
@@ -152,6 +169,11 @@ class ZoftConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: DType = DType.fp32
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (set it for parallel CPU jobs)
+    checkpoint_every: int = 0  # steps between checkpoints; 0: only on SIGTERM/SIGINT/SIGUSR1
+    resume: bool = True  # continue from the run directory's checkpoint (false: start over)
+    save_weights: bool = False  # write the trained parameters to weights.safetensors
+    fsdp: bool = False  # FT / FT-LoRA under torchrun: shard parameters with FSDP2
+    guard: GuardConfig = field(default_factory=GuardConfig)
     experiment: ExperimentInfo = field(default_factory=ExperimentInfo)
 
 

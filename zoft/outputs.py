@@ -8,9 +8,10 @@ import logging
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -47,31 +48,47 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-class MetricsLog:
-    """metrics.jsonl, one JSON object per logged step, flushed as it goes."""
+class MetricSink(Protocol):
+    """Where metrics lines go besides metrics.jsonl (zoft.loggers: csv, wandb)."""
 
-    def __init__(self, path: Path, csv_path: Path | None = None) -> None:
-        self.path = path
-        self.csv_path = csv_path
-        self._csv_columns: list[str] | None = None
+    def write(self, record: dict[str, Any]) -> None: ...
+
+    def truncate_after(self, step: int) -> None: ...
+
+    def finish(self, result: dict[str, Any]) -> None: ...
+
+
+class MetricsLog:
+    """metrics.jsonl, one JSON object per logged step, flushed as it goes, plus the sinks of the
+    configured logger."""
+
+    def __init__(self, path: Path | None, sinks: Sequence[MetricSink] = ()) -> None:
+        self.path = path  # None: write nothing (a data-parallel rank other than 0)
+        self.sinks = list(sinks)
 
     def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if self.csv_path is not None:
-            self._write_csv(record)
+        for sink in self.sinks:
+            sink.write(record)
 
-    def _write_csv(self, record: dict[str, Any]) -> None:
-        if self._csv_columns is None:
-            self._csv_columns = list(record)
-            self.csv_path.write_text(",".join(self._csv_columns) + "\n")
-        with self.csv_path.open("a", encoding="utf-8") as f:
-            f.write(
-                ",".join(
-                    "" if record.get(c) is None else str(record.get(c)) for c in self._csv_columns
-                )
-                + "\n"
-            )
+    def truncate_after(self, step: int) -> None:
+        """Drop the lines of steps after `step` (a resumed run logs them again)."""
+        if self.path is not None and self.path.is_file():
+            kept = [
+                line
+                for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step
+            ]
+            atomic_write(self.path, "".join(line + "\n" for line in kept))
+        for sink in self.sinks:
+            sink.truncate_after(step)
+
+    def finish(self, result: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.finish(result)
 
 
 def attach_file_log(run_dir: Path) -> logging.Handler:

@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import zoft
+from zoft import distributed
 from zoft.adapters import ADAPTERS, add_adapter
-from zoft.config import enum_value
+from zoft.checkpoint import Checkpoint, Checkpointer
+from zoft.config import LoraConfig, enum_value
 from zoft.errors import ZoftError
+from zoft.guards import GuardSettings
 from zoft.icl import demonstration_context
+from zoft.loggers import build_sinks
 from zoft.memory import MemoryTracker
 from zoft.models import load_model
 from zoft.objectives import build_objective, check_objective
@@ -36,12 +41,15 @@ from zoft.outputs import (
     write_json,
 )
 from zoft.scoring import build_scorer
+from zoft.stopping import Interrupted, SignalFlags, signal_flags
 from zoft.tasks import get_task
 from zoft.tasks.base import Splits, Task
 from zoft.tasks.sampling import HUB, load_splits
-from zoft.training import Evaluator, TrainingOutcome, train
+from zoft.training import Evaluator, Trainer, TrainingOutcome
 
 log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights.safetensors"
 
 # Keys that do not change what a run computes, left out of the config digest.
 _NON_SEMANTIC = (
@@ -54,6 +62,11 @@ _NON_SEMANTIC = (
     "threads",
     "experiment",
     "optimizer.probes",  # paired or sequential probes: the same losses up to float rounding
+    "checkpoint_every",
+    "resume",
+    "save_weights",
+    "fsdp",  # FSDP2 or plain data parallelism: the same gradients up to float rounding
+    "guard",  # what a bad step does; skipped batches are counted in result.json
 )
 
 
@@ -122,10 +135,46 @@ def validate(cfg: DictConfig) -> None:
             f"between 1 and batch_size={cfg.batch_size}"
         )
     check_objective(cfg.objective, get_task(cfg.task.name), zeroth_order)
+    _check_combinations(cfg, zeroth_order)
     if cfg.steps and enum_value(cfg.dtype) == "fp16" and cfg.optimizer.name == "ft":
         raise RunConfigError(
             "dtype=fp16 with optimizer=ft would train fp16 weights with no master copy; the papers "
             "keep fp32 weights and compute in fp16: use dtype=fp32 optimizer.amp=fp16"
+        )
+
+
+def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
+    """Settings that each work alone but not together."""
+    if cfg.checkpoint_every < 0:
+        raise RunConfigError(
+            f"checkpoint_every={cfg.checkpoint_every} is invalid: use a number of steps, or 0 "
+            "for checkpoints only on SIGTERM/SIGINT/SIGUSR1"
+        )
+    GuardSettings(**cfg.guard)
+    if cfg.fsdp and zeroth_order:
+        raise RunConfigError(
+            f"fsdp=true with optimizer={cfg.optimizer.name}: FSDP shards parameters for "
+            "backprop, while a zeroth-order method runs data-parallel with only loss scalars "
+            "communicated; drop fsdp=true (torchrun alone shards the batch), or use "
+            "model.device_map=auto for a model larger than one device"
+        )
+    if cfg.fsdp and distributed.launched_world_size() == 1:
+        raise RunConfigError(
+            "fsdp=true needs several processes: launch with torchrun --nproc-per-node=N -m zoft"
+        )
+    if cfg.model.device_map and distributed.launched_world_size() > 1:
+        raise RunConfigError(
+            "model.device_map spreads one model over this process's devices and cannot be "
+            "combined with torchrun's data parallelism; run one process, or drop model.device_map"
+        )
+    if cfg.optimizer.adapter == "none" and cfg.optimizer.lora != OmegaConf.structured(LoraConfig):
+        changed = [
+            k for k, v in OmegaConf.structured(LoraConfig).items() if cfg.optimizer.lora[k] != v
+        ]
+        raise RunConfigError(
+            f"optimizer.lora.{changed[0]} is set, but optimizer={cfg.optimizer.name} trains no "
+            "LoRA adapters (optimizer.adapter=none); use a LoRA method (ft-lora, mezo-lora, lmao) "
+            "or drop the optimizer.lora overrides"
         )
 
 
@@ -200,10 +249,26 @@ def _outcome_fields(outcome: TrainingOutcome) -> dict[str, Any]:
         "train_loss_first": outcome.first_loss,
         "train_loss_last": outcome.last_loss,
         "train_time_s": round(outcome.seconds, 2),
+        "skipped_steps": outcome.skipped_steps,
+        "steps_below_resolution": outcome.steps_below_resolution,
+        "resumed_at_steps": outcome.resumed_at,
     }
 
 
-def _execute(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
+@dataclass
+class _RunContext:
+    """What one attempt at a run works with besides its config."""
+
+    out_dir: Path
+    result: dict[str, Any]
+    flags: SignalFlags
+    checkpointer: Checkpointer
+    resume: Checkpoint | None
+    metrics: MetricsLog
+
+
+def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
+    result, resume = ctx.result, ctx.resume
     tracker, started = MemoryTracker(), time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -224,7 +289,10 @@ def _execute(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
             task, cfg.task.template, splits.train, cfg.icl_demos, cfg.data_seed
         )
     evaluate = Evaluator(task, scorer, loaded.model, cfg.eval_batch_size)
-    if cfg.zero_shot:
+    earlier = resume.state["extra"] if resume is not None else {}
+    if "zero_shot" in earlier:
+        result["zero_shot"] = earlier["zero_shot"]
+    elif cfg.zero_shot:
         label = "icl" if cfg.icl_demos else "zero-shot"
         log.info("%s evaluation of %s on %d test examples", label, cfg.model.name, len(splits.test))
         with tracker.phase("zero_shot"):
@@ -236,18 +304,30 @@ def _execute(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
         objective = build_objective(cfg.objective, scorer)
         optimizer = build_optimizer(cfg.optimizer, loaded.model, objective, cfg.steps, cfg.seed)
         result["trainable_parameters"] = sum(p.numel() for p in optimizer.trainable().values())
-        csv_path = out_dir / "metrics.csv" if cfg.logger.name == "csv" else None
+        extra = {k: result[k] for k in ("zero_shot",) if k in result}
+        trainer = Trainer(
+            cfg, optimizer, splits, evaluate, ctx.metrics, ctx.checkpointer, ctx.flags, extra
+        )
         with tracker.phase("train"):
-            outcome = train(
-                cfg, optimizer, splits, evaluate, MetricsLog(out_dir / "metrics.jsonl", csv_path)
-            )
+            outcome = trainer.run(resume)
         stats = optimizer.stats()
     with tracker.phase("eval"):
         untrained = outcome.steps == 0 and "zero_shot" in result
         result["test"] = result["zero_shot"] if untrained else evaluate(splits.test)
     log.info("test %s", result["test"])
+    if cfg.save_weights and distributed.is_main():
+        _save_weights(loaded.model, ctx.out_dir)
     result.update(_outcome_fields(outcome), optimizer_stats=stats)
     result.update(memory=tracker.phases, wall_time_s=round(time.time() - started, 2))
+
+
+def _save_weights(model: torch.nn.Module, out_dir: Path) -> None:
+    """The trained model's parameters (adapters included), as safetensors."""
+    from safetensors.torch import save_file
+
+    tensors = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters()}
+    save_file(tensors, str(out_dir / WEIGHTS_FILE))
+    log.info("weights written to %s", out_dir / WEIGHTS_FILE)
 
 
 def _finished(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
@@ -265,32 +345,69 @@ def _finished(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment into its run directory; a finished directory is not run again."""
+    """Run one experiment into its run directory: a finished directory is not run again, an
+    interrupted one continues from its checkpoint (unless resume=false)."""
     validate(cfg)
     out_dir = resolve_output_dir(cfg)
     previous = _finished(out_dir, cfg)
     if previous is not None:
         log.info("skipping %s: already complete", out_dir)
         return {**previous, "skipped": True}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _set_aside_partial_metrics(out_dir)
-    atomic_write(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    handler = attach_file_log(out_dir)
+    cfg.device = distributed.setup(cfg.device)
+    main = distributed.is_main()
+    checkpointer = Checkpointer(out_dir, config_digest(cfg))
+    resume = _checkpoint_to_resume(cfg, checkpointer, main)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            _set_aside_partial_metrics(out_dir)
+        atomic_write(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    handler = attach_file_log(out_dir) if main else None
     log.info("run directory %s", out_dir)
+    log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
     result = {**_base_result(cfg), "output_dir": str(out_dir), **environment()}
+    result["world_size"] = distributed.world_size()
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    dev_key = f"dev_{get_task(cfg.task.name).metric}"
+    sinks = build_sinks(cfg.logger, out_dir, resolved, dev_key) if main else []
+    metrics = MetricsLog(out_dir / "metrics.jsonl" if main else None, sinks)
     try:
-        _execute(cfg, out_dir, result)
+        with signal_flags() as flags:
+            ctx = _RunContext(out_dir, result, flags, checkpointer, resume, metrics)
+            _execute(cfg, ctx)
         result["status"] = "complete"
+    except Interrupted as err:
+        result.update(status="interrupted", reason=str(err))
+        raise
     except BaseException as err:
         result["status"] = "failed"
         result["reason"] = f"{type(err).__name__}: {err}"
         raise
     finally:
         result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        write_json(out_dir / RESULT_FILE, result)
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        if main:
+            write_json(out_dir / RESULT_FILE, result)
+            metrics.finish(result)
+            if result["status"] == "complete":
+                checkpointer.remove()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     return copy.deepcopy(result)
+
+
+def _checkpoint_to_resume(
+    cfg: DictConfig, checkpointer: Checkpointer, main: bool
+) -> Checkpoint | None:
+    """The checkpoint this attempt continues from: the latest one, unless resume=false (then
+    the old checkpoints are kept under a new name and the run starts over)."""
+    if not cfg.steps:
+        return None
+    if cfg.resume:
+        return checkpointer.load()
+    if main and (moved := checkpointer.set_aside()) is not None:
+        log.info("resume=false: starting over; the earlier checkpoints are kept at %s", moved)
+    return None
 
 
 def _set_aside_partial_metrics(out_dir: Path) -> None:

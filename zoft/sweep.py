@@ -95,3 +95,16 @@ def _grid_values(
 
 def _value(override: str) -> str:
     return override.split("=", 1)[1]
+
+
+# cells of this process's sweeps whose run failed, recorded by the grid sweeper as jobs return
+_FAILED_CELLS: list[str] = []
+
+
+def record_failed(cell: Cell) -> None:
+    _FAILED_CELLS.append(" ".join(cell))
+
+
+def sweep_failures() -> list[str]:
+    """The cells that failed in this process's sweeps so far (zoft-run exits non-zero then)."""
+    return list(_FAILED_CELLS)

@@ -1,11 +1,14 @@
-"""The training loop: mini-batches, optimizer steps, metrics lines, dev evaluation, best-dev state."""
+"""The training loop: mini-batches, guarded optimizer steps, metrics lines, dev evaluation, the
+best-dev state and checkpoints to resume from."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,29 +16,38 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from zoft.optim.base import Optimizer, StepResult
+from zoft import distributed
+from zoft.checkpoint import Checkpoint, Checkpointer, capture_rng, load_weights, restore_rng
+from zoft.guards import GuardSettings, StepGuard
+from zoft.optim.base import NonFiniteStep, Optimizer, StepResult
 from zoft.outputs import MetricsLog
 from zoft.scoring import Scorer
+from zoft.stopping import Interrupted, SignalFlags
 from zoft.tasks.base import Example, Splits, Task
 
 log = logging.getLogger(__name__)
 
 
-def batches(examples: Sequence[Example], batch_size: int, seed: int) -> Iterator[list[Example]]:
-    """Endless mini-batches; epoch e is a permutation drawn from (seed, e), so the order can be
-    rebuilt from (epoch, position) alone."""
+def batches(
+    examples: Sequence[Example], batch_size: int, seed: int, start: int = 0
+) -> Iterator[list[Example]]:
+    """Endless mini-batches from batch number `start` on; epoch e is a permutation drawn from
+    (seed, e), so the order is rebuilt from (epoch, position) alone and a resumed run continues
+    with the very batch it would have drawn."""
     size = min(batch_size, len(examples))
-    epoch = 0
+    per_epoch = len(examples) // size
+    epoch, position = divmod(start, per_epoch)
     while True:
         order = np.random.RandomState([seed % 2**32, epoch]).permutation(len(examples))
-        for start in range(0, len(order) - size + 1, size):
-            yield [examples[i] for i in order[start : start + size]]
-        epoch += 1
+        for offset in range(position * size, len(order) - size + 1, size):
+            yield [examples[i] for i in order[offset : offset + size]]
+        epoch, position = epoch + 1, 0
 
 
 @dataclass
 class Evaluator:
-    """The task metric of the model's predictions, computed in eval mode."""
+    """The task metric of the model's predictions, computed in eval mode (under data parallelism
+    each rank predicts its shard and the predictions are gathered in order)."""
 
     task: Task
     scorer: Scorer
@@ -44,14 +56,15 @@ class Evaluator:
 
     def __call__(self, examples: Sequence[Example]) -> dict[str, float]:
         was_training = self.model.training
-        predictions = self.scorer.predict(self.model, examples, self.batch_size)
+        mine = distributed.shard(examples)
+        predictions = self.scorer.predict(self.model, mine, self.batch_size)
         self.model.train(was_training)
-        return self.task.score(predictions, examples)
+        return self.task.score(distributed.gather_shards(predictions), examples)
 
 
 @dataclass
 class TrainingOutcome:
-    """Counters and results of one training loop, for result.json."""
+    """Counters and results of one training loop, for result.json (checkpointed as they stand)."""
 
     steps: int = 0
     forwards: int = 0
@@ -61,6 +74,9 @@ class TrainingOutcome:
     best_step: int = 0
     best_dev: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    skipped_steps: int = 0
+    steps_below_resolution: int = 0
+    resumed_at: list[int] = field(default_factory=list)  # the step each resume started from
 
     def record(self, result: StepResult) -> None:
         self.steps += 1
@@ -79,14 +95,14 @@ class BestDevState:
         self.value = float("-inf")
         self.step = 0
         self.scores: dict[str, float] = {}
-        self._state: dict[str, torch.Tensor] | None = None
+        self.weights: dict[str, torch.Tensor] | None = None
 
     def offer(self, step: int, scores: dict[str, float], is_last: bool) -> None:
         if scores[self.metric] <= self.value:
             return
         self.value, self.step, self.scores = scores[self.metric], step, scores
         # the current weights are the best ones: a copy is only needed if training goes on
-        self._state = (
+        self.weights = (
             None
             if is_last
             else {n: p.detach().to("cpu", copy=True) for n, p in self.params.items()}
@@ -94,52 +110,178 @@ class BestDevState:
 
     @torch.no_grad()
     def restore(self) -> None:
-        if self._state is None:
+        if self.weights is None:
             return
         log.info("restoring the best-dev state of step %d", self.step)
         for name, p in self.params.items():
-            p.copy_(self._state[name].to(p.device))
+            p.copy_(self.weights[name].to(p.device))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "step": self.step, "scores": dict(self.scores)}
+
+    def load_state_dict(self, state: dict[str, Any], weights: dict[str, torch.Tensor] | None):
+        self.value, self.step, self.scores = state["value"], state["step"], dict(state["scores"])
+        self.weights = weights
+
+
+class Trainer:
+    """The training loop: steps, guards, periodic log lines and dev evaluation, the best-dev
+    state, and checkpoints (every cfg.checkpoint_every steps, on request, and before stopping on
+    a signal) from which `run(resume=...)` continues bit for bit."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        optimizer: Optimizer,
+        splits: Splits,
+        evaluate: Evaluator,
+        metrics: MetricsLog,
+        checkpointer: Checkpointer | None = None,
+        flags: SignalFlags | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg, self.optimizer, self.splits = cfg, optimizer, splits
+        self.evaluate, self.metrics = evaluate, metrics
+        self.checkpointer, self.flags = checkpointer, flags or SignalFlags()
+        self.extra = extra or {}  # run-level results a resumed run must not recompute
+        self.outcome = TrainingOutcome()
+        self.best = BestDevState(optimizer.trainable(), evaluate.task.metric)
+        self.guard = StepGuard(GuardSettings(**cfg.get("guard", {})), optimizer)
+        self.dev_key = f"dev_{evaluate.task.metric}"
+
+    def run(self, resume: Checkpoint | None = None) -> TrainingOutcome:
+        cfg = self.cfg
+        start = self._restore(resume) if resume is not None else 0
+        outcome = self.outcome  # the restored counters when resuming
+        stream = batches(self.splits.train, cfg.batch_size, cfg.seed, start=start)
+        started, seen, earlier = time.time(), 0, outcome.seconds
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=None, dynamic_ncols=True)
+        for step in range(start, cfg.steps):
+            batch = next(stream)
+            record = self._step(step, batch)
+            seen += len(batch)
+            elapsed = time.time() - started
+            outcome.seconds = earlier + elapsed
+            record.update(
+                elapsed_s=round(outcome.seconds, 3),
+                examples_per_s=round(seen / max(elapsed, 1e-9), 3),
+                forwards=outcome.forwards,
+                backwards=outcome.backwards,
+            )
+            is_last = step + 1 == cfg.steps
+            if self.splits.dev and (
+                is_last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)
+            ):
+                dev = self.evaluate(self.splits.dev)
+                record[self.dev_key] = dev[self.evaluate.task.metric]
+                self.best.offer(step + 1, dev, is_last)
+            if (
+                (step + 1) % cfg.log_every == 0
+                or is_last
+                or self.dev_key in record
+                or "skipped" in record
+            ):
+                self.metrics.write(record)
+                self._log_line(step, record, elapsed / (step + 1 - start), bar.disable)
+            bar.update(1)
+            if "loss" in record:
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if not is_last:
+                self._checkpoint_if_due(step + 1)
+        bar.close()
+        self.best.restore()
+        outcome.best_step, outcome.best_dev = self.best.step, self.best.scores
+        outcome.skipped_steps = self.guard.skipped
+        outcome.steps_below_resolution = self.guard.below_resolution
+        return outcome
+
+    def _step(self, step: int, batch: list[Example]) -> dict[str, Any]:
+        """One optimizer step under the guards: its metrics record."""
+        try:
+            result = self.optimizer.step(batch, step)
+        except NonFiniteStep as err:
+            return {"step": step + 1, "skipped": self.guard.non_finite(err)}
+        self.outcome.record(result)
+        self.guard.check(step, result)
+        return {
+            "step": step + 1,
+            "loss": result.loss,
+            "lr": result.lr,
+            "projected_grad": result.projected_grad,
+        }
+
+    def _log_line(self, step: int, record: dict[str, Any], per_step: float, quiet: bool) -> None:
+        if "skipped" in record:
+            return  # the guard logged it
+        dev = f" {self.dev_key} {record[self.dev_key]:.4f}" if self.dev_key in record else ""
+        pace = ""
+        if quiet:  # no progress bar: the log line says how fast it goes and when it ends
+            left = per_step * (self.cfg.steps - step - 1)
+            pace = f" ({per_step:.3g} s/step, {_duration(left)} left)"
+        log.info("step %d/%d loss %.4f%s%s", step + 1, self.cfg.steps, record["loss"], dev, pace)
+
+    def _checkpoint_if_due(self, done: int) -> None:
+        """Checkpoint after `done` steps when due or asked for; stop after a stop signal."""
+        every = self.cfg.get("checkpoint_every", 0)
+        due = bool(every) and done % every == 0
+        asked = distributed.any_rank(self.flags.take_checkpoint_request())
+        stop = distributed.any_rank(self.flags.stop is not None)
+        if not (due or asked or stop):
+            return
+        path = self.save(done)
+        if stop:
+            signum = self.flags.stop or signal.SIGTERM
+            raise Interrupted(
+                f"stopped by {signal.Signals(signum).name} after step {done}/{self.cfg.steps}; "
+                f"checkpoint {path}: re-run the same command to resume",
+                signum,
+            )
+
+    def save(self, done: int) -> Path | None:
+        """Write the checkpoint of the state after `done` steps (rank 0 writes it)."""
+        if self.checkpointer is None:
+            return None
+        self.outcome.skipped_steps = self.guard.skipped
+        self.outcome.steps_below_resolution = self.guard.below_resolution
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "outcome": asdict(self.outcome),
+            "best": self.best.state_dict(),
+            "guard": self.guard.state_dict(),
+            "extra": self.extra,
+            "rng": capture_rng(),
+        }
+        if not distributed.is_main():
+            return self.checkpointer.root
+        path = self.checkpointer.save(done, self.optimizer.trainable(), self.best.weights, state)
+        log.info("checkpoint after step %d: %s", done, path)
+        return path
+
+    def _restore(self, checkpoint: Checkpoint) -> int:
+        """Continue from a checkpoint: weights, optimizer, counters, best-dev, guard and RNG."""
+        state = checkpoint.state
+        load_weights(self.optimizer.trainable(), checkpoint.weights_file)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.outcome = TrainingOutcome(**state["outcome"])
+        self.outcome.resumed_at.append(checkpoint.step)
+        self.best.load_state_dict(state["best"], checkpoint.best_weights())
+        self.guard.load_state_dict(state["guard"])
+        restore_rng(state["rng"])
+        self.metrics.truncate_after(checkpoint.step)
+        log.info(
+            "resuming from %s (step %d of %d)", checkpoint.path, checkpoint.step, self.cfg.steps
+        )
+        return checkpoint.step
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def train(
     cfg: DictConfig, optimizer: Optimizer, splits: Splits, evaluate: Evaluator, metrics: MetricsLog
 ) -> TrainingOutcome:
-    """The training loop: steps, periodic log lines and dev evaluation, best-dev state kept."""
-    outcome = TrainingOutcome()
-    dev_key = f"dev_{evaluate.task.metric}"
-    best = BestDevState(optimizer.trainable(), evaluate.task.metric)
-    stream = batches(splits.train, cfg.batch_size, cfg.seed)
-    started, seen = time.time(), 0
-    bar = tqdm(total=cfg.steps, desc="train", disable=None, dynamic_ncols=True)
-    for step in range(cfg.steps):
-        batch = next(stream)
-        result = optimizer.step(batch, step)
-        seen += len(batch)
-        outcome.record(result)
-        elapsed = time.time() - started
-        record: dict[str, Any] = {
-            "step": step + 1,
-            "loss": result.loss,
-            "lr": result.lr,
-            "projected_grad": result.projected_grad,
-            "elapsed_s": round(elapsed, 3),
-            "examples_per_s": round(seen / max(elapsed, 1e-9), 3),
-            "forwards": outcome.forwards,
-            "backwards": outcome.backwards,
-        }
-        is_last = step + 1 == cfg.steps
-        if splits.dev and (is_last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
-            dev = evaluate(splits.dev)
-            record[dev_key] = dev[evaluate.task.metric]
-            best.offer(step + 1, dev, is_last)
-        if (step + 1) % cfg.log_every == 0 or is_last or dev_key in record:
-            metrics.write(record)
-            dev_text = f" {dev_key} {record[dev_key]:.4f}" if dev_key in record else ""
-            log.info("step %d/%d loss %.4f%s", step + 1, cfg.steps, result.loss, dev_text)
-        bar.update(1)
-        bar.set_postfix(loss=f"{result.loss:.4f}")
-    bar.close()
-    best.restore()
-    outcome.best_step, outcome.best_dev = best.step, best.scores
-    outcome.seconds = time.time() - started
-    return outcome
+    """One uninterrupted training loop without checkpoints (tests and benchmarks)."""
+    return Trainer(cfg, optimizer, splits, evaluate, metrics).run()

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from zoft.sweep import Cell, expand_cells
+from zoft.sweep import Cell, expand_cells, record_failed
 
 log = logging.getLogger("zoft.sweep")
 
@@ -84,5 +84,16 @@ class GridSweeper(Sweeper):
         returns: list[Sequence[JobReturn]] = []
         for start in range(0, len(todo), size):
             batch = todo[start : start + size]
-            returns.append(self.launcher.launch(batch, initial_job_idx=start))
+            launched = self.launcher.launch(batch, initial_job_idx=start)
+            for cell, job in zip(batch, launched, strict=True):
+                if _failed(job):
+                    record_failed(cell)
+            returns.append(launched)
         return returns
+
+
+def _failed(job: JobReturn) -> bool:
+    """A job that raised, or whose run recorded a failure (zoft-run returns the run's status)."""
+    if job.status == JobStatus.FAILED:
+        return True
+    return job.return_value == "failed"

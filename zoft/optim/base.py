@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoft import distributed
 from zoft.errors import ZoftError
 from zoft.scoring import Scorer
 from zoft.tasks.base import Example
@@ -22,6 +24,37 @@ class StepResult:
     forwards: int
     backwards: int
     projected_grad: float | None = None
+    # the size of a typical weight change this step: η·|g| per unit of z (ZO), η (AdamW)
+    update_scale: float | None = None
+
+
+class NonFiniteStep(ZoftError):
+    """A step whose loss or projected gradient is NaN or infinite; no weight was updated."""
+
+
+def check_finite(step: int, **values: float | None) -> None:
+    """Refuse a step before its update when any of its losses or estimates is not finite."""
+    bad = {k: v for k, v in values.items() if v is not None and not math.isfinite(v)}
+    if bad:
+        found = ", ".join(f"{k.replace('_', ' ')} = {v}" for k, v in bad.items())
+        raise NonFiniteStep(
+            f"step {step + 1}: non-finite {found}; the weights were not updated. Lower the "
+            "learning rate (or eps), train in dtype=fp32, or set guard.nonfinite=skip to skip "
+            "such batches"
+        )
+
+
+@torch.no_grad()
+def weight_resolution(params: Sequence[torch.Tensor]) -> float:
+    """About the smallest change a typical weight can take: the coarsest dtype's epsilon times the
+    RMS of the weights. An update far below it rounds away (MeZO's η·g in bf16, for instance)."""
+    tensors = [p for p in params if p.numel()]
+    if not tensors:
+        return 0.0
+    squares = sum(float(p.detach().float().pow(2).sum()) for p in tensors)
+    count = sum(p.numel() for p in tensors)
+    eps = max(torch.finfo(p.dtype).eps for p in tensors)
+    return eps * math.sqrt(squares / count)
 
 
 class Optimizer(ABC):
@@ -48,6 +81,18 @@ class Optimizer(ABC):
         """Method-specific counters for result.json (e.g. parameter passes)."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the trainable weights a resumed run needs to continue exactly."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned (the weights are restored separately)."""
+        del state  # a method without such state has nothing to restore
+
+    def weight_resolution(self) -> float:
+        """The resolution of the weights this method updates (see weight_resolution)."""
+        return weight_resolution(list(self.trainable().values()))
+
 
 def loss_value(loss: torch.Tensor) -> float:
     return float(loss.detach().float().item())
@@ -65,14 +110,16 @@ def micro_batches(batch: Sequence[Example], count: int) -> list[Sequence[Example
 @torch.no_grad()
 def batch_loss(scorer: Scorer, model: nn.Module, batch: Sequence[Example], count: int) -> float:
     """The loss of the whole batch computed over `count` micro-batches: Σ summed losses / Σ terms,
-    so it equals the one-shot loss up to float summation order."""
-    if count == 1:
+    so it equals the one-shot loss up to float summation order. Under data parallelism this rank
+    computes its shard and the sums are added over the ranks."""
+    if count == 1 and distributed.world_size() == 1:
         return loss_value(scorer.loss(model, batch))
     total, weight = 0.0, 0
-    for part in micro_batches(batch, count):
+    for part in micro_batches(distributed.shard(batch), count):
         part_sum, part_weight = scorer.loss_sum(model, part)
         total += float(part_sum.float().item())
         weight += part_weight
+    total, weight = distributed.all_sum([total, weight])
     return total / weight
 
 
@@ -83,8 +130,9 @@ def batch_loss_pair(
     """batch_loss of each copy when the batch runs twice over in the same forwards (a paired
     probe: the first copy sees θ+εz, the second θ−εz), over `count` micro-batches."""
     totals, weights = [0.0, 0.0], [0, 0]
-    for part in micro_batches(batch, count):
+    for part in micro_batches(distributed.shard(batch), count):
         for copy, (part_sum, part_weight) in enumerate(scorer.loss_sum_pair(model, part)):
             totals[copy] += float(part_sum.float().item())
             weights[copy] += part_weight
-    return totals[0] / weights[0], totals[1] / weights[1]
+    plus, minus, weight_plus, weight_minus = distributed.all_sum([*totals, *weights])
+    return plus / weight_plus, minus / weight_minus

@@ -9,10 +9,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoft import distributed
 from zoft.config import OptimizerConfig
 from zoft.errors import ZoftError
 from zoft.optim import OPTIMIZERS
-from zoft.optim.base import Optimizer, StepResult, loss_value, micro_batches
+from zoft.optim.base import (
+    NonFiniteStep,
+    Optimizer,
+    StepResult,
+    check_finite,
+    loss_value,
+    micro_batches,
+)
 from zoft.scoring import Scorer
 from zoft.tasks.base import Example
 
@@ -89,18 +97,27 @@ class BackpropPhase:
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(model)
 
-    def step(self, batch: Sequence[Example]) -> tuple[float, float]:
-        """(the batch's training loss, the learning rate used)."""
+    def step(self, batch: Sequence[Example], step: int) -> tuple[float, float]:
+        """(the batch's training loss, the learning rate used). Under data parallelism this rank
+        back-propagates its shard and the gradients are summed over the ranks."""
         self.model.train()
         lr = self.scheduler.get_last_lr()[0]
         amp = AMP_DTYPES[self.cfg.amp]
         total, weight = 0.0, 0
-        for part in micro_batches(batch, self.cfg.micro_batches):
+        for part in micro_batches(distributed.shard(batch), self.cfg.micro_batches):
             with torch.autocast(self.device_type, dtype=amp, enabled=amp is not None):
                 part_sum, part_weight = self.scorer.loss_sum(self.model, part)
             self.scaler.scale(part_sum).backward()
             total += loss_value(part_sum)
             weight += part_weight
+        distributed.all_reduce_gradients(list(self.params.values()))
+        total, weight = distributed.all_sum([total, weight])
+        try:
+            check_finite(step, loss=total)
+        except NonFiniteStep:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()  # the schedule stays aligned with the step count
+            raise
         for p in self.params.values():  # Σ of summed losses → gradient of the batch mean
             if p.grad is not None:
                 p.grad.div_(weight)
@@ -112,6 +129,18 @@ class BackpropPhase:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total / weight, lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
@@ -148,5 +177,11 @@ class FullFineTuning(Optimizer):
         self.phase = BackpropPhase(cfg, model, scorer, self.trainable(), total_steps)
 
     def step(self, batch: Sequence[Example], step: int) -> StepResult:
-        loss, lr = self.phase.step(batch)
-        return StepResult(loss=loss, lr=lr, forwards=1, backwards=1)
+        loss, lr = self.phase.step(batch, step)
+        return StepResult(loss=loss, lr=lr, forwards=1, backwards=1, update_scale=lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"phase": self.phase.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.phase.load_state_dict(state["phase"])

@@ -16,7 +16,14 @@ from torch import nn
 
 from zoft.errors import ZoftError
 from zoft.optim import OPTIMIZERS
-from zoft.optim.base import Optimizer, StepResult, batch_loss, batch_loss_pair
+from zoft.optim.base import (
+    Optimizer,
+    StepResult,
+    batch_loss,
+    batch_loss_pair,
+    check_finite,
+    weight_resolution,
+)
 from zoft.optim.directions import DIRECTIONS
 from zoft.optim.first_order import AdamConfig, BackpropPhase
 from zoft.optim.perturb import PerturbationEngine
@@ -76,9 +83,9 @@ class LMAO(Optimizer):
     def trainable(self) -> dict[str, nn.Parameter]:
         return {**self.adapter, **self.base}
 
-    def lora_phase(self, batch: Sequence[Example]) -> tuple[float, float]:
+    def lora_phase(self, batch: Sequence[Example], step: int) -> tuple[float, float]:
         """(loss before the first LoRA step, its learning rate)."""
-        results = [self.phase.step(batch) for _ in range(self.cfg.lora_steps)]
+        results = [self.phase.step(batch, step) for _ in range(self.cfg.lora_steps)]
         return results[0]
 
     @torch.no_grad()
@@ -94,6 +101,7 @@ class LMAO(Optimizer):
         estimates, loss_plus = spsa_estimates(
             self.engine, loss, loss_pair, step, self.cfg.eps, self.cfg.queries
         )
+        check_finite(step, zo_loss=loss_plus, projected_gradient=sum(estimates) / len(estimates))
         lr = self.cfg.zo_lr
         coeffs = [-lr * g / len(estimates) for g in estimates]
         self.engine.update(step, coeffs, decay=lr * self.cfg.zo_weight_decay)
@@ -102,18 +110,35 @@ class LMAO(Optimizer):
     def step(self, batch: Sequence[Example], step: int) -> StepResult:
         if self.cfg.zo_first:
             estimates, _ = self.zo_phase(batch, step)
-            loss, lr = self.lora_phase(batch)
+            loss, lr = self.lora_phase(batch, step)
         else:
-            loss, lr = self.lora_phase(batch)
+            loss, lr = self.lora_phase(batch, step)
             estimates, _ = self.zo_phase(batch, step)
         self.steps_taken += 1
+        projected = sum(estimates) / len(estimates)
         return StepResult(
             loss=loss,
             lr=lr,
             forwards=self.cfg.lora_steps + 2 * len(estimates),
             backwards=self.cfg.lora_steps,
-            projected_grad=sum(estimates) / len(estimates),
+            projected_grad=projected,
+            update_scale=self.cfg.zo_lr * abs(projected),  # the adapters are fp32
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase.state_dict(),
+            "engine": self.engine.state_dict(),
+            "steps_taken": self.steps_taken,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.phase.load_state_dict(state["phase"])
+        self.engine.load_state_dict(state["engine"])
+        self.steps_taken = state["steps_taken"]
+
+    def weight_resolution(self) -> float:
+        return weight_resolution(list(self.base.values()))
 
     def stats(self) -> dict[str, float]:
         return {

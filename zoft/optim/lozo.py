@@ -8,6 +8,7 @@ and folds it into η. zoft follows the code (no 1/r), so the published learning 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -53,6 +54,19 @@ class LOZOM(LOZO):
             raise ZoftError(f"optimizer.beta={self.cfg.beta} is invalid: it must lie in [0, 1)")
         self.momentum: dict[str, torch.Tensor] = {}  # m×r factors, or dense for 1-D parameters
         self.momentum_block: dict[str, int] = {}  # the subspace block each factor lives in
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "momentum": dict(self.momentum),
+            "momentum_block": dict(self.momentum_block),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        device = {name: p.device for name, p in self.engine.params.items()}
+        self.momentum = {n: t.to(device[n]) for n, t in state["momentum"].items()}
+        self.momentum_block = dict(state["momentum_block"])
 
     @torch.no_grad()
     def apply_update(self, step: int, estimates: list[float]) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -92,6 +92,22 @@ class PerturbationEngine:
         self._touched: set[str] = set()
         self._checked = False
         self._owner_cache: tuple[frozenset[str], list] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs: whether pairing was checked and kept, the pass counter, and
+        the parameters found to be read outside their module's forward."""
+        return {
+            "paired": self.paired,
+            "swept": self.swept,
+            "copy_restored": sorted(self.copy_restored),
+            "checked": self._checked,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.paired = state["paired"]
+        self.swept = state["swept"]
+        self.copy_restored = set(state["copy_restored"])
+        self._checked = state["checked"]
 
     @property
     def touched(self) -> set[str]:

@@ -15,7 +15,14 @@ from torch import nn
 
 from zoft.config import OptimizerConfig
 from zoft.errors import ZoftError
-from zoft.optim.base import Optimizer, StepResult, batch_loss, batch_loss_pair
+from zoft.optim.base import (
+    Optimizer,
+    StepResult,
+    batch_loss,
+    batch_loss_pair,
+    check_finite,
+    weight_resolution,
+)
 from zoft.optim.directions import Directions, GaussianDirections
 from zoft.optim.perturb import PerturbationEngine
 from zoft.scoring import Scorer
@@ -90,6 +97,8 @@ class ZerothOrderOptimizer(Optimizer):
 
     def step(self, batch: Sequence[Example], step: int) -> StepResult:
         estimates, loss_plus = self.projected_gradients(batch, step)
+        projected = sum(estimates) / len(estimates)
+        check_finite(step, loss=loss_plus, projected_gradient=projected)
         self.apply_update(step, estimates)
         self.steps_taken += 1
         return StepResult(
@@ -97,11 +106,22 @@ class ZerothOrderOptimizer(Optimizer):
             lr=self.cfg.lr,
             forwards=2 * len(estimates),
             backwards=0,
-            projected_grad=sum(estimates) / len(estimates),
+            projected_grad=projected,
+            update_scale=self.cfg.lr * abs(projected),
         )
 
     def stats(self) -> dict[str, float]:
         return engine_stats(self.engine, self.steps_taken)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"engine": self.engine.state_dict(), "steps_taken": self.steps_taken}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.engine.load_state_dict(state["engine"])
+        self.steps_taken = state["steps_taken"]
+
+    def weight_resolution(self) -> float:
+        return weight_resolution(list(self.engine.params.values()))
 
 
 def engine_stats(engine: PerturbationEngine, steps: int) -> dict[str, float]:

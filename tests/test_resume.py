@@ -1,0 +1,103 @@
+"""Exact resume: a zoft-run killed by SIGTERM mid-way and run again ends with the very parameters
+and metrics of an uninterrupted run, for a ZO method, LOZO-M's momentum, FT-LoRA's AdamW (with
+dropout drawing from the RNG) and LMAO's two phases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+COMMON = [
+    "model=tiny-opt",
+    "steps=40",
+    "batch_size=4",
+    "eval_every=7",
+    "log_every=1",
+    "task.kshot_test_cap=32",
+    "eval_batch_size=16",
+    "save_weights=true",
+    "threads=1",
+]
+METHODS = {
+    "mezo": ["optimizer=mezo", "optimizer.lr=1e-3"],
+    "lozo-m": ["optimizer=lozo-m", "optimizer.lr=1e-3", "optimizer.interval=4"],
+    "ft-lora": ["optimizer=ft-lora", "optimizer.lr=1e-3"],
+    "lmao": ["optimizer=lmao", "optimizer.zo_lr=1e-3", "optimizer.lr=1e-3"],
+}
+TIMING_KEYS = {"elapsed_s", "examples_per_s"}
+
+
+def _command(results: Path, method: str) -> list[str]:
+    return [sys.executable, "-m", "zoft", *COMMON, *METHODS[method], f"results_dir={results}"]
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "ZOFT_DATA": str(data_dir), "HF_HUB_OFFLINE": "1"}
+
+
+def _run_dir(results: Path) -> Path:
+    (result,) = results.rglob("result.json")
+    return result.parent
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in lines]
+
+
+def _interrupt_after(cmd: list[str], env: dict[str, str], results: Path, step: int) -> int:
+    """Start the run, SIGTERM it once its metrics show `step` steps; its exit code."""
+    proc = subprocess.Popen(cmd, env=env, cwd=results, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        logged = list(results.rglob("metrics.jsonl"))
+        if logged and len(logged[0].read_text().splitlines()) >= step:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.02)
+    _, stderr = proc.communicate(timeout=300)
+    assert "stopping after this step" in stderr, stderr[-3000:]
+    return proc.returncode
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(method, data_dir, tmp_path):
+    env = _env(data_dir)
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    straight.mkdir()
+    broken.mkdir()
+    done = subprocess.run(_command(straight, method), env=env, cwd=straight, capture_output=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    code = _interrupt_after(_command(broken, method), env, broken, step=3)
+    assert code == 128 + signal.SIGTERM
+    run_dir = _run_dir(broken)
+    stopped = json.loads((run_dir / "result.json").read_text())
+    assert stopped["status"] == "interrupted" and "re-run the same command" in stopped["reason"]
+    assert (run_dir / "checkpoints" / "latest").is_file()
+
+    again = subprocess.run(_command(broken, method), env=env, cwd=broken, capture_output=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    expected, resumed = _run_dir(straight), run_dir
+    a = load_file(str(expected / "weights.safetensors"))
+    b = load_file(str(resumed / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert _metrics(resumed) == _metrics(expected)
+    first, second = (json.loads((d / "result.json").read_text()) for d in (expected, resumed))
+    for key in ("test", "dev", "best_step", "train_loss_last", "forward_passes", "zero_shot"):
+        assert first[key] == second[key], key
+    assert second["optimizer_stats"] == first["optimizer_stats"]
+    (step,) = second["resumed_at_steps"]
+    assert 3 <= step < 40
+    assert not (resumed / "checkpoints").exists()  # removed once the run is complete

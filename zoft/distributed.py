@@ -1,0 +1,127 @@
+"""Data parallelism under `torchrun` (DESIGN §10): every rank draws the same mini-batch and works on
+its own contiguous shard of it.
+
+Zeroth-order methods all-reduce only loss scalars (each rank's summed loss and term count, for
+each probe): the step seed is the same on every rank, so the directions and the update are too,
+and no parameter or gradient is ever communicated. First-order methods all-reduce gradients
+(or let FSDP2 reduce-scatter them). Shard r is micro-batch r of the batch cut into world-size
+parts, so a run on W ranks computes exactly what one process computes with
+optimizer.micro_batches=W: the same per-shard sums, added in the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from zoft.errors import ZoftError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DistributedError(ZoftError):
+    """A multi-process setting that cannot work."""
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """Whether this process writes the run's files (rank 0, or the only process)."""
+    return rank() == 0
+
+
+def launched_world_size() -> int:
+    """The world size torchrun announced in the environment (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def setup(device: str) -> str:
+    """Join the process group torchrun set up (gloo on CPU, NCCL on CUDA); returns the device
+    this rank computes on. A no-op in a single process."""
+    if launched_world_size() == 1 or (dist.is_available() and dist.is_initialized()):
+        return device
+    if not dist.is_available():
+        raise DistributedError("this torch build has no torch.distributed; run one process")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    log.info("rank %d of %d on %s", rank(), world_size(), device)
+    return device
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(batch: Sequence[T]) -> Sequence[T]:
+    """This rank's contiguous part of `batch` (the whole batch in a single process)."""
+    world = world_size()
+    if world == 1:
+        return batch
+    if len(batch) < world:
+        raise DistributedError(
+            f"a batch of {len(batch)} examples cannot be split over {world} processes; raise "
+            f"batch_size to at least {world}"
+        )
+    bounds = [round(i * len(batch) / world) for i in range(world + 1)]
+    r = rank()
+    return batch[bounds[r] : bounds[r + 1]]
+
+
+def all_sum(values: Sequence[float]) -> list[float]:
+    """Element-wise sums over the ranks, in float64 (the values themselves in one process)."""
+    if world_size() == 1:
+        return list(values)
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when it is true on one (ranks must agree on when to stop)."""
+    if world_size() == 1:
+        return flag
+    tensor = torch.tensor([1 if flag else 0], device=_comm_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def gather_shards(items: list[Any]) -> list[Any]:
+    """Every rank's list, concatenated in rank order (the list itself in one process)."""
+    if world_size() == 1:
+        return items
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
+@torch.no_grad()
+def all_reduce_gradients(params: Sequence[torch.nn.Parameter]) -> None:
+    """Sum every gradient over the ranks (plain data parallelism for the first-order methods)."""
+    if world_size() == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
