@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from tests.conftest import model_cfg, tiny
-from zoft.models import ModelLoadError, load_model
+from tests.conftest import compose, model_cfg, tiny
+from zoft.models import ModelLoadError, load_model, memory_caps
 from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 
@@ -51,3 +51,38 @@ def test_packaged_smollm2_loads_and_scores_sst2_dev(data_dir):
     predictions = scorer.predict(loaded.model, dev, batch_size=12)
     accuracy = task.score(predictions, dev)["accuracy"]
     assert accuracy > 0.6  # a real pretrained model, well above chance on real data
+
+
+def test_device_map_auto_with_memory_caps_loads_a_model_directory(tmp_path):
+    """The multi-GPU path (device_map=auto, per-device caps) on the CPU this machine has: the
+    model loads through from_pretrained with the caps and computes what the plain model does."""
+    plain = tiny("opt")
+    plain.model.save_pretrained(tmp_path)
+    plain.tokenizer.save_pretrained(tmp_path)
+    cfg = compose(
+        [
+            "model=tiny-opt",
+            "model.source=hub",
+            f"model.path={tmp_path}",
+            "model.device_map=auto",
+            "model.max_memory=cpu:2GiB",
+        ]
+    ).model
+    mapped = load_model(cfg, "fp32", "cpu", 2)
+    plain.model.eval()  # built from a config, it starts in train mode (dropout)
+    ids = torch.tensor([[2, 10, 11, 12]])
+    with torch.no_grad():
+        expected = plain.model(input_ids=ids).logits
+        torch.testing.assert_close(mapped.model(input_ids=ids).logits, expected)
+
+
+def test_memory_caps_are_read_as_accelerate_wants_them():
+    assert memory_caps("0:70GiB 1:70GiB cpu:200GiB") == {0: "70GiB", 1: "70GiB", "cpu": "200GiB"}
+    with pytest.raises(ModelLoadError, match=r"'0=70GiB' is not device:size"):
+        memory_caps("0=70GiB")
+
+
+def test_memory_caps_without_device_map_are_refused():
+    cfg = compose(["model=tiny-opt", "model.max_memory=cpu:2GiB"]).model
+    with pytest.raises(ModelLoadError, match=r"add model\.device_map=auto"):
+        load_model(cfg, "fp32", "cpu", 2)

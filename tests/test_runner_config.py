@@ -51,6 +51,48 @@ def test_impossible_optimizer_settings_are_refused_before_loading(overrides, mes
         validate(compose(overrides))
 
 
+def test_digest_of_the_default_run_is_stable(monkeypatch):
+    """Finished runs are found by their digest: a new setting that does not change what a run
+    computes must not change it (7795f2a5fe is the digest of every release so far)."""
+    monkeypatch.setenv("ZOFT_DATA", "/data")
+    assert config_digest(compose([])) == "7795f2a5fe"
+    reliability = [
+        "checkpoint_every=50",
+        "resume=false",
+        "save_weights=true",
+        "guard.nonfinite=skip",
+        "model.max_memory=cpu:2GiB",
+    ]
+    assert config_digest(compose(reliability)) == "7795f2a5fe"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["optimizer=mezo", "fsdp=true"], r"fsdp=true with optimizer=mezo: FSDP shards"),
+        (["optimizer=ft", "fsdp=true"], r"fsdp=true needs several processes: launch with torchrun"),
+        (
+            ["optimizer=mezo", "optimizer.lora.r=16"],
+            r"optimizer\.lora\.r is set, but optimizer=mezo",
+        ),
+        (["checkpoint_every=-5"], r"checkpoint_every=-5 is invalid"),
+        (
+            ["guard.nonfinite=ignore"],
+            r"guard\.nonfinite='ignore' is invalid: use one of stop, skip",
+        ),
+    ],
+)
+def test_impossible_combinations_are_refused(overrides, message):
+    with pytest.raises(ZoftError, match=message):
+        validate(compose(overrides))
+
+
+def test_device_map_is_refused_under_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RunConfigError, match=r"cannot be\s+combined with torchrun"):
+        validate(compose(["model.device_map=auto"]))
+
+
 def test_fp16_weights_with_adam_are_refused():
     with pytest.raises(RunConfigError, match="optimizer.amp=fp16"):
         validate(compose(["dtype=fp16", "optimizer=ft"]))

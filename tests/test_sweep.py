@@ -323,3 +323,24 @@ def test_joblib_launcher_runs_cells_in_parallel_processes(data_dir, tmp_path):
     found = _results(runs)
     assert set(found) == {"mezo", "ft"}
     assert all(result["status"] == "complete" for _, result in found.values())
+
+
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(data_dir, tmp_path):
+    """A learning rate of nan makes the first cell's loss non-finite at step 2: that cell records
+    its failure, the next cell still runs, and zoft-run exits 1 naming the failed cell; run
+    again, only the failed cell is retried."""
+    runs = tmp_path / "runs"
+    args = ["-m", *TINY, "optimizer=mezo", "optimizer.lr=nan,1e-3", f"results_dir={runs}"]
+    proc = _zoft_run(args, data_dir, tmp_path)
+    assert proc.returncode == 1
+    assert "1 cell(s) of the sweep failed" in proc.stderr
+    assert "optimizer.lr=nan" in proc.stderr.rsplit("failed", 1)[1]
+    results = {
+        json.loads(p.read_text())["hyperparameters"]["lr"]: json.loads(p.read_text())
+        for p in runs.rglob("result.json")
+    }
+    assert results[0.001]["status"] == "complete"
+    (failed,) = [r for lr, r in results.items() if lr != 0.001]
+    assert failed["status"] == "failed" and "non-finite" in failed["reason"]
+    again = _zoft_run(args, data_dir, tmp_path)
+    assert "2 cells, 1 complete, 1 to run" in again.stdout + again.stderr

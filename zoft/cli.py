@@ -79,6 +79,8 @@ def _hydra_entry(cfg: DictConfig) -> str:
     from zoft.stopping import Interrupted
 
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    if os.environ.get("RANK", "0") != "0":  # torchrun: ranks other than 0 log warnings only
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         result = run(cfg)
     except Interrupted as err:
@@ -110,10 +112,8 @@ def quiet_libraries() -> None:
 
 def run_main() -> None:
     """zoft-run: one experiment, or a sweep with -m."""
-    main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 logs progress
     logging.basicConfig(
-        level=logging.INFO if main_rank else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     quiet_libraries()
     _register_grid_sweeper()

@@ -72,8 +72,8 @@ class ModelConfig:
     max_length: int = 512
     lora_targets: list[str] = field(default_factory=list)
     device_map: str | None = None  # "auto" spreads a large model over every visible device
-    # per-device caps for device_map=auto, e.g. {"0": 70GiB, "1": 70GiB, cpu: 200GiB}
-    max_memory: dict[str, str] | None = None
+    # per-device caps for device_map=auto, "device:size" pairs: "0:70GiB 1:70GiB cpu:200GiB"
+    max_memory: str | None = None
 
 
 @dataclass

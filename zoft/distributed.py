@@ -125,3 +125,34 @@ def _comm_device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def shard_model(model: torch.nn.Module) -> None:
+    """FSDP2: shard each transformer block (the model's no-split modules) and then the rest, so
+    every rank holds 1/W of the parameters, gradients and AdamW state."""
+    from torch.distributed.fsdp import fully_shard
+
+    if world_size() == 1:
+        raise DistributedError(
+            "fsdp=true needs several processes: launch with torchrun --nproc-per-node=N -m zoft"
+        )
+    blocks = set(getattr(model, "_no_split_modules", None) or [])
+    for module in model.modules():
+        if type(module).__name__ in blocks:
+            fully_shard(module)
+    fully_shard(model)
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """Whether a parameter is an FSDP2 shard (a DTensor)."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def full_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Whole CPU copies of possibly sharded tensors; every rank must call it (it gathers)."""
+    return {
+        name: (t.full_tensor() if is_sharded(t) else t).detach().to("cpu").contiguous()
+        for name, t in tensors.items()
+    }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,18 @@ def _no_logger(cfg: Any, run_dir: Path, resolved: dict[str, Any], dev_key: str) 
     return []
 
 
+CSV_COLUMNS = [
+    "step",
+    "loss",
+    "lr",
+    "projected_grad",
+    "elapsed_s",
+    "examples_per_s",
+    "forwards",
+    "backwards",
+]
+
+
 class CsvSink:
     """metrics.csv with a fixed header, so rows with and without a dev value line up."""
 
@@ -66,18 +79,6 @@ class CsvSink:
         pass
 
 
-CSV_COLUMNS = [
-    "step",
-    "loss",
-    "lr",
-    "projected_grad",
-    "elapsed_s",
-    "examples_per_s",
-    "forwards",
-    "backwards",
-]
-
-
 @LOGGERS.register("csv")
 def _csv_logger(cfg: Any, run_dir: Path, resolved: dict[str, Any], dev_key: str) -> list:
     return [CsvSink(run_dir / "metrics.csv", dev_key)]
@@ -99,7 +100,7 @@ class WandbSink:
                 f"logger.mode={cfg.mode!r} is invalid: use one of {', '.join(WANDB_MODES)}"
             )
         id_file = run_dir / _WANDB_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         atomic_write(id_file, run_id + "\n")
         self.run = wandb.init(
             project=cfg.project,

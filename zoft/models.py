@@ -174,6 +174,13 @@ def load_model(cfg: Any, dtype: str, device: str, num_labels: int | None = None)
         )
     if cfg.device_map:
         kwargs["device_map"] = cfg.device_map
+        if cfg.max_memory:
+            kwargs["max_memory"] = memory_caps(cfg.max_memory)
+    elif cfg.max_memory:
+        raise ModelLoadError(
+            f"model.max_memory caps the devices of model.device_map, which is not set for "
+            f"'{cfg.name}'; add model.device_map=auto"
+        )
     model, tokenizer, origin = LOADERS.get(source)(cfg, cls, kwargs)
     if not cfg.device_map:
         model.to(resolve_device(device))
@@ -182,6 +189,21 @@ def load_model(cfg: Any, dtype: str, device: str, num_labels: int | None = None)
     if kind == "classifier" and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, source=origin, notes=notes)
+
+
+def memory_caps(caps: str) -> dict[int | str, str]:
+    """model.max_memory ("0:70GiB 1:70GiB cpu:200GiB") as Accelerate wants it: GPU indices as
+    ints, cpu / disk / mps by name."""
+    parsed: dict[int | str, str] = {}
+    for pair in caps.replace(",", " ").split():
+        device, _, size = pair.partition(":")
+        if not device or not size:
+            raise ModelLoadError(
+                f"model.max_memory={caps!r}: '{pair}' is not device:size; write e.g. "
+                "model.max_memory='0:70GiB 1:70GiB cpu:200GiB'"
+            )
+        parsed[int(device) if device.isdigit() else device] = size
+    return parsed
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

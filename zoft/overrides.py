@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import importlib.resources
+import typing
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -110,48 +112,50 @@ def _check_key(key: str, override: Override) -> None:
     parent, _, leaf = key.rpartition(".")
     schemas = _schemas(parent)
     if not schemas:
-        if parent.partition(".")[0] in ("model", "task", "optimizer", "logger", "guard"):
-            raise OverrideError(f"Unknown config key '{key}' ({override.input_line}).")
-        return  # a key below a free-form node (e.g. model.max_memory.0)
+        raise OverrideError(f"Unknown config key '{key}' ({override.input_line}).")
     fields = _fields(schemas)
     if leaf not in fields:
         where = f"'{parent}'" if parent else "the run config"
         prefix = f"{parent}." if parent else ""
-        names = sorted(fields)
+        names = [prefix + n for n in sorted(fields)]
         raise OverrideError(
-            f"Unknown config key '{key}' ({override.input_line}).{_close(leaf, names)} Keys of "
-            f"{where}: {', '.join(prefix + n for n in names)}."
+            f"Unknown config key '{key}' ({override.input_line}).{_close(key, names)} Keys of "
+            f"{where}: {', '.join(names)}."
         )
     if leaf in GROUPS or (parent == "" and leaf == "guard"):
         return
     for value in _values(override):
-        _check_type(fields[leaf], leaf, key, value, override.input_line)
+        # an optimizer key's default differs per optimizer: show none rather than a wrong one
+        _check_type(fields[leaf], leaf, key, value, override.input_line, parent != "optimizer")
 
 
-def _check_type(schema: type, leaf: str, key: str, value: Any, line: str) -> None:
+def _check_type(
+    schema: type, leaf: str, key: str, value: Any, line: str, show_default: bool
+) -> None:
     if isinstance(value, str) and "${" in value:
         return  # an interpolation, resolved by Hydra
     node = OmegaConf.structured(schema)
+    default = node[leaf]
     try:
         node[leaf] = value
     except OmegaConfBaseException as err:
-        expected = next(f.type for f in dataclasses.fields(schema) if f.name == leaf)
-        default = getattr(schema(), leaf, None) if _constructible(schema) else None
-        example = f" (default {key}={default})" if default is not None else ""
+        expected = typing.get_type_hints(schema)[leaf]
+        shown = show_default and default is not None
+        example = f" (default {key}={_plain(default)})" if shown else ""
         detail = str(err).splitlines()[0]
         raise OverrideError(
             f"Wrong type for '{key}' ({line}): it takes {_type_name(expected)}{example}. {detail}"
         ) from None
 
 
-def _constructible(schema: type) -> bool:
-    try:
-        schema()
-    except TypeError:
-        return False
-    return True
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(getattr(value, "value", value))
 
 
 def _type_name(annotation: Any) -> str:
-    text = str(annotation)
-    return {"int": "an integer", "float": "a number", "bool": "true or false"}.get(text, text)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of " + ", ".join(str(m.value) for m in annotation)
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(annotation, str(annotation).replace("typing.", ""))

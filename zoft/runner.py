@@ -62,6 +62,7 @@ _NON_SEMANTIC = (
     "threads",
     "experiment",
     "optimizer.probes",  # paired or sequential probes: the same losses up to float rounding
+    "model.max_memory",  # where device_map=auto places the layers
     "checkpoint_every",
     "resume",
     "save_weights",
@@ -157,6 +158,11 @@ def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
             "backprop, while a zeroth-order method runs data-parallel with only loss scalars "
             "communicated; drop fsdp=true (torchrun alone shards the batch), or use "
             "model.device_map=auto for a model larger than one device"
+        )
+    if cfg.fsdp and cfg.checkpoint_every:
+        raise RunConfigError(
+            "checkpoint_every with fsdp=true: FSDP-sharded runs are not checkpointed yet; set "
+            "checkpoint_every=0, or train without fsdp (plain data parallelism checkpoints)"
         )
     if cfg.fsdp and distributed.launched_world_size() == 1:
         raise RunConfigError(
@@ -288,7 +294,7 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
         scorer.context, result["icl_demos"] = demonstration_context(
             task, cfg.task.template, splits.train, cfg.icl_demos, cfg.data_seed
         )
-    evaluate = Evaluator(task, scorer, loaded.model, cfg.eval_batch_size)
+    evaluate = Evaluator(task, scorer, loaded.model, cfg.eval_batch_size, replicate=cfg.fsdp)
     earlier = resume.state["extra"] if resume is not None else {}
     if "zero_shot" in earlier:
         result["zero_shot"] = earlier["zero_shot"]
@@ -301,6 +307,9 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
     outcome, stats = TrainingOutcome(), {}
     if cfg.steps:
         add_adapter(loaded.model, cfg.optimizer, cfg.model)
+        if cfg.fsdp:
+            distributed.shard_model(loaded.model)
+            scorer.single_forward = True  # the same number of forwards on every rank
         objective = build_objective(cfg.objective, scorer)
         optimizer = build_optimizer(cfg.optimizer, loaded.model, objective, cfg.steps, cfg.seed)
         result["trainable_parameters"] = sum(p.numel() for p in optimizer.trainable().values())
@@ -315,7 +324,7 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
         untrained = outcome.steps == 0 and "zero_shot" in result
         result["test"] = result["zero_shot"] if untrained else evaluate(splits.test)
     log.info("test %s", result["test"])
-    if cfg.save_weights and distributed.is_main():
+    if cfg.save_weights:
         _save_weights(loaded.model, ctx.out_dir)
     result.update(_outcome_fields(outcome), optimizer_stats=stats)
     result.update(memory=tracker.phases, wall_time_s=round(time.time() - started, 2))
@@ -325,7 +334,9 @@ def _save_weights(model: torch.nn.Module, out_dir: Path) -> None:
     """The trained model's parameters (adapters included), as safetensors."""
     from safetensors.torch import save_file
 
-    tensors = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters()}
+    tensors = distributed.full_tensors(dict(model.named_parameters()))  # every rank gathers
+    if not distributed.is_main():
+        return
     save_file(tensors, str(out_dir / WEIGHTS_FILE))
     log.info("weights written to %s", out_dir / WEIGHTS_FILE)
 
@@ -367,11 +378,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
     result = {**_base_result(cfg), "output_dir": str(out_dir), **environment()}
     result["world_size"] = distributed.world_size()
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    dev_key = f"dev_{get_task(cfg.task.name).metric}"
-    sinks = build_sinks(cfg.logger, out_dir, resolved, dev_key) if main else []
-    metrics = MetricsLog(out_dir / "metrics.jsonl" if main else None, sinks)
+    metrics = MetricsLog(out_dir / "metrics.jsonl" if main else None)
     try:
+        if main:
+            resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+            dev_key = f"dev_{get_task(cfg.task.name).metric}"
+            metrics.sinks = build_sinks(cfg.logger, out_dir, resolved, dev_key)
         with signal_flags() as flags:
             ctx = _RunContext(out_dir, result, flags, checkpointer, resume, metrics)
             _execute(cfg, ctx)

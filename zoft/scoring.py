@@ -35,6 +35,7 @@ class Scorer(ABC):
         self.template = template
         self.max_length = max_length
         self._pairing = False  # inside loss_sum_pair: forwards keep the two copies aligned
+        self.single_forward = False  # one forward per call, whatever its logits' size (FSDP)
 
     @abstractmethod
     def prompts(self, examples: Sequence[Example]) -> list[Any]:
@@ -190,7 +191,7 @@ class CausalLMScorer(Scorer):
         device = model_device(model)
         k = max(len(t) for t in rows.targets)
         vocab = model.get_output_embeddings().weight.shape[0]
-        chunk = max(1, LOGIT_BUDGET // (k * vocab))
+        chunk = len(rows.inputs) if self.single_forward else max(1, LOGIT_BUDGET // (k * vocab))
         row_of_input = torch.tensor(rows.input_of_row, device=device)
         targets, in_option = _right_aligned(rows.targets, k, device)
         token_lp = torch.zeros(len(rows.targets), k, device=device)

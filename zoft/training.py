@@ -53,9 +53,15 @@ class Evaluator:
     scorer: Scorer
     model: torch.nn.Module
     batch_size: int
+    # every rank evaluates every example: FSDP needs the same forwards on all ranks
+    replicate: bool = False
 
     def __call__(self, examples: Sequence[Example]) -> dict[str, float]:
         was_training = self.model.training
+        if self.replicate:
+            predictions = self.scorer.predict(self.model, examples, self.batch_size)
+            self.model.train(was_training)
+            return self.task.score(predictions, examples)
         mine = distributed.shard(examples)
         predictions = self.scorer.predict(self.model, mine, self.batch_size)
         self.model.train(was_training)
@@ -240,6 +246,11 @@ class Trainer:
     def save(self, done: int) -> Path | None:
         """Write the checkpoint of the state after `done` steps (rank 0 writes it)."""
         if self.checkpointer is None:
+            return None
+        if any(distributed.is_sharded(p) for p in self.optimizer.trainable().values()):
+            log.warning(
+                "FSDP-sharded runs are not checkpointed yet: no checkpoint at step %d", done
+            )
             return None
         self.outcome.skipped_steps = self.guard.skipped
         self.outcome.steps_below_resolution = self.guard.below_resolution

@@ -110,8 +110,11 @@ class BackpropPhase:
             self.scaler.scale(part_sum).backward()
             total += loss_value(part_sum)
             weight += part_weight
-        distributed.all_reduce_gradients(list(self.params.values()))
+        sharded = any(distributed.is_sharded(p) for p in self.params.values())
+        if not sharded:  # FSDP2 has already reduce-scattered them, averaged over the ranks
+            distributed.all_reduce_gradients(list(self.params.values()))
         total, weight = distributed.all_sum([total, weight])
+        scale = distributed.world_size() if sharded else 1
         try:
             check_finite(step, loss=total)
         except NonFiniteStep:
@@ -120,7 +123,7 @@ class BackpropPhase:
             raise
         for p in self.params.values():  # Σ of summed losses → gradient of the batch mean
             if p.grad is not None:
-                p.grad.div_(weight)
+                p.grad.mul_(scale / weight)
         self.scaler.unscale_(self.optimizer)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.max_grad_norm)
