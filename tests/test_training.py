@@ -42,3 +42,15 @@ def test_best_dev_weights_are_restored_after_training(data_dir, tmp_path):
     assert torch.equal(final, evaluate.seen[1])
     assert not torch.equal(final, evaluate.seen[2])
     assert outcome.forwards == 12 and outcome.steps == 6
+
+
+def test_batches_from_a_start_continue_the_same_order():
+    """A resumed run draws the very batches the uninterrupted run drew after its checkpoint."""
+    from itertools import islice
+
+    from zoft.training import batches
+
+    examples = list(range(10))  # 3 batches of 3 per epoch (one example left out per epoch)
+    whole = list(islice(batches(examples, 3, seed=7), 8))
+    for start in range(8):
+        assert list(islice(batches(examples, 3, seed=7, start=start), 8 - start)) == whole[start:]

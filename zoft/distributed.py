@@ -93,13 +93,13 @@ def all_sum(values: Sequence[float]) -> list[float]:
     return tensor.tolist()
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank when it is true on one (ranks must agree on when to stop)."""
+def any_rank(flags: Sequence[bool]) -> list[bool]:
+    """Each flag true on every rank when it is true on one (ranks must agree on when to stop)."""
     if world_size() == 1:
-        return flag
-    tensor = torch.tensor([1 if flag else 0], device=_comm_device())
+        return list(flags)
+    tensor = torch.tensor([1 if f else 0 for f in flags], device=_comm_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
+    return [bool(v) for v in tensor.tolist()]
 
 
 def gather_shards(items: list[Any]) -> list[Any]:

@@ -28,17 +28,36 @@ class Interrupted(ZoftError):
 
 
 class SignalFlags:
-    """What the signals received so far ask for; the training loop reads it between steps."""
+    """What the signals received so far ask for. Inside the training loop (`deferred`) a stop
+    waits for the end of the step, which the loop checkpoints; anywhere else (loading, evaluation)
+    it stops the run at once: there is nothing to checkpoint yet, or nothing left to."""
 
     def __init__(self) -> None:
         self.stop: int | None = None  # the signal number asking to stop
         self.checkpoint = False  # a checkpoint was asked for (SIGUSR1)
+        self.deferring = False
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Signals wait for the current step to end while the block runs."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum in CHECKPOINT_SIGNALS:
-            self.checkpoint = True
-            log.warning("%s: a checkpoint will be written after this step", _name(signum))
+            if self.deferring:
+                self.checkpoint = True
+                log.warning("%s: a checkpoint will be written after this step", _name(signum))
             return
+        if not self.deferring:
+            raise Interrupted(
+                f"stopped by {_name(signum)} outside training (nothing to checkpoint); re-run the "
+                "same command to run it again",
+                signum,
+            )
         if self.stop == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.stop = signum

@@ -158,10 +158,21 @@ class Trainer:
     def run(self, resume: Checkpoint | None = None) -> TrainingOutcome:
         cfg = self.cfg
         start = self._restore(resume) if resume is not None else 0
-        outcome = self.outcome  # the restored counters when resuming
         stream = batches(self.splits.train, cfg.batch_size, cfg.seed, start=start)
-        started, seen, earlier = time.time(), 0, outcome.seconds
         bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=None, dynamic_ncols=True)
+        with self.flags.deferred():
+            self._loop(start, stream, bar)
+        bar.close()
+        self.best.restore()
+        outcome = self.outcome
+        outcome.best_step, outcome.best_dev = self.best.step, self.best.scores
+        outcome.skipped_steps = self.guard.skipped
+        outcome.steps_below_resolution = self.guard.below_resolution
+        return outcome
+
+    def _loop(self, start: int, stream: Iterator[list[Example]], bar: tqdm) -> None:
+        cfg, outcome = self.cfg, self.outcome
+        started, seen, earlier = time.time(), 0, outcome.seconds
         for step in range(start, cfg.steps):
             batch = next(stream)
             record = self._step(step, batch)
@@ -194,12 +205,6 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
             if not is_last:
                 self._checkpoint_if_due(step + 1)
-        bar.close()
-        self.best.restore()
-        outcome.best_step, outcome.best_dev = self.best.step, self.best.scores
-        outcome.skipped_steps = self.guard.skipped
-        outcome.steps_below_resolution = self.guard.below_resolution
-        return outcome
 
     def _step(self, step: int, batch: list[Example]) -> dict[str, Any]:
         """One optimizer step under the guards: its metrics record."""
@@ -230,16 +235,22 @@ class Trainer:
         """Checkpoint after `done` steps when due or asked for; stop after a stop signal."""
         every = self.cfg.get("checkpoint_every", 0)
         due = bool(every) and done % every == 0
-        asked = distributed.any_rank(self.flags.take_checkpoint_request())
-        stop = distributed.any_rank(self.flags.stop is not None)
+        asked, stop = distributed.any_rank(
+            [self.flags.take_checkpoint_request(), self.flags.stop is not None]
+        )  # every rank stops after the same step
         if not (due or asked or stop):
             return
         path = self.save(done)
         if stop:
             signum = self.flags.stop or signal.SIGTERM
+            where = (
+                f"checkpoint {path}: re-run the same command to resume"
+                if path
+                else "no checkpoint was written: re-running starts over"
+            )
             raise Interrupted(
                 f"stopped by {signal.Signals(signum).name} after step {done}/{self.cfg.steps}; "
-                f"checkpoint {path}: re-run the same command to resume",
+                + where,
                 signum,
             )
 
