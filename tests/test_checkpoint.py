@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from zoft.checkpoint import (
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     capture_rng,
     load_weights,
     restore_rng,
