@@ -75,6 +75,14 @@ def test_run_writes_a_complete_result(finished_run):
     assert "test" in proc.stdout  # the summary table
 
 
+def test_without_a_terminal_progress_is_log_lines_after_the_resolved_config(finished_run):
+    _, _, _, proc = finished_run
+    log = proc.stderr
+    assert "resolved config:" in log and "optimizer:" in log.split("resolved config:")[1]
+    assert "\rtrain" not in log and "it/s]" not in log  # no progress bar without a terminal
+    assert "step 6/6 loss" in log and "s/step," in log and "left)" in log
+
+
 def test_metrics_and_config_are_written(finished_run):
     _, _, run_dir, _ = finished_run
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

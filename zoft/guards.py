@@ -2,7 +2,8 @@
 
 - A non-finite loss or projected gradient is refused by the optimizer before it updates anything
   (NonFiniteStep); `guard.nonfinite` says whether that stops the run or skips the batch, and
-  `guard.max_skipped` bounds how many batches may be skipped.
+  `guard.max_skipped` bounds how many batches may be skipped. (LMAO checks each phase before its
+  own update: a non-finite ZO phase is caught after that step's LoRA update was applied.)
 - Divergence: with `guard.divergence=f > 0`, the run stops once the mean loss of the last
   DIVERGENCE_WINDOW steps exceeds f times the mean of the first DIVERGENCE_WINDOW.
 - Resolution: an update η·|g| below half the spacing of the weights' dtype around their typical
