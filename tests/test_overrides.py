@@ -49,6 +49,7 @@ def test_mistakes_are_named_with_the_fix(arguments, message):
         ["+experiment=mini_smollm2_table1", "seed=1", "hydra.sweeper.dry_run=true"],
         ["model.max_memory=0:70GiB 1:70GiB cpu:200GiB", "model.device_map=auto"],
         ["results_dir=${oc.env:HOME}/runs", "logger=wandb", "logger.tags=[a,b]"],
+        ["-m", "task=glob(s*)", "seed=range(0,3)", "optimizer.lr=interval(1e-6,1e-4)"],
     ],
 )
 def test_valid_command_lines_pass(arguments):

@@ -70,8 +70,12 @@ def check_overrides(arguments: list[str]) -> None:
 
 
 def _values(override: Override) -> list[Any]:
+    """The values an override names; none for sweeps that cannot be listed (glob, interval)."""
     if override.is_sweep_override():
-        return list(override.sweep_iterator())
+        try:
+            return list(override.sweep_iterator())
+        except HydraException:
+            return []
     return [override.value()]
 
 
