@@ -1,6 +1,6 @@
 """Data parallelism with torchrun on 2 CPU processes (gloo): ZO runs equal the single-process run
 on the concatenated batch bit for bit; FT-LoRA trains under FSDP2 as under plain data
-parallelism."""
+parallelism; FSDP runs resume from per-rank shards bit for bit."""
 
 from __future__ import annotations
 
@@ -29,21 +29,21 @@ COMMON = [
 ]
 
 
+def _launcher(processes: int) -> list[str]:
+    if processes == 1:
+        return [sys.executable, "-m", "zoft"]
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*run, f"--nproc-per-node={processes}", "-m", "zoft"]
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "ZOFT_DATA": str(data_dir), "HF_HUB_OFFLINE": "1"}
+
+
 def _run(args: list[str], results: Path, data_dir: Path, processes: int = 1):
-    launcher = [sys.executable, "-m", "zoft"]
-    if processes > 1:
-        launcher = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={processes}",
-            "-m",
-            "zoft",
-        ]
-    env = {**os.environ, "ZOFT_DATA": str(data_dir), "HF_HUB_OFFLINE": "1"}
     results.mkdir(parents=True, exist_ok=True)
-    cmd = [*launcher, *COMMON, *args, f"results_dir={results}"]
+    cmd = [*_launcher(processes), *COMMON, *args, f"results_dir={results}"]
+    env = _env(data_dir)
     proc = subprocess.run(cmd, env=env, cwd=results, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     (result,) = results.rglob("result.json")
@@ -96,3 +96,30 @@ def test_a_single_process_is_its_own_shard():
     assert distributed.all_sum([1.5, 2]) == [1.5, 2]
     assert distributed.gather_shards(["a"]) == ["a"]
     assert distributed.world_size() == 1 and distributed.is_main()
+
+
+@pytest.mark.parametrize("method", ["ft-lora", "ft"])
+def test_an_fsdp_run_killed_and_resumed_equals_an_uninterrupted_one(method, data_dir, tmp_path):
+    """Each rank checkpoints its own shards (weights, AdamW moments, best-dev copy) and resumes
+    them: bit-identical weights and the same metrics."""
+    from tests.test_resume import _interrupt_after, _metrics
+
+    args = [f"optimizer={method}", "optimizer.lr=1e-3", "fsdp=true", "steps=30", "eval_every=7"]
+    straight = _run(args, tmp_path / "straight", data_dir, processes=2)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    cmd = [*_launcher(2), *COMMON, *args, f"results_dir={broken}"]
+    assert _interrupt_after(cmd, _env(data_dir), broken, step=9) != 0
+    (checkpoint,) = broken.rglob("checkpoints/step-*")
+    assert {p.name for p in checkpoint.glob("*-rank*")} >= {
+        "weights-rank0.safetensors",
+        "weights-rank1.safetensors",
+        "state-rank1.pt",
+        "best-rank1.safetensors",
+    }
+    resumed = _run(args, broken, data_dir, processes=2)
+    a = load_file(str(straight / "weights.safetensors"))
+    b = load_file(str(resumed / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics(straight) == _metrics(resumed)
+    assert json.loads((resumed / "result.json").read_text())["resumed_at_steps"][0] >= 9

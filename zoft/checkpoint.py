@@ -31,6 +31,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from zoft import distributed
 from zoft.errors import ZoftError
 from zoft.outputs import atomic_write
 
@@ -47,18 +48,20 @@ class CheckpointError(ZoftError):
 
 @dataclass
 class Checkpoint:
-    """A checkpoint found on disk: its state is read, its weights are copied in when restored."""
+    """A checkpoint found on disk: its state is read, its weights are copied in when restored.
+    A sharded (FSDP) checkpoint holds one set of files per rank, suffixed -rank<r>."""
 
     step: int
     state: dict[str, Any]
     path: Path
+    suffix: str = ""
 
     @property
     def weights_file(self) -> Path:
-        return self.path / "weights.safetensors"
+        return self.path / f"weights{self.suffix}.safetensors"
 
     def best_weights(self) -> dict[str, torch.Tensor] | None:
-        best = self.path / "best.safetensors"
+        best = self.path / f"best{self.suffix}.safetensors"
         return load_file(str(best)) if best.is_file() else None
 
 
@@ -85,6 +88,10 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _alone() -> None:
+    """Nothing to wait for: one process writes the whole checkpoint."""
+
+
 def _cpu_copies(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
 
@@ -103,33 +110,54 @@ class Checkpointer:
         best_weights: dict[str, torch.Tensor] | None,
         state: dict[str, Any],
     ) -> Path:
-        """Write the checkpoint of `step` atomically and make it the latest."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Write the checkpoint of `step` atomically and make it the latest. Under FSDP every
+        rank calls it with its own shards and writes its own files; rank 0 completes it."""
+        sharded = distributed.shards_parameters()
+        suffix = f"-rank{distributed.rank()}" if sharded else ""
+        sync = distributed.barrier if sharded else _alone
         name = f"step-{step:09d}"
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}-"))
+        staging = self._staging(name, sharded)
         try:
-            save_file(_cpu_copies(weights), str(staging / "weights.safetensors"))
+            save_file(_cpu_copies(weights), str(staging / f"weights{suffix}.safetensors"))
             if best_weights is not None:
-                save_file(_cpu_copies(best_weights), str(staging / "best.safetensors"))
-            with (staging / "state.pt").open("wb") as f:
+                save_file(_cpu_copies(best_weights), str(staging / f"best{suffix}.safetensors"))
+            with (staging / f"state{suffix}.pt").open("wb") as f:
                 torch.save(state, f)
-            meta = {
-                "step": step,
-                "config_digest": self.config_digest,
-                "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-            atomic_write(staging / _META, json.dumps(meta, indent=2) + "\n")
+            sync()  # every rank's files are in place
             target = self.root / name
-            shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
+            if distributed.is_main():
+                meta = {
+                    "step": step,
+                    "config_digest": self.config_digest,
+                    "world_size": distributed.world_size() if sharded else 1,
+                    "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+                atomic_write(staging / _META, json.dumps(meta, indent=2) + "\n")
+                shutil.rmtree(target, ignore_errors=True)
+                staging.rename(target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        atomic_write(self.root / _LATEST, name + "\n")
-        for old in self.root.iterdir():
-            if old.is_dir() and old.name != name and old.name.startswith(("step-", ".step-")):
-                shutil.rmtree(old, ignore_errors=True)
+        if distributed.is_main():
+            atomic_write(self.root / _LATEST, name + "\n")
+            for old in self.root.iterdir():
+                if old.is_dir() and old.name != name and old.name.startswith(("step-", ".step-")):
+                    shutil.rmtree(old, ignore_errors=True)
+        sync()  # no rank goes on before the checkpoint is complete
         return target
+
+    def _staging(self, name: str, sharded: bool) -> Path:
+        """A fresh directory to write into: private to this process, or, when every rank writes
+        its shards, one name all ranks agree on (rank 0 creates it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not sharded:
+            return Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}-"))
+        staging = self.root / f".{name}-shards"
+        if distributed.is_main():
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+        distributed.barrier()
+        return staging
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint directory, if any."""
@@ -155,9 +183,17 @@ class Checkpointer:
                 f"{self.config_digest}); resume with the config that wrote it, or set "
                 "resume=false to start over (the old checkpoint is kept under a new name)"
             )
-        with (path / "state.pt").open("rb") as f:
+        world = meta.get("world_size", 1)
+        suffix = f"-rank{distributed.rank()}" if world > 1 else ""
+        if world > 1 and world != distributed.world_size():
+            raise CheckpointError(
+                f"{path} holds parameter shards of {world} processes, but this run has "
+                f"{distributed.world_size()}; resume with torchrun --nproc-per-node={world}, or "
+                "set resume=false to start over"
+            )
+        with (path / f"state{suffix}.pt").open("rb") as f:
             state = torch.load(f, weights_only=True)
-        return Checkpoint(step=meta["step"], state=state, path=path)
+        return Checkpoint(step=meta["step"], state=state, path=path, suffix=suffix)
 
     def set_aside(self) -> Path | None:
         """Move existing checkpoints out of the way (a fresh start keeps them, renamed)."""
@@ -186,10 +222,10 @@ def load_weights(params: dict[str, torch.nn.Parameter], path: Path) -> None:
                 f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}); set resume=false"
             )
         for name, p in params.items():
-            saved = f.get_tensor(name)
-            if saved.shape != p.shape or saved.dtype != p.dtype:
+            saved, target = f.get_tensor(name), distributed.local(p)
+            if saved.shape != target.shape or saved.dtype != target.dtype:
                 raise CheckpointError(
                     f"parameter {name} is {saved.dtype} {tuple(saved.shape)} in {path} but "
-                    f"{p.dtype} {tuple(p.shape)} in the model; set resume=false"
+                    f"{target.dtype} {tuple(target.shape)} in the model; set resume=false"
                 )
-            p.copy_(saved)
+            target.copy_(saved)

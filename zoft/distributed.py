@@ -141,6 +141,7 @@ def shard_model(model: torch.nn.Module) -> None:
         if type(module).__name__ in blocks:
             fully_shard(module)
     fully_shard(model)
+    _SHARDED_MODELS.append(True)
 
 
 def is_sharded(tensor: torch.Tensor) -> bool:
@@ -148,6 +149,57 @@ def is_sharded(tensor: torch.Tensor) -> bool:
     from torch.distributed.tensor import DTensor
 
     return isinstance(tensor, DTensor)
+
+
+_SHARDED_MODELS: list[bool] = []  # set by shard_model: checkpoints are then written per rank
+
+
+def shards_parameters() -> bool:
+    """Whether this process trains an FSDP-sharded model (each rank checkpoints its shards)."""
+    return bool(_SHARDED_MODELS)
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a sharded tensor (the tensor itself otherwise)."""
+    return tensor.to_local() if is_sharded(tensor) else tensor
+
+
+_LOCAL_MARK = "__local_shard__"
+
+
+def local_state(obj: Any) -> Any:
+    """A state (nested dicts and lists) with each sharded tensor replaced by its local shard, so
+    it saves and loads as plain tensors; restore with sharded_state."""
+    if is_sharded(obj):
+        return {_LOCAL_MARK: obj.to_local()}
+    if isinstance(obj, dict):
+        return {k: local_state(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(local_state(v) for v in obj)
+    return obj
+
+
+def sharded_state(state: dict[int, dict[str, Any]], params: Sequence[torch.Tensor]) -> None:
+    """Undo local_state in an optimizer's per-parameter state, in place: each local shard is
+    wrapped again as a shard laid out like its parameter (same mesh, placements and shape)."""
+    from torch.distributed.tensor import DTensor
+
+    for index, entries in state.items():
+        p = params[index]
+        for key, value in entries.items():
+            if isinstance(value, dict) and _LOCAL_MARK in value:
+                entries[key] = DTensor.from_local(
+                    value[_LOCAL_MARK].to(p.device),
+                    p.device_mesh,
+                    p.placements,
+                    shape=p.shape,
+                    stride=p.stride(),
+                )
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
 
 
 def full_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

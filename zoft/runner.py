@@ -159,11 +159,6 @@ def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
             "communicated; drop fsdp=true (torchrun alone shards the batch), or use "
             "model.device_map=auto for a model larger than one device"
         )
-    if cfg.fsdp and cfg.checkpoint_every:
-        raise RunConfigError(
-            "checkpoint_every with fsdp=true: FSDP-sharded runs are not checkpointed yet; set "
-            "checkpoint_every=0, or train without fsdp (plain data parallelism checkpoints)"
-        )
     if cfg.fsdp and distributed.launched_world_size() == 1:
         raise RunConfigError(
             "fsdp=true needs several processes: launch with torchrun --nproc-per-node=N -m zoft"

@@ -108,10 +108,14 @@ class BestDevState:
             return
         self.value, self.step, self.scores = scores[self.metric], step, scores
         # the current weights are the best ones: a copy is only needed if training goes on
+        # (of this rank's shard under FSDP)
         self.weights = (
             None
             if is_last
-            else {n: p.detach().to("cpu", copy=True) for n, p in self.params.items()}
+            else {
+                n: distributed.local(p).detach().to("cpu", copy=True)
+                for n, p in self.params.items()
+            }
         )
 
     @torch.no_grad()
@@ -120,7 +124,8 @@ class BestDevState:
             return
         log.info("restoring the best-dev state of step %d", self.step)
         for name, p in self.params.items():
-            p.copy_(self.weights[name].to(p.device))
+            target = distributed.local(p)
+            target.copy_(self.weights[name].to(target.device))
 
     def state_dict(self) -> dict[str, Any]:
         return {"value": self.value, "step": self.step, "scores": dict(self.scores)}
@@ -258,24 +263,21 @@ class Trainer:
         """Write the checkpoint of the state after `done` steps (rank 0 writes it)."""
         if self.checkpointer is None:
             return None
-        if any(distributed.is_sharded(p) for p in self.optimizer.trainable().values()):
-            log.warning(
-                "FSDP-sharded runs are not checkpointed yet: no checkpoint at step %d", done
-            )
-            return None
+        sharded = distributed.shards_parameters()  # then every rank writes its shards
+        if not (sharded or distributed.is_main()):
+            return self.checkpointer.root
         self.outcome.skipped_steps = self.guard.skipped
         self.outcome.steps_below_resolution = self.guard.below_resolution
         state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": distributed.local_state(self.optimizer.state_dict()),
             "outcome": asdict(self.outcome),
             "best": self.best.state_dict(),
             "guard": self.guard.state_dict(),
             "extra": self.extra,
             "rng": capture_rng(),
         }
-        if not distributed.is_main():
-            return self.checkpointer.root
-        path = self.checkpointer.save(done, self.optimizer.trainable(), self.best.weights, state)
+        weights = {n: distributed.local(p) for n, p in self.optimizer.trainable().items()}
+        path = self.checkpointer.save(done, weights, self.best.weights, state)
         log.info("checkpoint after step %d: %s", done, path)
         return path
 

@@ -141,6 +141,9 @@ class BackpropPhase:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if any(distributed.is_sharded(p) for p in params):  # FSDP: AdamW moments are shards
+            distributed.sharded_state(state["optimizer"]["state"], params)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
