@@ -114,7 +114,6 @@ class BackpropPhase:
         if not sharded:  # FSDP2 has already reduce-scattered them, averaged over the ranks
             distributed.all_reduce_gradients(list(self.params.values()))
         total, weight = distributed.all_sum([total, weight])
-        scale = distributed.world_size() if sharded else 1
         try:
             check_finite(step, loss=total)
         except NonFiniteStep:
@@ -123,7 +122,9 @@ class BackpropPhase:
             raise
         for p in self.params.values():  # Σ of summed losses → gradient of the batch mean
             if p.grad is not None:
-                p.grad.mul_(scale / weight)
+                p.grad.div_(weight)
+                if sharded:  # FSDP averaged the ranks' sums: undo the 1/world
+                    p.grad.mul_(distributed.world_size())
         self.scaler.unscale_(self.optimizer)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.max_grad_norm)
