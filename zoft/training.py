@@ -58,14 +58,12 @@ class Evaluator:
 
     def __call__(self, examples: Sequence[Example]) -> dict[str, float]:
         was_training = self.model.training
-        if self.replicate:
-            predictions = self.scorer.predict(self.model, examples, self.batch_size)
-            self.model.train(was_training)
-            return self.task.score(predictions, examples)
-        mine = distributed.shard(examples)
+        mine = examples if self.replicate else distributed.shard(examples)
         predictions = self.scorer.predict(self.model, mine, self.batch_size)
         self.model.train(was_training)
-        return self.task.score(distributed.gather_shards(predictions), examples)
+        if not self.replicate:
+            predictions = distributed.gather_shards(predictions)
+        return self.task.score(predictions, examples)
 
 
 @dataclass
@@ -169,11 +167,9 @@ class Trainer:
             self._loop(start, stream, bar)
         bar.close()
         self.best.restore()
-        outcome = self.outcome
-        outcome.best_step, outcome.best_dev = self.best.step, self.best.scores
-        outcome.skipped_steps = self.guard.skipped
-        outcome.steps_below_resolution = self.guard.below_resolution
-        return outcome
+        self._count_guarded_steps()
+        self.outcome.best_step, self.outcome.best_dev = self.best.step, self.best.scores
+        return self.outcome
 
     def _loop(self, start: int, stream: Iterator[list[Example]], bar: tqdm) -> None:
         cfg, outcome = self.cfg, self.outcome
@@ -266,8 +262,7 @@ class Trainer:
         sharded = distributed.shards_parameters()  # then every rank writes its shards
         if not (sharded or distributed.is_main()):
             return self.checkpointer.root
-        self.outcome.skipped_steps = self.guard.skipped
-        self.outcome.steps_below_resolution = self.guard.below_resolution
+        self._count_guarded_steps()
         state = {
             "optimizer": distributed.local_state(self.optimizer.state_dict()),
             "outcome": asdict(self.outcome),
@@ -280,6 +275,10 @@ class Trainer:
         path = self.checkpointer.save(done, weights, self.best.weights, state)
         log.info("checkpoint after step %d: %s", done, path)
         return path
+
+    def _count_guarded_steps(self) -> None:
+        self.outcome.skipped_steps = self.guard.skipped
+        self.outcome.steps_below_resolution = self.guard.below_resolution
 
     def _restore(self, checkpoint: Checkpoint) -> int:
         """Continue from a checkpoint: weights, optimizer, counters, best-dev, guard and RNG."""

@@ -90,6 +90,8 @@ class BackpropPhase:
         factor = linear_schedule(cfg.warmup_steps, total_steps, cfg.schedule)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.device_type = next(iter(params.values())).device.type
+        # FSDP2 shards (DTensors): gradients arrive reduce-scattered, AdamW moments are shards
+        self.sharded = any(distributed.is_sharded(p) for p in params.values())
         # fp16 gradients underflow without loss scaling; the scaler is a no-op when disabled
         self.scaler = torch.amp.GradScaler(
             self.device_type, enabled=cfg.amp == "fp16" and self.device_type == "cuda"
@@ -110,8 +112,7 @@ class BackpropPhase:
             self.scaler.scale(part_sum).backward()
             total += loss_value(part_sum)
             weight += part_weight
-        sharded = any(distributed.is_sharded(p) for p in self.params.values())
-        if not sharded:  # FSDP2 has already reduce-scattered them, averaged over the ranks
+        if not self.sharded:  # FSDP2 has already reduce-scattered them, averaged over the ranks
             distributed.all_reduce_gradients(list(self.params.values()))
         total, weight = distributed.all_sum([total, weight])
         try:
@@ -123,7 +124,7 @@ class BackpropPhase:
         for p in self.params.values():  # Σ of summed losses → gradient of the batch mean
             if p.grad is not None:
                 p.grad.div_(weight)
-                if sharded:  # FSDP averaged the ranks' sums: undo the 1/world
+                if self.sharded:  # FSDP averaged the ranks' sums: undo the 1/world
                     p.grad.mul_(distributed.world_size())
         self.scaler.unscale_(self.optimizer)
         if self.cfg.max_grad_norm > 0:
@@ -142,8 +143,8 @@ class BackpropPhase:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        if any(distributed.is_sharded(p) for p in params):  # FSDP: AdamW moments are shards
+        if self.sharded:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
             distributed.sharded_state(state["optimizer"]["state"], params)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
