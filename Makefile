@@ -125,8 +125,8 @@ MINI_DATA_SEEDS ?= 13,21,42
 table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scaled down (hours: run it in pieces, see README)
 	$(BIN)/zoft-run +experiment=mini_smollm2_table1 seed=$(MINI_SEEDS)
 	$(BIN)/zoft-run +experiment=mini_minilm_k16 data_seed=$(MINI_DATA_SEEDS)
-	$(BIN)/python -m zoft.summaries runs/mini results/tables/mini/runs/smollm2
-	$(BIN)/python -m zoft.summaries runs/mini_k16 results/tables/mini/runs/minilm
+	$(BIN)/python -m zoft.report.summaries runs/mini results/tables/mini/runs/smollm2
+	$(BIN)/python -m zoft.report.summaries runs/mini_k16 results/tables/mini/runs/minilm
 	$(BIN)/zoft-table --experiment mini_smollm2_table1 results/tables/mini/runs/smollm2 \
 		--out results/tables/mini/smollm2_table1
 	$(BIN)/zoft-table --experiment mini_minilm_k16 results/tables/mini/runs/minilm \

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import DictConfig
 
 from zoft.config import register_configs
-from zoft.models import load_model
+from zoft.models.loading import load_model
 
 register_configs()  # what zoft-run does at import, for tests that compose configs
 

@@ -16,9 +16,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import REPO, compose
-from zoft.aggregate import load_reference
-from zoft.runner import resolve_output_dir, validate
-from zoft.sweep import expand_cells
+from zoft.report.select import load_reference
+from zoft.run.runner import resolve_output_dir, validate
+from zoft.sweep.grid import expand_cells
 
 EXPERIMENTS = REPO / "conf" / "experiment"
 PAPER = REPO / "results" / "paper"

@@ -15,11 +15,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from tabulate import tabulate
 
-from zoft import distributed
 from zoft.config import register_configs
 from zoft.errors import ZoftError
-from zoft.overrides import check_overrides
-from zoft.sweep import sweep_failures
+from zoft.run import distributed
+from zoft.run.overrides import check_overrides
+from zoft.sweep.grid import sweep_failures
 
 log = logging.getLogger("zoft")
 
@@ -75,8 +75,8 @@ def summary_table(result: dict) -> str:
 def _hydra_entry(cfg: DictConfig) -> str:
     """One run; returns its status. In a sweep a failed cell is recorded in its result.json and
     the sweep goes on; a stop signal ends the whole sweep (its cell keeps a checkpoint)."""
-    from zoft.runner import run
-    from zoft.stopping import Interrupted
+    from zoft.run.runner import run
+    from zoft.run.signals import Interrupted
 
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     if os.environ.get("RANK", "0") != "0":  # torchrun: ranks other than 0 log warnings only
@@ -197,8 +197,9 @@ def _table_parser() -> argparse.ArgumentParser:
 
 def _cost_table(args: argparse.Namespace, info: DictConfig, results: list[dict]) -> None:
     """A memory or speed experiment: our peaks / seconds per step beside the paper's."""
-    from zoft import aggregate, costs
-    from zoft.tables import provenance
+    from zoft.report import costs
+    from zoft.report import select as aggregate
+    from zoft.report.collect import provenance
 
     exp = info.experiment
     build = costs.memory_table if exp.measure == "memory" else costs.speed_table
@@ -215,9 +216,11 @@ def _cost_table(args: argparse.Namespace, info: DictConfig, results: list[dict])
 
 def table_main(argv: list[str] | None = None) -> None:
     """zoft-table: complete runs -> tables (markdown, csv, LaTeX) and plots, ours beside the paper."""
-    from zoft import aggregate, plots, reports
-    from zoft.outputs import atomic_write
-    from zoft.tables import collect_results, methods_table, provenance
+    from zoft.report import plots
+    from zoft.report import render as reports
+    from zoft.report import select as aggregate
+    from zoft.report.collect import collect_results, methods_table, provenance
+    from zoft.run.rundir import atomic_write
 
     parser = _table_parser()
     args = parser.parse_args(argv)

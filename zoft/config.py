@@ -117,7 +117,7 @@ class OptimizerConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"  # none | csv | wandb (zoft.loggers)
+    name: str = "none"  # none | csv | wandb (zoft.run.loggers)
     # wandb only
     project: str = "zoft"
     entity: str | None = None
@@ -128,7 +128,7 @@ class LoggerConfig:
 
 @dataclass
 class GuardConfig:
-    """What a bad step does (zoft.guards)."""
+    """What a bad step does (zoft.run.guards)."""
 
     nonfinite: str = "stop"  # stop | skip: a NaN/inf loss or projected gradient
     max_skipped: int = 10  # skip: stop after more skipped batches than this (0: no limit)

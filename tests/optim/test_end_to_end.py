@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import compose
 from zoft.optim import OPTIMIZERS
-from zoft.runner import run
+from zoft.run.runner import run
 
 MODELS = ["tiny-opt", "tiny-llama", "tiny-roberta", "minilm-l6"]
 

@@ -6,7 +6,7 @@ import torch
 from tests.conftest import tiny
 from zoft.errors import ZoftError
 from zoft.optim.first_order import AdamConfig, FullFineTuning, linear_schedule
-from zoft.scoring import build_scorer
+from zoft.scoring.base import build_scorer
 from zoft.tasks import get_task
 
 
@@ -50,7 +50,7 @@ def test_micro_batches_sum_to_the_whole_batch_gradient(name, data_dir):
     (llama: no dropout, so train mode is deterministic). Gradients are compared, not weights:
     Adam's first step is ±lr wherever |g| is tiny, which amplifies float noise."""
     from tests.conftest import model_cfg
-    from zoft.adapters import add_adapter
+    from zoft.models.adapters import add_adapter
     from zoft.optim.first_order import AdamLoraConfig
 
     config = {"ft": AdamConfig, "ft-lora": AdamLoraConfig}[name]

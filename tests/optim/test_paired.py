@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from tests.conftest import DATA_DIR, model_cfg, tiny
-from zoft import scoring
 from zoft.errors import ZoftError
-from zoft.models import load_model
+from zoft.models.loading import load_model
 from zoft.optim import directions as directions_module
 from zoft.optim.base import batch_loss, batch_loss_pair
 from zoft.optim.directions import GaussianDirections, LowRankDirections
@@ -19,7 +18,8 @@ from zoft.optim.lozo import LOZO, LozoConfig
 from zoft.optim.mezo import MeZO, MezoConfig
 from zoft.optim.paired import PairedProbe
 from zoft.optim.perturb import PerturbationEngine, pairs_by_default
-from zoft.scoring import build_scorer
+from zoft.scoring import base as scoring
+from zoft.scoring.base import build_scorer
 from zoft.tasks import get_task
 
 KINDS = {"opt": "causal_lm", "llama": "causal_lm", "roberta": "masked_lm"}

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from zoft.adapters import add_adapter
-from zoft.models import model_device
+from zoft.models.adapters import add_adapter
+from zoft.models.loading import model_device
 from zoft.optim import build_optimizer
 from zoft.registry import Registry
 

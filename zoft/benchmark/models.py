@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from zoft.models import DTYPES, load_model
+from zoft.models.loading import DTYPES, load_model
 from zoft.registry import Registry
 
 # name -> builds (model, the model config that names its LoRA targets) on a device in a dtype

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from zoft.benchmark.run import BenchResult, MethodResult
-from zoft.outputs import atomic_write
+from zoft.run.rundir import atomic_write
 
 MIB = 2**20
 

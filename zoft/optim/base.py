@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoft import distributed
 from zoft.errors import ZoftError
-from zoft.scoring import Scorer
+from zoft.run import distributed
+from zoft.scoring.base import Scorer
 from zoft.tasks.base import Example
 
 

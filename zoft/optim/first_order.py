@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoft import distributed
 from zoft.config import OptimizerConfig
 from zoft.errors import ZoftError
 from zoft.optim import OPTIMIZERS
@@ -21,7 +20,8 @@ from zoft.optim.base import (
     loss_value,
     micro_batches,
 )
-from zoft.scoring import Scorer
+from zoft.run import distributed
+from zoft.scoring.base import Scorer
 from zoft.tasks.base import Example
 
 

@@ -28,7 +28,7 @@ from zoft.optim.directions import DIRECTIONS
 from zoft.optim.first_order import AdamConfig, BackpropPhase
 from zoft.optim.perturb import PerturbationEngine
 from zoft.optim.zeroth_order import engine_stats, spsa_estimates
-from zoft.scoring import Scorer
+from zoft.scoring.base import Scorer
 from zoft.tasks.base import Example
 
 

@@ -25,7 +25,7 @@ from zoft.optim.base import (
 )
 from zoft.optim.directions import Directions, GaussianDirections
 from zoft.optim.perturb import PerturbationEngine
-from zoft.scoring import Scorer
+from zoft.scoring.base import Scorer
 from zoft.tasks.base import Example
 
 

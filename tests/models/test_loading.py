@@ -1,0 +1,88 @@
+"""Model loading: tiny models, clear errors offline, and the packaged SmolLM2 on real data."""
+
+import pytest
+import torch
+
+from tests.conftest import compose, model_cfg, tiny
+from zoft.models.loading import ModelLoadError, load_model, memory_caps
+from zoft.scoring.base import build_scorer
+from zoft.tasks import get_task
+
+
+@pytest.mark.parametrize(
+    "arch,kind", [("opt", "causal"), ("llama", "causal"), ("roberta", "masked")]
+)
+def test_tiny_models_build_in_process(arch, kind):
+    loaded = tiny(arch)
+    assert sum(p.numel() for p in loaded.model.parameters()) < 500_000
+    for word in (" great", " terrible", " Yes", " No", " Maybe"):
+        assert len(loaded.tokenizer.encode(word, add_special_tokens=False)) == 1
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_dtype_is_applied(dtype):
+    loaded = tiny("opt", dtype=dtype)
+    expected = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    assert all(p.dtype == expected for p in loaded.model.parameters())
+
+
+def test_hub_model_offline_names_the_model_and_model_path(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError, match=r"opt-13b.*model\.path="):
+        load_model(model_cfg("opt-13b"), "fp32", "cpu")
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    cfg = model_cfg("opt-125m")
+    cfg.path = str(tmp_path / "nowhere")
+    with pytest.raises(ModelLoadError, match=r"model\.path=.*nowhere does not exist"):
+        load_model(cfg, "fp32", "cpu")
+
+
+def test_packaged_smollm2_loads_and_scores_sst2_dev(data_dir):
+    loaded = load_model(model_cfg("smollm2-135m"), "fp32", "cpu")
+    assert sum(p.numel() for p in loaded.model.parameters()) == 134_515_008
+    task = get_task("sst2")
+    dev = task.load_local("validation", data_dir)[:24]
+    scorer = build_scorer("causal_lm", task, loaded.tokenizer, "review", 512)
+    predictions = scorer.predict(loaded.model, dev, batch_size=12)
+    accuracy = task.score(predictions, dev)["accuracy"]
+    assert accuracy > 0.6  # a real pretrained model, well above chance on real data
+
+
+def test_device_map_auto_with_memory_caps_loads_a_model_directory(tmp_path):
+    """The multi-GPU path (device_map=auto, per-device caps) on the CPU this machine has: the
+    model loads through from_pretrained with the caps and computes what the plain model does."""
+    plain = tiny("opt")
+    plain.model.save_pretrained(tmp_path)
+    plain.tokenizer.save_pretrained(tmp_path)
+    cfg = compose(
+        [
+            "model=tiny-opt",
+            "model.source=hub",
+            f"model.path={tmp_path}",
+            "model.device_map=auto",
+            "model.max_memory=cpu:2GiB",
+        ]
+    ).model
+    mapped = load_model(cfg, "fp32", "cpu", 2)
+    plain.model.eval()  # built from a config, it starts in train mode (dropout)
+    ids = torch.tensor([[2, 10, 11, 12]])
+    with torch.no_grad():
+        expected = plain.model(input_ids=ids).logits
+        torch.testing.assert_close(mapped.model(input_ids=ids).logits, expected)
+
+
+def test_memory_caps_are_read_as_accelerate_wants_them():
+    assert memory_caps("0:70GiB 1:70GiB cpu:200GiB") == {0: "70GiB", 1: "70GiB", "cpu": "200GiB"}
+    with pytest.raises(ModelLoadError, match=r"'0=70GiB' is not device:size"):
+        memory_caps("0=70GiB")
+
+
+def test_memory_caps_without_device_map_are_refused():
+    cfg = compose(["model=tiny-opt", "model.max_memory=cpu:2GiB"]).model
+    with pytest.raises(ModelLoadError, match=r"add model\.device_map=auto"):
+        load_model(cfg, "fp32", "cpu", 2)

@@ -1,0 +1,65 @@
+"""Command-line mistakes are named with close matches and the valid choices, before Hydra runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from zoft.run.overrides import OverrideError, check_overrides
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["model=smollm2"], r"Unknown model 'smollm2' .*Did you mean 'smollm2-135m'\?.*tiny-opt"),
+        (["task=sst2,sst-2"], r"Unknown task 'sst-2' .*Did you mean 'sst2', 'sst5'\?"),
+        (["optimizer=lozom"], r"Unknown optimizer 'lozom' .*Did you mean 'lozo-m', 'lozo'"),
+        (["+experiment=mini_smol"], r"Unknown experiment 'mini_smol' .*'mini_smollm2_table1'"),
+        (["logger=wandbb"], r"Unknown logger 'wandbb' .*Did you mean 'wandb'\?"),
+        (["stepz=5"], r"Unknown config key 'stepz' \(stepz=5\)\. Did you mean 'steps'\?"),
+        (["optimizer.lrr=1e-3"], r"Unknown config key 'optimizer\.lrr'.*'optimizer\.lr'"),
+        (["model.tiny.hidden=8"], r"Did you mean 'model\.tiny\.hidden_size'"),
+        (["guard.nonfinit=skip"], r"Did you mean 'guard\.nonfinite'"),
+        (
+            ["steps=abc"],
+            r"Wrong type for 'steps' \(steps=abc\): it takes an integer \(default steps=100\)",
+        ),
+        (["optimizer.lr=fast"], r"'optimizer\.lr' \(optimizer\.lr=fast\): it takes a number\."),
+        (
+            ["dtype=fp8"],
+            r"'dtype' \(dtype=fp8\): it takes one of fp32, bf16, fp16 \(default dtype=fp32\)",
+        ),
+        (["zero_shot=maybe"], r"it takes true or false \(default zero_shot=true\)"),
+        (["-m", "seed=0,1", "batch_size=8,x"], r"Wrong type for 'batch_size'"),
+    ],
+)
+def test_mistakes_are_named_with_the_fix(arguments, message):
+    with pytest.raises(OverrideError, match=message):
+        check_overrides(arguments)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["model=tiny-opt", "optimizer=lozo-m", "optimizer.rank=4", "steps=10"],
+        ["-m", "task=sst2,rte", "optimizer.lr=1e-6,1e-7", "hydra/launcher=local"],
+        ["+experiment=mini_smollm2_table1", "seed=1", "hydra.sweeper.dry_run=true"],
+        ["model.max_memory=0:70GiB 1:70GiB cpu:200GiB", "model.device_map=auto"],
+        ["results_dir=${oc.env:HOME}/runs", "logger=wandb", "logger.tags=[a,b]"],
+        ["-m", "task=glob(s*)", "seed=range(0,3)", "optimizer.lr=interval(1e-6,1e-4)"],
+    ],
+)
+def test_valid_command_lines_pass(arguments):
+    check_overrides(arguments)
+
+
+def test_zoft_run_prints_the_message_and_exits_2(tmp_path):
+    cmd = [sys.executable, "-m", "zoft", "model=smollm2", f"results_dir={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ, timeout=300)
+    assert proc.returncode == 2
+    assert "zoft-run: Unknown model 'smollm2'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())

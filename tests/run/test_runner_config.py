@@ -1,0 +1,112 @@
+"""Run-level checks: the config digest, reuse of an output_dir, impossible sizes."""
+
+import pytest
+
+from tests.conftest import compose
+from zoft.errors import ZoftError
+from zoft.run.runner import RunConfigError, config_digest, run, validate
+
+
+def test_digest_ignores_paths_and_logging_but_not_the_data_origin(monkeypatch):
+    monkeypatch.delenv("ZOFT_DATA", raising=False)
+    base = config_digest(compose(["task.data_dir=/a"]))
+    assert (
+        config_digest(
+            compose(
+                [
+                    "task.data_dir=/b",
+                    "log_every=3",
+                    "logger=csv",
+                    "results_dir=elsewhere",
+                    "eval_batch_size=7",
+                ]
+            )
+        )
+        == base
+    )
+    assert config_digest(compose([])) != base  # the hub is another data set
+    assert config_digest(compose(["task.data_dir=/a", "seed=1"])) != base
+
+
+@pytest.mark.parametrize("override", ["batch_size=0", "steps=-1", "eval_every=-2"])
+def test_impossible_sizes_are_refused(override):
+    with pytest.raises(RunConfigError, match=override.split("=")[0]):
+        validate(compose([override]))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["optimizer=lmao", "optimizer.adapter=none"],
+            "optimizer=lmao needs optimizer.adapter=lora",
+        ),
+        (["optimizer=mezo", "optimizer.adapter=prefx"], "Unknown adapter 'prefx'"),
+        (["optimizer=mezo", "optimizer.micro_batches=9", "batch_size=8"], "micro_batches=9"),
+        (["optimizer=ft", "optimizer.micro_batches=0"], "micro_batches=0"),
+    ],
+)
+def test_impossible_optimizer_settings_are_refused_before_loading(overrides, message):
+    with pytest.raises(ZoftError, match=message):
+        validate(compose(overrides))
+
+
+def test_digest_of_the_default_run_is_stable(monkeypatch):
+    """Finished runs are found by their digest: a new setting that does not change what a run
+    computes must not change it (7795f2a5fe is the digest of every release so far)."""
+    monkeypatch.setenv("ZOFT_DATA", "/data")
+    assert config_digest(compose([])) == "7795f2a5fe"
+    reliability = [
+        "checkpoint_every=50",
+        "resume=false",
+        "save_weights=true",
+        "guard.nonfinite=skip",
+        "model.max_memory=cpu:2GiB",
+    ]
+    assert config_digest(compose(reliability)) == "7795f2a5fe"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["optimizer=mezo", "fsdp=true"], r"fsdp=true with optimizer=mezo: FSDP shards"),
+        (["optimizer=ft", "fsdp=true"], r"fsdp=true needs several processes: launch with torchrun"),
+        (
+            ["optimizer=mezo", "optimizer.lora.r=16"],
+            r"optimizer\.lora\.r is set, but optimizer=mezo",
+        ),
+        (["checkpoint_every=-5"], r"checkpoint_every=-5 is invalid"),
+        (
+            ["guard.nonfinite=ignore"],
+            r"guard\.nonfinite='ignore' is invalid: use one of stop, skip",
+        ),
+    ],
+)
+def test_impossible_combinations_are_refused(overrides, message):
+    with pytest.raises(ZoftError, match=message):
+        validate(compose(overrides))
+
+
+def test_device_map_is_refused_under_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RunConfigError, match=r"cannot be\s+combined with torchrun"):
+        validate(compose(["model.device_map=auto"]))
+
+
+def test_fp16_weights_with_adam_are_refused():
+    with pytest.raises(RunConfigError, match="optimizer.amp=fp16"):
+        validate(compose(["dtype=fp16", "optimizer=ft"]))
+
+
+def test_explicit_output_dir_of_another_config_is_not_mistaken_for_this_run(tmp_path, data_dir):
+    common = [
+        "model=tiny-opt",
+        "steps=1",
+        "task.kshot_test_cap=8",
+        f"output_dir={tmp_path}",
+        f"task.data_dir={data_dir}",
+    ]
+    assert run(compose(common))["status"] == "complete"
+    assert run(compose(common)).get("skipped")
+    with pytest.raises(RunConfigError, match="different config"):
+        run(compose([*common, "seed=3"]))

@@ -1,0 +1,1 @@
+"""Loading models (hub, packaged, tiny random ones) and adding adapters."""

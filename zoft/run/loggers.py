@@ -1,0 +1,141 @@
+"""Metric loggers selected by `logger=<name>`, registered by name. metrics.jsonl is always written;
+a logger adds a sink: `csv` a metrics.csv beside it, `wandb` a Weights & Biases run (offline mode
+works without an account: `logger=wandb logger.mode=offline`, then `wandb sync` later)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from zoft.errors import ZoftError
+from zoft.registry import Registry
+from zoft.run.rundir import MetricSink, atomic_write
+
+log = logging.getLogger(__name__)
+
+LOGGERS: Registry = Registry("logger")
+
+WANDB_MODES = ("offline", "online", "disabled")
+_WANDB_ID_FILE = "wandb_run_id"
+
+
+class LoggerError(ZoftError):
+    """A logger that cannot start (a missing package, a bad setting)."""
+
+
+def build_sinks(
+    cfg: Any, run_dir: Path, resolved: dict[str, Any], dev_key: str
+) -> list[MetricSink]:
+    """The sinks of logger `cfg.name` for one run (none for `logger=none`)."""
+    return LOGGERS.get(cfg.name)(cfg, run_dir, resolved, dev_key)
+
+
+@LOGGERS.register("none")
+def _no_logger(cfg: Any, run_dir: Path, resolved: dict[str, Any], dev_key: str) -> list:
+    return []
+
+
+CSV_COLUMNS = [
+    "step",
+    "loss",
+    "lr",
+    "projected_grad",
+    "elapsed_s",
+    "examples_per_s",
+    "forwards",
+    "backwards",
+]
+
+
+class CsvSink:
+    """metrics.csv with a fixed header, so rows with and without a dev value line up."""
+
+    def __init__(self, path: Path, dev_key: str) -> None:
+        self.path = path
+        self.columns = [*CSV_COLUMNS, dev_key, "skipped"]
+        if not path.is_file():
+            atomic_write(path, ",".join(self.columns) + "\n")
+
+    def write(self, record: dict[str, Any]) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(
+            "" if record.get(c) is None else record[c] for c in self.columns
+        )
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(buffer.getvalue())
+
+    def truncate_after(self, step: int) -> None:
+        rows = list(csv.reader(self.path.read_text(encoding="utf-8").splitlines()))
+        kept = [rows[0], *(r for r in rows[1:] if r and int(r[0]) <= step)]
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(kept)
+        atomic_write(self.path, buffer.getvalue())
+
+    def finish(self, result: dict[str, Any]) -> None:
+        pass
+
+
+@LOGGERS.register("csv")
+def _csv_logger(cfg: Any, run_dir: Path, resolved: dict[str, Any], dev_key: str) -> list:
+    return [CsvSink(run_dir / "metrics.csv", dev_key)]
+
+
+class WandbSink:
+    """One W&B run per run directory; a resumed run continues the same W&B run id."""
+
+    def __init__(self, cfg: Any, run_dir: Path, resolved: dict[str, Any]) -> None:
+        try:
+            import wandb
+        except ImportError as err:
+            raise LoggerError(
+                "logger=wandb needs the wandb package: pip install 'zoft[wandb]' (or use "
+                "logger=csv)"
+            ) from err
+        if cfg.mode not in WANDB_MODES:
+            raise LoggerError(
+                f"logger.mode={cfg.mode!r} is invalid: use one of {', '.join(WANDB_MODES)}"
+            )
+        id_file = run_dir / _WANDB_ID_FILE
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+        atomic_write(id_file, run_id + "\n")
+        self.run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            group=cfg.group,
+            tags=list(cfg.tags or []),
+            name=_run_name(resolved),
+            mode=cfg.mode,
+            dir=str(run_dir),
+            id=run_id,
+            resume="allow",
+            config=resolved,
+        )
+        log.info("wandb run %s (%s mode) in %s", run_id, cfg.mode, run_dir / "wandb")
+
+    def write(self, record: dict[str, Any]) -> None:
+        values = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "step"}
+        self.run.log(values, step=record["step"])
+
+    def truncate_after(self, step: int) -> None:
+        pass  # W&B keeps what it logged; a resumed run logs the later steps again
+
+    def finish(self, result: dict[str, Any]) -> None:
+        for split in ("zero_shot", "dev", "test"):
+            for metric, value in (result.get(split) or {}).items():
+                self.run.summary[f"{split}_{metric}"] = value
+        self.run.summary["status"] = result.get("status")
+        self.run.finish(exit_code=0 if result.get("status") == "complete" else 1)
+
+
+def _run_name(resolved: dict[str, Any]) -> str:
+    method = resolved["optimizer"]["name"] if resolved.get("steps") else "eval"
+    return f"{resolved['task']['name']}-{resolved['model']['name']}-{method}-seed{resolved['seed']}"
+
+
+@LOGGERS.register("wandb")
+def _wandb_logger(cfg: Any, run_dir: Path, resolved: dict[str, Any], dev_key: str) -> list:
+    return [WandbSink(cfg, run_dir, resolved)]

@@ -1,0 +1,310 @@
+"""The training loop: mini-batches, guarded optimizer steps, metrics lines, dev evaluation, the
+best-dev state and checkpoints to resume from."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from zoft.optim.base import NonFiniteStep, Optimizer, StepResult
+from zoft.run import distributed
+from zoft.run.checkpoint import Checkpoint, Checkpointer, capture_rng, load_weights, restore_rng
+from zoft.run.guards import GuardSettings, StepGuard
+from zoft.run.rundir import MetricsLog
+from zoft.run.signals import Interrupted, SignalFlags
+from zoft.scoring.base import Scorer
+from zoft.tasks.base import Example, Splits, Task
+
+log = logging.getLogger(__name__)
+
+
+def batches(
+    examples: Sequence[Example], batch_size: int, seed: int, start: int = 0
+) -> Iterator[list[Example]]:
+    """Endless mini-batches from batch number `start` on; epoch e is a permutation drawn from
+    (seed, e), so the order is rebuilt from (epoch, position) alone and a resumed run continues
+    with the very batch it would have drawn."""
+    size = min(batch_size, len(examples))
+    per_epoch = len(examples) // size
+    epoch, position = divmod(start, per_epoch)
+    while True:
+        order = np.random.RandomState([seed % 2**32, epoch]).permutation(len(examples))
+        for offset in range(position * size, len(order) - size + 1, size):
+            yield [examples[i] for i in order[offset : offset + size]]
+        epoch, position = epoch + 1, 0
+
+
+@dataclass
+class Evaluator:
+    """The task metric of the model's predictions, computed in eval mode (under data parallelism
+    each rank predicts its shard and the predictions are gathered in order)."""
+
+    task: Task
+    scorer: Scorer
+    model: torch.nn.Module
+    batch_size: int
+    # every rank evaluates every example: FSDP needs the same forwards on all ranks
+    replicate: bool = False
+
+    def __call__(self, examples: Sequence[Example]) -> dict[str, float]:
+        was_training = self.model.training
+        mine = examples if self.replicate else distributed.shard(examples)
+        predictions = self.scorer.predict(self.model, mine, self.batch_size)
+        self.model.train(was_training)
+        if not self.replicate:
+            predictions = distributed.gather_shards(predictions)
+        return self.task.score(predictions, examples)
+
+
+@dataclass
+class TrainingOutcome:
+    """Counters and results of one training loop, for result.json (checkpointed as they stand)."""
+
+    steps: int = 0
+    forwards: int = 0
+    backwards: int = 0
+    first_loss: float | None = None
+    last_loss: float | None = None
+    best_step: int = 0
+    best_dev: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    skipped_steps: int = 0
+    steps_below_resolution: int = 0
+    resumed_at: list[int] = field(default_factory=list)  # the step each resume started from
+
+    def record(self, result: StepResult) -> None:
+        self.steps += 1
+        self.forwards += result.forwards
+        self.backwards += result.backwards
+        self.first_loss = result.loss if self.first_loss is None else self.first_loss
+        self.last_loss = result.loss
+
+
+class BestDevState:
+    """The best dev result so far and, when training went on past it, a CPU copy of its weights."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter], metric: str) -> None:
+        self.params = params
+        self.metric = metric
+        self.value = float("-inf")
+        self.step = 0
+        self.scores: dict[str, float] = {}
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def offer(self, step: int, scores: dict[str, float], is_last: bool) -> None:
+        if scores[self.metric] <= self.value:
+            return
+        self.value, self.step, self.scores = scores[self.metric], step, scores
+        # the current weights are the best ones: a copy is only needed if training goes on
+        # (of this rank's shard under FSDP)
+        self.weights = (
+            None
+            if is_last
+            else {
+                n: distributed.local(p).detach().to("cpu", copy=True)
+                for n, p in self.params.items()
+            }
+        )
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.weights is None:
+            return
+        log.info("restoring the best-dev state of step %d", self.step)
+        for name, p in self.params.items():
+            target = distributed.local(p)
+            target.copy_(self.weights[name].to(target.device))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "step": self.step, "scores": dict(self.scores)}
+
+    def load_state_dict(self, state: dict[str, Any], weights: dict[str, torch.Tensor] | None):
+        self.value, self.step, self.scores = state["value"], state["step"], dict(state["scores"])
+        self.weights = weights
+
+
+class Trainer:
+    """The training loop: steps, guards, periodic log lines and dev evaluation, the best-dev
+    state, and checkpoints (every cfg.checkpoint_every steps, on request, and before stopping on
+    a signal) from which `run(resume=...)` continues bit for bit."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        optimizer: Optimizer,
+        splits: Splits,
+        evaluate: Evaluator,
+        metrics: MetricsLog,
+        checkpointer: Checkpointer | None = None,
+        flags: SignalFlags | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg, self.optimizer, self.splits = cfg, optimizer, splits
+        self.evaluate, self.metrics = evaluate, metrics
+        self.checkpointer, self.flags = checkpointer, flags or SignalFlags()
+        self.extra = extra or {}  # run-level results a resumed run must not recompute
+        self.outcome = TrainingOutcome()
+        self.best = BestDevState(optimizer.trainable(), evaluate.task.metric)
+        self.guard = StepGuard(GuardSettings(**cfg.get("guard", {})), optimizer)
+        self.dev_key = f"dev_{evaluate.task.metric}"
+
+    def run(self, resume: Checkpoint | None = None) -> TrainingOutcome:
+        cfg = self.cfg
+        start = self._restore(resume) if resume is not None else 0
+        stream = batches(self.splits.train, cfg.batch_size, cfg.seed, start=start)
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=None, dynamic_ncols=True)
+        with self.flags.deferred():
+            self._loop(start, stream, bar)
+        bar.close()
+        self.best.restore()
+        self._count_guarded_steps()
+        self.outcome.best_step, self.outcome.best_dev = self.best.step, self.best.scores
+        return self.outcome
+
+    def _loop(self, start: int, stream: Iterator[list[Example]], bar: tqdm) -> None:
+        cfg, outcome = self.cfg, self.outcome
+        started, seen, earlier = time.time(), 0, outcome.seconds
+        for step in range(start, cfg.steps):
+            batch = next(stream)
+            record = self._step(step, batch)
+            seen += len(batch)
+            elapsed = time.time() - started
+            outcome.seconds = earlier + elapsed
+            record.update(
+                elapsed_s=round(outcome.seconds, 3),
+                examples_per_s=round(seen / max(elapsed, 1e-9), 3),
+                forwards=outcome.forwards,
+                backwards=outcome.backwards,
+            )
+            is_last = step + 1 == cfg.steps
+            if self.splits.dev and (
+                is_last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)
+            ):
+                dev = self.evaluate(self.splits.dev)
+                record[self.dev_key] = dev[self.evaluate.task.metric]
+                self.best.offer(step + 1, dev, is_last)
+            if (
+                (step + 1) % cfg.log_every == 0
+                or is_last
+                or self.dev_key in record
+                or "skipped" in record
+            ):
+                self.metrics.write(record)
+                self._log_line(step, record, elapsed / (step + 1 - start), bar.disable)
+            bar.update(1)
+            if "loss" in record:
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if not is_last:
+                self._checkpoint_if_due(step + 1)
+
+    def _step(self, step: int, batch: list[Example]) -> dict[str, Any]:
+        """One optimizer step under the guards: its metrics record."""
+        try:
+            result = self.optimizer.step(batch, step)
+        except NonFiniteStep as err:
+            return {"step": step + 1, "skipped": self.guard.non_finite(err)}
+        self.outcome.record(result)
+        self.guard.check(step, result)
+        return {
+            "step": step + 1,
+            "loss": result.loss,
+            "lr": result.lr,
+            "projected_grad": result.projected_grad,
+        }
+
+    def _log_line(self, step: int, record: dict[str, Any], per_step: float, quiet: bool) -> None:
+        if "skipped" in record:
+            return  # the guard logged it
+        dev = f" {self.dev_key} {record[self.dev_key]:.4f}" if self.dev_key in record else ""
+        pace = ""
+        if quiet:  # no progress bar: the log line says how fast it goes and when it ends
+            left = per_step * (self.cfg.steps - step - 1)
+            pace = f" ({per_step:.3g} s/step, {_duration(left)} left)"
+        log.info("step %d/%d loss %.4f%s%s", step + 1, self.cfg.steps, record["loss"], dev, pace)
+
+    def _checkpoint_if_due(self, done: int) -> None:
+        """Checkpoint after `done` steps when due or asked for; stop after a stop signal."""
+        every = self.cfg.get("checkpoint_every", 0)
+        due = bool(every) and done % every == 0
+        asked, stop = distributed.any_rank(
+            [self.flags.take_checkpoint_request(), self.flags.stop is not None]
+        )  # every rank stops after the same step
+        if not (due or asked or stop):
+            return
+        path = self.save(done)
+        if stop:
+            signum = self.flags.stop or signal.SIGTERM
+            where = (
+                f"checkpoint {path}: re-run the same command to resume"
+                if path
+                else "no checkpoint was written: re-running starts over"
+            )
+            raise Interrupted(
+                f"stopped by {signal.Signals(signum).name} after step {done}/{self.cfg.steps}; "
+                + where,
+                signum,
+            )
+
+    def save(self, done: int) -> Path | None:
+        """Write the checkpoint of the state after `done` steps (rank 0 writes it)."""
+        if self.checkpointer is None:
+            return None
+        sharded = distributed.shards_parameters()  # then every rank writes its shards
+        if not (sharded or distributed.is_main()):
+            return self.checkpointer.root
+        self._count_guarded_steps()
+        state = {
+            "optimizer": distributed.local_state(self.optimizer.state_dict()),
+            "outcome": asdict(self.outcome),
+            "best": self.best.state_dict(),
+            "guard": self.guard.state_dict(),
+            "extra": self.extra,
+            "rng": capture_rng(),
+        }
+        weights = {n: distributed.local(p) for n, p in self.optimizer.trainable().items()}
+        path = self.checkpointer.save(done, weights, self.best.weights, state)
+        log.info("checkpoint after step %d: %s", done, path)
+        return path
+
+    def _count_guarded_steps(self) -> None:
+        self.outcome.skipped_steps = self.guard.skipped
+        self.outcome.steps_below_resolution = self.guard.below_resolution
+
+    def _restore(self, checkpoint: Checkpoint) -> int:
+        """Continue from a checkpoint: weights, optimizer, counters, best-dev, guard and RNG."""
+        state = checkpoint.state
+        load_weights(self.optimizer.trainable(), checkpoint.weights_file)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.outcome = TrainingOutcome(**state["outcome"])
+        self.outcome.resumed_at.append(checkpoint.step)
+        self.best.load_state_dict(state["best"], checkpoint.best_weights())
+        self.guard.load_state_dict(state["guard"])
+        restore_rng(state["rng"])
+        self.metrics.truncate_after(checkpoint.step)
+        log.info(
+            "resuming from %s (step %d of %d)", checkpoint.path, checkpoint.step, self.cfg.steps
+        )
+        return checkpoint.step
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def train(
+    cfg: DictConfig, optimizer: Optimizer, splits: Splits, evaluate: Evaluator, metrics: MetricsLog
+) -> TrainingOutcome:
+    """One uninterrupted training loop without checkpoints (tests and benchmarks)."""
+    return Trainer(cfg, optimizer, splits, evaluate, metrics).run()

@@ -1,0 +1,1 @@
+"""Scorers: a model and a task turned into losses, candidate scores and predictions."""

@@ -1,0 +1,84 @@
+"""Batched greedy decoding with a KV cache, stopping per row at a stop token (DESIGN §5.3:
+at most 50 new tokens, stop at "\\n")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from zoft.models.loading import model_device
+
+
+def left_pad(
+    rows: Sequence[list[int]], pad_id: int, min_width: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask of token rows padded on the left to one width (at least
+    `min_width`)."""
+    width = max(min_width, *(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: torch.nn.Module,
+    prompts: Sequence[list[int]],
+    pad_id: int,
+    max_new_tokens: int,
+    is_stop: Callable[[int], bool],
+) -> list[list[int]]:
+    """New token ids per prompt, up to and including its first stop token. Prompts are
+    left-padded with explicit position ids, so every row decodes as it would alone."""
+    if max_new_tokens < 1:
+        return [[] for _ in prompts]
+    device = model_device(model)
+    ids, mask = left_pad(prompts, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    generated: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+    )
+    for step in range(max_new_tokens):
+        next_ids = out.logits[:, -1].argmax(-1)
+        for i, token in enumerate(next_ids.tolist()):
+            if not done[i]:
+                generated[i].append(token)
+                done[i] = is_stop(token)
+        if all(done) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=-1)
+        positions = positions[:, -1:] + 1
+        out = model(
+            input_ids=next_ids.unsqueeze(-1),
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
+    return generated
+
+
+class StopAtNewline:
+    """Whether a token ends an answer: the EOS token or any token whose text holds a newline."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._known: dict[int, bool] = {}
+
+    def __call__(self, token: int) -> bool:
+        if token not in self._known:
+            text = self.tokenizer.decode([token])
+            self._known[token] = token == self.tokenizer.eos_token_id or "\n" in text
+        return self._known[token]
+
+
+def answer_text(tokenizer, tokens: list[int]) -> str:
+    """The generated answer: decoded, cut at the first newline, stripped."""
+    return tokenizer.decode(tokens, skip_special_tokens=True).split("\n", 1)[0].strip()

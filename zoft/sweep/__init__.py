@@ -1,0 +1,1 @@
+"""Grid sweeps: cell expansion and the Hydra sweeper that skips finished cells."""

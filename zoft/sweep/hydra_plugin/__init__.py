@@ -1,0 +1,99 @@
+"""The `grid` sweeper (`hydra/sweeper=grid`), shipped as the Hydra plugin `hydra_plugins.zoft_grid`.
+
+An experiment's cells are the union of Cartesian blocks (see zoft.sweep.grid). Cells whose run directory
+already holds a complete result are skipped before launching, so re-running a table only launches
+what is missing (on SLURM: no job for a finished cell). `dry_run=true` lists the cells and stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from zoft.sweep.grid import Cell, expand_cells, record_failed
+
+log = logging.getLogger("zoft.sweep.grid")
+
+
+class GridSweeper(Sweeper):
+    """Launches the cells of an experiment grid that are not finished yet."""
+
+    def __init__(
+        self,
+        params: dict[str, Any] | None = None,
+        grid: list[dict[str, Any]] | None = None,
+        dry_run: bool = False,
+        max_batch_size: int | None = None,
+    ) -> None:
+        self.params = dict(params or {})
+        self.grid = [dict(block) for block in grid or []]
+        self.dry_run = dry_run
+        self.max_batch_size = max_batch_size
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def _cell_status(self, cell: Cell) -> tuple[str, Path]:
+        """'done' when the cell's run directory holds a complete run of this very config."""
+        from zoft.run.rundir import read_result
+        from zoft.run.runner import config_digest, resolve_output_dir
+
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(cell))
+        with open_dict(cfg):
+            del cfg["hydra"]
+        out_dir = resolve_output_dir(cfg)
+        previous = read_result(out_dir) or {}
+        done = previous.get("status") == "complete"
+        return (
+            "done" if done and previous.get("config_digest") == config_digest(cfg) else "todo"
+        ), out_dir
+
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        cells = expand_cells(self.params, self.grid, arguments)
+        statuses = [self._cell_status(cell) for cell in cells]
+        todo = [cell for cell, (status, _) in zip(cells, statuses, strict=True) if status == "todo"]
+        name = OmegaConf.select(self.config, "experiment.name") or "sweep"
+        summary = (
+            f"{name}: {len(cells)} cells, {len(cells) - len(todo)} complete, {len(todo)} to run"
+        )
+        if self.dry_run:
+            for index, (cell, (status, out_dir)) in enumerate(zip(cells, statuses, strict=True)):
+                print(f"{index:5d} {status}  {' '.join(cell)}  -> {out_dir}")
+            print(summary, flush=True)
+            return []
+        log.info("%s", summary)
+        size = self.max_batch_size or max(len(todo), 1)
+        returns: list[Sequence[JobReturn]] = []
+        for start in range(0, len(todo), size):
+            batch = todo[start : start + size]
+            launched = self.launcher.launch(batch, initial_job_idx=start)
+            for cell, job in zip(batch, launched, strict=True):
+                if _failed(job):
+                    record_failed(cell)
+            returns.append(launched)
+        return returns
+
+
+def _failed(job: JobReturn) -> bool:
+    """A job that raised, or whose run recorded a failure (zoft-run returns the run's status)."""
+    if job.status == JobStatus.FAILED:
+        return True
+    return job.return_value == "failed"
