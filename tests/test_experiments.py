@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import REPO, compose
 from zoft.report.select import load_reference
-from zoft.run.runner import resolve_output_dir, validate
+from zoft.run.checks import validate
+from zoft.run.rundir import resolve_output_dir
 from zoft.sweep.grid import expand_cells
 
 EXPERIMENTS = REPO / "conf" / "experiment"

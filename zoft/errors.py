@@ -3,3 +3,7 @@
 
 class ZoftError(Exception):
     """A user-facing error; the CLI prints its message without a traceback."""
+
+
+class RunConfigError(ZoftError):
+    """A run-level setting that cannot work (bad sizes, a reused output_dir)."""

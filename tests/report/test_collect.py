@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from tests.test_aggregate import PAPER_CSV, run_result, three_seed_table1_runs, write_run
+from tests.report.test_select import PAPER_CSV, run_result, three_seed_table1_runs, write_run
 from zoft.cli import table_main
 from zoft.report.collect import collect_results, column_of, methods_table
 

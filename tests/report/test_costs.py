@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from tests.test_aggregate import REPO, run_result, write_run
+from tests.report.test_select import REPO, run_result, write_run
 from zoft.cli import table_main
 from zoft.report.costs import cost_markdown, memory_table, speed_table, write_cost_reports
 from zoft.report.select import runs_frame

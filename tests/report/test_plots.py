@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.test_aggregate import run_result, three_seed_table1_runs, write_run
+from tests.report.test_select import run_result, three_seed_table1_runs, write_run
 from zoft.report.collect import collect_results
 from zoft.report.plots import _losses, write_plots
 from zoft.report.select import beside_paper, runs_frame, select_best_dev, summarize

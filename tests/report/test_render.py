@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from tests.test_aggregate import MODEL, run_result, three_seed_table1_runs
+from tests.report.test_select import MODEL, run_result, three_seed_table1_runs
 from zoft.report.render import latex_report, long_table, markdown_report, write_reports
 from zoft.report.select import beside_paper, runs_frame, select_best_dev, summarize
 

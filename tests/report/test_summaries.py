@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.test_aggregate import REPO, run_result, write_run
+from tests.report.test_select import REPO, run_result, write_run
 from zoft.report.summaries import SUMMARY_FILES, copy_summaries, main
 
 

@@ -110,7 +110,7 @@ def test_a_multiprocess_run_killed_and_resumed_equals_an_uninterrupted_one(
     each rank checkpoints its own shards (weights, AdamW moments, best-dev copy); under plain
     data parallelism rank 0 writes the checkpoint every rank resumes from. Either way: the
     uninterrupted run's weights bit for bit, and its metrics."""
-    from tests.test_resume import _interrupt_after, _metrics
+    from tests.run.test_resume import _interrupt_after, _metrics
 
     args = [f"optimizer={method}", "optimizer.lr=1e-3", f"fsdp={fsdp}", "steps=30", "eval_every=7"]
     straight = _run(args, tmp_path / "straight", data_dir, processes=2)

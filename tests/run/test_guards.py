@@ -16,7 +16,7 @@ from zoft.models.loading import load_model
 from zoft.optim import build_optimizer
 from zoft.optim.base import NonFiniteStep
 from zoft.run.guards import GuardError, GuardSettings
-from zoft.run.rundir import MetricsLog
+from zoft.run.loggers import MetricsLog
 from zoft.run.runner import seed_everything
 from zoft.run.trainer import Evaluator, Trainer
 from zoft.scoring.base import build_scorer

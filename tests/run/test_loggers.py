@@ -8,8 +8,7 @@ import os
 import subprocess
 import sys
 
-from zoft.run.loggers import CsvSink
-from zoft.run.rundir import MetricsLog
+from zoft.run.loggers import CsvSink, MetricsLog
 
 
 def test_csv_rows_line_up_with_and_without_dev_values(tmp_path):

@@ -3,8 +3,10 @@
 import pytest
 
 from tests.conftest import compose
-from zoft.errors import ZoftError
-from zoft.run.runner import RunConfigError, config_digest, run, validate
+from zoft.errors import RunConfigError, ZoftError
+from zoft.run.checks import validate
+from zoft.run.rundir import config_digest
+from zoft.run.runner import run
 
 
 def test_digest_ignores_paths_and_logging_but_not_the_data_origin(monkeypatch):

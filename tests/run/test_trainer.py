@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import tiny
 from zoft.optim.mezo import MeZO, MezoConfig
-from zoft.run.rundir import MetricsLog
+from zoft.run.loggers import MetricsLog
 from zoft.run.trainer import Evaluator, train
 from zoft.scoring.base import build_scorer
 from zoft.tasks import get_task

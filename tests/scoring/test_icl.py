@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from tests.conftest import compose, tiny
-from zoft.run.runner import RunConfigError, run, run_mode, validate
+from zoft.errors import RunConfigError
+from zoft.run.checks import validate
+from zoft.run.rundir import run_mode
+from zoft.run.runner import run
 from zoft.scoring.base import build_scorer
 from zoft.scoring.icl import demonstration_context
 from zoft.tasks import get_task

@@ -8,7 +8,8 @@ import torch
 
 from tests.conftest import compose, tiny
 from zoft.registry import UnknownNameError
-from zoft.run.runner import run, validate
+from zoft.run.checks import validate
+from zoft.run.runner import run
 from zoft.scoring.base import build_scorer
 from zoft.scoring.objectives import (
     MetricObjective,

@@ -16,8 +16,8 @@ import torch
 from zoft.benchmark.methods import BENCH_METHODS, DEFAULT_METHODS, BenchContext, SyntheticScorer
 from zoft.benchmark.models import BENCH_MODELS
 from zoft.errors import ZoftError
+from zoft.run.environment import environment
 from zoft.run.memory import MemoryTracker
-from zoft.run.rundir import environment
 
 
 @dataclass

@@ -6,16 +6,70 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from zoft.errors import ZoftError
 from zoft.registry import Registry
-from zoft.run.rundir import MetricSink, atomic_write
+from zoft.run.rundir import LOG_FILE, atomic_write
 
 log = logging.getLogger(__name__)
+
+
+class MetricSink(Protocol):
+    """Where metrics lines go besides metrics.jsonl (zoft.run.loggers: csv, wandb)."""
+
+    def write(self, record: dict[str, Any]) -> None: ...
+
+    def truncate_after(self, step: int) -> None: ...
+
+    def finish(self, result: dict[str, Any]) -> None: ...
+
+
+class MetricsLog:
+    """metrics.jsonl, one JSON object per logged step, flushed as it goes, plus the sinks of the
+    configured logger."""
+
+    def __init__(self, path: Path | None, sinks: Sequence[MetricSink] = ()) -> None:
+        self.path = path  # None: write nothing (a data-parallel rank other than 0)
+        self.sinks = list(sinks)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        for sink in self.sinks:
+            sink.write(record)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the lines of steps after `step` (a resumed run logs them again)."""
+        if self.path is not None and self.path.is_file():
+            kept = [
+                line
+                for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step
+            ]
+            atomic_write(self.path, "".join(line + "\n" for line in kept))
+        for sink in self.sinks:
+            sink.truncate_after(step)
+
+    def finish(self, result: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.finish(result)
+
+
+def attach_file_log(run_dir: Path) -> logging.Handler:
+    """Mirror every log line of this run into <run_dir>/run.log."""
+    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
 
 LOGGERS: Registry = Registry("logger")
 

@@ -1,22 +1,77 @@
-"""Run-directory writers: atomic result.json/config.yaml, append-only metrics.jsonl, a human log."""
+"""Run identity and the run directory: the config digest, where a run writes, whether it is
+finished, the file names, and atomic writes (never a half-written file). No torch import here: the
+report side reads run directories through this module."""
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
-import logging
 import os
-import subprocess
 import tempfile
-from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import torch
+from omegaconf import DictConfig, OmegaConf
 
-PACKAGES = ("torch", "transformers", "datasets", "hydra-core", "peft", "accelerate", "numpy")
+from zoft.errors import RunConfigError
+from zoft.tasks.io import HUB
+
 RESULT_FILE = "result.json"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "run.log"
+WEIGHTS_FILE = "weights.safetensors"
+
+# Keys that do not change what a run computes, left out of the config digest.
+_NON_SEMANTIC = (
+    "output_dir",
+    "results_dir",
+    "log_every",
+    "eval_batch_size",
+    "device",
+    "logger",
+    "threads",
+    "experiment",
+    "optimizer.probes",  # paired or sequential probes: the same losses up to float rounding
+    "model.max_memory",  # where device_map=auto places the layers
+    "checkpoint_every",
+    "resume",
+    "save_weights",
+    "fsdp",  # FSDP2 or plain data parallelism: the same gradients up to float rounding
+    "guard",  # what a bad step does; skipped batches are counted in result.json
+)
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A hash of what the run computes: the config without paths and logging keys, with the
+    data directory reduced to where the data comes from (local files or the hub)."""
+    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    for key in _NON_SEMANTIC:
+        *parents, leaf = key.split(".")
+        node = data
+        for parent in parents:
+            node = node.get(parent) or {}
+        node.pop(leaf, None)
+    local = data["task"].pop("data_dir", None) or os.environ.get("ZOFT_DATA")
+    data["task"]["data_origin"] = "local" if local and local != HUB else "hub"
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def resolve_output_dir(cfg: DictConfig) -> Path:
+    """cfg.output_dir, else results_dir/task/model/<optimizer, or the evaluation-only mode>/
+    seed-data_seed-<config digest>."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    method = cfg.optimizer.name if cfg.steps else run_mode(cfg)
+    leaf = f"seed{cfg.seed}-data{cfg.data_seed}-{config_digest(cfg)}"
+    return Path(cfg.results_dir) / cfg.task.name / cfg.model.name / method / leaf
+
+
+def run_mode(cfg: DictConfig) -> str:
+    """fine-tune, or one of the evaluation-only modes (zero-shot, icl)."""
+    if cfg.steps:
+        return "fine-tune"
+    return "icl" if cfg.icl_demos else "zero-shot"
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -48,85 +103,15 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-class MetricSink(Protocol):
-    """Where metrics lines go besides metrics.jsonl (zoft.run.loggers: csv, wandb)."""
-
-    def write(self, record: dict[str, Any]) -> None: ...
-
-    def truncate_after(self, step: int) -> None: ...
-
-    def finish(self, result: dict[str, Any]) -> None: ...
-
-
-class MetricsLog:
-    """metrics.jsonl, one JSON object per logged step, flushed as it goes, plus the sinks of the
-    configured logger."""
-
-    def __init__(self, path: Path | None, sinks: Sequence[MetricSink] = ()) -> None:
-        self.path = path  # None: write nothing (a data-parallel rank other than 0)
-        self.sinks = list(sinks)
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.path is None:
-            return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        for sink in self.sinks:
-            sink.write(record)
-
-    def truncate_after(self, step: int) -> None:
-        """Drop the lines of steps after `step` (a resumed run logs them again)."""
-        if self.path is not None and self.path.is_file():
-            kept = [
-                line
-                for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step
-            ]
-            atomic_write(self.path, "".join(line + "\n" for line in kept))
-        for sink in self.sinks:
-            sink.truncate_after(step)
-
-    def finish(self, result: dict[str, Any]) -> None:
-        for sink in self.sinks:
-            sink.finish(result)
-
-
-def attach_file_log(run_dir: Path) -> logging.Handler:
-    """Mirror every log line of this run into <run_dir>/run.log."""
-    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return handler
-
-
-@functools.cache
-def git_commit() -> str | None:
-    """The commit of the zoft checkout (with -dirty for uncommitted changes), if it is one. Read
-    once per process: the code a sweep runs is what it imported at start, whatever the checkout
-    holds by the time a later cell begins."""
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
+def finished_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The complete result already in out_dir, if it is this very run."""
+    previous = read_result(out_dir)
+    if not previous or previous.get("status") != "complete":
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def environment() -> dict[str, Any]:
-    """Versions and device, for result.json."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    if torch.cuda.is_available():
-        device_name = torch.cuda.get_device_name(0)
-    else:
-        device_name = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-    return {"packages": versions, "git_commit": git_commit(), "device_name": device_name}
+    if previous.get("config_digest") != config_digest(cfg):
+        raise RunConfigError(
+            f"{out_dir} already holds a complete run of a different config (digest "
+            f"{previous.get('config_digest')} vs {config_digest(cfg)}); choose another output_dir "
+            "or move that run away"
+        )
+    return previous

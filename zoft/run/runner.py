@@ -1,12 +1,9 @@
-"""run(cfg) -> result: seed, build model/task/optimizer, evaluate, train, evaluate, write outputs."""
+"""run(cfg) -> result: the orchestration of one run: check, load, evaluate, train, evaluate, write."""
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -19,171 +16,39 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import zoft
-from zoft.config import LoraConfig, enum_value
-from zoft.errors import ZoftError
-from zoft.models.adapters import ADAPTERS, add_adapter
+from zoft.config import enum_value
+from zoft.errors import RunConfigError
+from zoft.models.adapters import add_adapter
 from zoft.models.loading import load_model
-from zoft.optim import OPTIMIZERS, build_optimizer
+from zoft.optim import build_optimizer
 from zoft.run import distributed
 from zoft.run.checkpoint import Checkpoint, Checkpointer
-from zoft.run.guards import GuardSettings
-from zoft.run.loggers import build_sinks
+from zoft.run.checks import validate
+from zoft.run.environment import environment
+from zoft.run.loggers import MetricsLog, attach_file_log, build_sinks
 from zoft.run.memory import MemoryTracker
 from zoft.run.rundir import (
+    CONFIG_FILE,
+    METRICS_FILE,
     RESULT_FILE,
-    MetricsLog,
+    WEIGHTS_FILE,
     atomic_write,
-    attach_file_log,
-    environment,
-    read_result,
+    config_digest,
+    finished_result,
+    resolve_output_dir,
+    run_mode,
     write_json,
 )
 from zoft.run.signals import Interrupted, SignalFlags, signal_flags
 from zoft.run.trainer import Evaluator, Trainer, TrainingOutcome
 from zoft.scoring.base import build_scorer
 from zoft.scoring.icl import demonstration_context
-from zoft.scoring.objectives import build_objective, check_objective
+from zoft.scoring.objectives import build_objective
 from zoft.tasks import get_task
 from zoft.tasks.base import Splits, Task
-from zoft.tasks.sampling import HUB, load_splits
+from zoft.tasks.sampling import load_splits
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "weights.safetensors"
-
-# Keys that do not change what a run computes, left out of the config digest.
-_NON_SEMANTIC = (
-    "output_dir",
-    "results_dir",
-    "log_every",
-    "eval_batch_size",
-    "device",
-    "logger",
-    "threads",
-    "experiment",
-    "optimizer.probes",  # paired or sequential probes: the same losses up to float rounding
-    "model.max_memory",  # where device_map=auto places the layers
-    "checkpoint_every",
-    "resume",
-    "save_weights",
-    "fsdp",  # FSDP2 or plain data parallelism: the same gradients up to float rounding
-    "guard",  # what a bad step does; skipped batches are counted in result.json
-)
-
-
-class RunConfigError(ZoftError):
-    """A run-level setting that cannot work (bad sizes, a reused output_dir)."""
-
-
-def config_digest(cfg: DictConfig) -> str:
-    """A hash of what the run computes: the config without paths and logging keys, with the
-    data directory reduced to where the data comes from (local files or the hub)."""
-    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    for key in _NON_SEMANTIC:
-        *parents, leaf = key.split(".")
-        node = data
-        for parent in parents:
-            node = node.get(parent) or {}
-        node.pop(leaf, None)
-    local = data["task"].pop("data_dir", None) or os.environ.get("ZOFT_DATA")
-    data["task"]["data_origin"] = "local" if local and local != HUB else "hub"
-    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def resolve_output_dir(cfg: DictConfig) -> Path:
-    """cfg.output_dir, else results_dir/task/model/<optimizer, or the evaluation-only mode>/
-    seed-data_seed-<config digest>."""
-    if cfg.output_dir:
-        return Path(cfg.output_dir)
-    method = cfg.optimizer.name if cfg.steps else run_mode(cfg)
-    leaf = f"seed{cfg.seed}-data{cfg.data_seed}-{config_digest(cfg)}"
-    return Path(cfg.results_dir) / cfg.task.name / cfg.model.name / method / leaf
-
-
-def validate(cfg: DictConfig) -> None:
-    """Reject run settings that would fail later with an obscure error."""
-    for key, least in (
-        ("steps", 0),
-        ("batch_size", 1),
-        ("eval_batch_size", 1),
-        ("eval_every", 0),
-        ("log_every", 1),
-    ):
-        if cfg[key] < least:
-            raise RunConfigError(f"{key}={cfg[key]} is invalid: it must be at least {least}")
-    if cfg.icl_demos < 0:
-        raise RunConfigError(f"icl_demos={cfg.icl_demos} is invalid: it must be at least 0")
-    if cfg.icl_demos and cfg.steps:
-        raise RunConfigError(
-            f"icl_demos={cfg.icl_demos} with steps={cfg.steps}: in-context learning is an "
-            "evaluation-only mode; set steps=0 (or icl_demos=0 to fine-tune)"
-        )
-    if cfg.icl_demos and enum_value(cfg.model.kind) != "causal_lm":
-        raise RunConfigError(
-            f"icl_demos needs a causal LM; model {cfg.model.name} is {enum_value(cfg.model.kind)}"
-        )
-    zeroth_order = OPTIMIZERS.meta(cfg.optimizer.name).get("zeroth_order", False)
-    ADAPTERS.get(cfg.optimizer.adapter)
-    required = OPTIMIZERS.meta(cfg.optimizer.name).get("requires_adapter")
-    if required and cfg.optimizer.adapter != required:
-        raise RunConfigError(
-            f"optimizer={cfg.optimizer.name} needs optimizer.adapter={required} (got "
-            f"{cfg.optimizer.adapter}); drop the override"
-        )
-    if cfg.optimizer.micro_batches < 1 or cfg.optimizer.micro_batches > cfg.batch_size:
-        raise RunConfigError(
-            f"optimizer.micro_batches={cfg.optimizer.micro_batches} is invalid: it must lie "
-            f"between 1 and batch_size={cfg.batch_size}"
-        )
-    check_objective(cfg.objective, get_task(cfg.task.name), zeroth_order)
-    _check_combinations(cfg, zeroth_order)
-    if cfg.steps and enum_value(cfg.dtype) == "fp16" and cfg.optimizer.name == "ft":
-        raise RunConfigError(
-            "dtype=fp16 with optimizer=ft would train fp16 weights with no master copy; the papers "
-            "keep fp32 weights and compute in fp16: use dtype=fp32 optimizer.amp=fp16"
-        )
-
-
-def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
-    """Settings that each work alone but not together."""
-    if cfg.checkpoint_every < 0:
-        raise RunConfigError(
-            f"checkpoint_every={cfg.checkpoint_every} is invalid: use a number of steps, or 0 "
-            "for checkpoints only on SIGTERM/SIGINT/SIGUSR1"
-        )
-    GuardSettings(**cfg.guard)
-    if cfg.fsdp and zeroth_order:
-        raise RunConfigError(
-            f"fsdp=true with optimizer={cfg.optimizer.name}: FSDP shards parameters for "
-            "backprop, while a zeroth-order method runs data-parallel with only loss scalars "
-            "communicated; drop fsdp=true (torchrun alone shards the batch), or use "
-            "model.device_map=auto for a model larger than one device"
-        )
-    if cfg.fsdp and distributed.launched_world_size() == 1:
-        raise RunConfigError(
-            "fsdp=true needs several processes: launch with torchrun --nproc-per-node=N -m zoft"
-        )
-    if cfg.model.device_map and distributed.launched_world_size() > 1:
-        raise RunConfigError(
-            "model.device_map spreads one model over this process's devices and cannot be "
-            "combined with torchrun's data parallelism; run one process, or drop model.device_map"
-        )
-    if cfg.optimizer.adapter == "none" and cfg.optimizer.lora != OmegaConf.structured(LoraConfig):
-        changed = [
-            k for k, v in OmegaConf.structured(LoraConfig).items() if cfg.optimizer.lora[k] != v
-        ]
-        raise RunConfigError(
-            f"optimizer.lora.{changed[0]} is set, but optimizer={cfg.optimizer.name} trains no "
-            "LoRA adapters (optimizer.adapter=none); use a LoRA method (ft-lora, mezo-lora, lmao) "
-            "or drop the optimizer.lora overrides"
-        )
-
-
-def run_mode(cfg: DictConfig) -> str:
-    """fine-tune, or one of the evaluation-only modes (zero-shot, icl)."""
-    if cfg.steps:
-        return "fine-tune"
-    return "icl" if cfg.icl_demos else "zero-shot"
 
 
 def seed_everything(seed: int) -> None:
@@ -336,26 +201,12 @@ def _save_weights(model: torch.nn.Module, out_dir: Path) -> None:
     log.info("weights written to %s", out_dir / WEIGHTS_FILE)
 
 
-def _finished(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
-    """The complete result already in out_dir, if it is this very run."""
-    previous = read_result(out_dir)
-    if not previous or previous.get("status") != "complete":
-        return None
-    if previous.get("config_digest") != config_digest(cfg):
-        raise RunConfigError(
-            f"{out_dir} already holds a complete run of a different config (digest "
-            f"{previous.get('config_digest')} vs {config_digest(cfg)}); choose another output_dir "
-            "or move that run away"
-        )
-    return previous
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment into its run directory: a finished directory is not run again, an
     interrupted one continues from its checkpoint (unless resume=false)."""
     validate(cfg)
     out_dir = resolve_output_dir(cfg)
-    previous = _finished(out_dir, cfg)
+    previous = finished_result(out_dir, cfg)
     if previous is not None:
         log.info("skipping %s: already complete", out_dir)
         return {**previous, "skipped": True}
@@ -367,13 +218,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         if resume is None:
             _set_aside_partial_metrics(out_dir)
-        atomic_write(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write(out_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     handler = attach_file_log(out_dir) if main else None
     log.info("run directory %s", out_dir)
     log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
     result = {**_base_result(cfg), "output_dir": str(out_dir), **environment()}
     result["world_size"] = distributed.world_size()
-    metrics = MetricsLog(out_dir / "metrics.jsonl" if main else None)
+    metrics = MetricsLog(out_dir / METRICS_FILE if main else None)
     try:
         if main:
             resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

@@ -20,7 +20,7 @@ from zoft.optim.base import NonFiniteStep, Optimizer, StepResult
 from zoft.run import distributed
 from zoft.run.checkpoint import Checkpoint, Checkpointer, capture_rng, load_weights, restore_rng
 from zoft.run.guards import GuardSettings, StepGuard
-from zoft.run.rundir import MetricsLog
+from zoft.run.loggers import MetricsLog
 from zoft.run.signals import Interrupted, SignalFlags
 from zoft.scoring.base import Scorer
 from zoft.tasks.base import Example, Splits, Task

@@ -10,6 +10,8 @@ from typing import Any
 
 from zoft.errors import ZoftError
 
+HUB = "hub"  # task.data_dir=hub loads from the hub even when ZOFT_DATA is set
+
 
 class DataError(ZoftError, ValueError):
     """Missing or malformed task data; the message names the file, the line and the fix."""

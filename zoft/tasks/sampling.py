@@ -13,7 +13,7 @@ import numpy as np
 
 from zoft.config import enum_value
 from zoft.tasks.base import Example, Splits, Task
-from zoft.tasks.io import DataError
+from zoft.tasks.io import HUB, DataError
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,6 @@ def kshot_split(
 def capped_test(pool: Sequence[Example], cap: int) -> list[Example]:
     """LM-BFF's test set: the evaluation set shuffled with seed 42, at most `cap` examples."""
     return [pool[i] for i in np.random.RandomState(42).permutation(len(pool))[:cap]]
-
-
-HUB = "hub"  # task.data_dir=hub loads from the hub even when ZOFT_DATA is set
 
 
 def resolve_data_dir(data_dir: str | None) -> Path | None:

@@ -53,8 +53,7 @@ class GridSweeper(Sweeper):
 
     def _cell_status(self, cell: Cell) -> tuple[str, Path]:
         """'done' when the cell's run directory holds a complete run of this very config."""
-        from zoft.run.rundir import read_result
-        from zoft.run.runner import config_digest, resolve_output_dir
+        from zoft.run.rundir import config_digest, read_result, resolve_output_dir
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(cell))
         with open_dict(cfg):
