@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from zoft.config import register_configs
 from zoft.models.loading import load_model
+from zoft.run.schemas import register_configs
 
 register_configs()  # what zoft-run does at import, for tests that compose configs
 

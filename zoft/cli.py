@@ -15,10 +15,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from tabulate import tabulate
 
-from zoft.config import register_configs
 from zoft.errors import ZoftError
 from zoft.run import distributed
 from zoft.run.overrides import check_overrides
+from zoft.run.schemas import register_configs
 from zoft.sweep.grid import sweep_failures
 
 log = logging.getLogger("zoft")

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
@@ -175,17 +174,3 @@ class ZoftConfig:
     fsdp: bool = False  # FT / FT-LoRA under torchrun: shard parameters with FSDP2
     guard: GuardConfig = field(default_factory=GuardConfig)
     experiment: ExperimentInfo = field(default_factory=ExperimentInfo)
-
-
-def register_configs() -> None:
-    """Store every schema; optimizer schemas come from the optimizer registry."""
-    from zoft.optim import OPTIMIZERS
-
-    cs = ConfigStore.instance()
-    cs.store(name="zoft_schema", node=ZoftConfig)
-    # schemas live outside the selectable groups so `model=...` lists only real options
-    cs.store(group="schema/model", name="model", node=ModelConfig)
-    cs.store(group="schema/task", name="task", node=TaskConfig)
-    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
-    for name in OPTIMIZERS:
-        cs.store(group="schema/optimizer", name=name, node=OPTIMIZERS.meta(name)["config"])

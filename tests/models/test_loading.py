@@ -5,7 +5,7 @@ import torch
 
 from tests.conftest import compose, model_cfg, tiny
 from zoft.models.loading import ModelLoadError, load_model, memory_caps
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 
 

@@ -6,7 +6,7 @@ import torch
 from tests.conftest import tiny
 from zoft.errors import ZoftError
 from zoft.optim.first_order import AdamConfig, FullFineTuning, linear_schedule
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 
 

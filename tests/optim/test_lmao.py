@@ -9,7 +9,7 @@ from zoft.errors import ZoftError
 from zoft.models.adapters import add_adapter
 from zoft.optim.first_order import AdamLoraConfig, FullFineTuning
 from zoft.optim.lmao import LMAO, LmaoConfig
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 
 PROBE = "model.decoder.layers.0.self_attn.q_proj.lora_B.default.weight"

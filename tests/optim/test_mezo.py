@@ -8,7 +8,7 @@ from torch import nn
 
 from tests.conftest import tiny
 from zoft.optim.mezo import MeZO, MezoConfig
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 
 

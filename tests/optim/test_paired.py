@@ -18,8 +18,8 @@ from zoft.optim.lozo import LOZO, LozoConfig
 from zoft.optim.mezo import MeZO, MezoConfig
 from zoft.optim.paired import PairedProbe
 from zoft.optim.perturb import PerturbationEngine, pairs_by_default
-from zoft.scoring import base as scoring
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
+from zoft.scoring import causal as scoring
 from zoft.tasks import get_task
 
 KINDS = {"opt": "causal_lm", "llama": "causal_lm", "roberta": "masked_lm"}

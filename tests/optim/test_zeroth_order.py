@@ -9,7 +9,7 @@ from zoft.errors import ZoftError
 from zoft.optim.base import batch_loss, micro_batches
 from zoft.optim.lozo import LOZO, LozoConfig
 from zoft.optim.mezo import MeZO, MezoConfig
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 
 

@@ -19,7 +19,7 @@ from zoft.run.guards import GuardError, GuardSettings
 from zoft.run.loggers import MetricsLog
 from zoft.run.runner import seed_everything
 from zoft.run.trainer import Evaluator, Trainer
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 from zoft.tasks.base import Splits
 

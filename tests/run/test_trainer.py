@@ -7,7 +7,7 @@ from tests.conftest import tiny
 from zoft.optim.mezo import MeZO, MezoConfig
 from zoft.run.loggers import MetricsLog
 from zoft.run.trainer import Evaluator, train
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 from zoft.tasks.base import Splits
 

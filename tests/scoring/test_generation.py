@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from tests.conftest import tiny
-from zoft.scoring.base import GenerationScorer, build_scorer
+from zoft.scoring import build_scorer
+from zoft.scoring.causal import GenerationScorer
 from zoft.scoring.generation import StopAtNewline, answer_text, greedy_generate, left_pad
 from zoft.tasks import get_task
 from zoft.tasks.io import DataError
@@ -167,7 +168,7 @@ def test_generation_scorer_predicts_one_answer_string_per_example(squad_examples
 def test_generation_scorer_limits_new_tokens_and_truncates_prompts_left(
     squad_examples, monkeypatch
 ):
-    import zoft.scoring.base
+    import zoft.scoring.causal
 
     loaded = tiny("opt")
     tok = loaded.tokenizer
@@ -180,7 +181,7 @@ def test_generation_scorer_limits_new_tokens_and_truncates_prompts_left(
         seen.update(prompts=prompts, max_new_tokens=max_new_tokens, out=out)
         return out
 
-    monkeypatch.setattr(zoft.scoring.base, "greedy_generate", spy)
+    monkeypatch.setattr(zoft.scoring.causal, "greedy_generate", spy)
     answers = scorer.predict(loaded.model, squad_examples, batch_size=8)
     assert seen["max_new_tokens"] == 3
     assert all(1 <= len(g) <= 3 for g in seen["out"])

@@ -9,7 +9,7 @@ from zoft.errors import RunConfigError
 from zoft.run.checks import validate
 from zoft.run.rundir import run_mode
 from zoft.run.runner import run
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.scoring.icl import demonstration_context
 from zoft.tasks import get_task
 

@@ -10,7 +10,7 @@ from tests.conftest import compose, tiny
 from zoft.registry import UnknownNameError
 from zoft.run.checks import validate
 from zoft.run.runner import run
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.scoring.objectives import (
     MetricObjective,
     ObjectiveError,

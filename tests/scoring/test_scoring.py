@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 
 
@@ -126,7 +126,7 @@ def test_predictions_in_length_batches_equal_one_at_a_time(data_dir, task):
 
 def test_scores_are_the_same_when_every_input_is_its_own_chunk(monkeypatch):
     """A chunk of short inputs must still give the K positions a longer option needs."""
-    import zoft.scoring.base
+    import zoft.scoring.causal
     from zoft.tasks.base import CausalPrompt
 
     loaded = tiny("opt")
@@ -138,7 +138,7 @@ def test_scores_are_the_same_when_every_input_is_its_own_chunk(monkeypatch):
     model = loaded.model.eval()
     with torch.no_grad():
         whole = scorer.score_prompts(model, prompts)
-        monkeypatch.setattr(zoft.scoring.base, "LOGIT_BUDGET", 1)  # one input per forward
+        monkeypatch.setattr(zoft.scoring.causal, "LOGIT_BUDGET", 1)  # one input per forward
         chunked = scorer.score_prompts(model, prompts)
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
 

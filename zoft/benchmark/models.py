@@ -23,7 +23,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     """A run config as zoft-run composes it (the optimizer and model groups come from here)."""
     from hydra import compose, initialize_config_module
 
-    from zoft.config import register_configs
+    from zoft.run.schemas import register_configs
 
     register_configs()
     with initialize_config_module(config_module="zoft.conf", version_base="1.3"):

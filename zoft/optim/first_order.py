@@ -11,7 +11,6 @@ from torch import nn
 
 from zoft.config import OptimizerConfig
 from zoft.errors import ZoftError
-from zoft.optim import OPTIMIZERS
 from zoft.optim.base import (
     NonFiniteStep,
     Optimizer,
@@ -20,6 +19,7 @@ from zoft.optim.base import (
     loss_value,
     micro_batches,
 )
+from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.run import distributed
 from zoft.scoring.base import Scorer
 from zoft.tasks.base import Example
@@ -172,8 +172,16 @@ class AdamLoraConfig(AdamConfig):
     lr: float = 1e-4
 
 
-@OPTIMIZERS.register("ft-lora", config=AdamLoraConfig, label="FT (LoRA)")
-@OPTIMIZERS.register("ft", config=AdamConfig, label="FT")
+@OPTIMIZERS.register(
+    "ft-lora",
+    config=AdamLoraConfig,
+    facts=MethodFacts("FT (LoRA)", 100, forwards=1, backwards=1, zeroth_order=False, lora=True),
+)
+@OPTIMIZERS.register(
+    "ft",
+    config=AdamConfig,
+    facts=MethodFacts("FT", 130, forwards=1, backwards=1, zeroth_order=False, lora=False),
+)
 class FullFineTuning(Optimizer):
     """FT (every weight) or FT-LoRA (the adapters): one forward and one backward in train mode,
     then an AdamW step."""

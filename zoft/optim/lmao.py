@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from zoft.errors import ZoftError
-from zoft.optim import OPTIMIZERS
 from zoft.optim.base import (
     Optimizer,
     StepResult,
@@ -27,6 +26,7 @@ from zoft.optim.base import (
 from zoft.optim.directions import DIRECTIONS
 from zoft.optim.first_order import AdamConfig, BackpropPhase
 from zoft.optim.perturb import PerturbationEngine
+from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.optim.zeroth_order import engine_stats, spsa_estimates
 from zoft.scoring.base import Scorer
 from zoft.tasks.base import Example
@@ -51,7 +51,13 @@ class LmaoConfig(AdamConfig):
     lora_steps: int = 1  # LoRA (AdamW) steps per ZO step, all on the same batch
 
 
-@OPTIMIZERS.register("lmao", config=LmaoConfig, requires_adapter="lora", label="LMAO")
+@OPTIMIZERS.register(
+    "lmao",
+    config=LmaoConfig,
+    facts=MethodFacts(
+        "LMAO", 120, forwards=3, backwards=1, zeroth_order=False, lora=True, requires_adapter="lora"
+    ),
+)
 class LMAO(Optimizer):
     """LoRA phase: forward + backward in train mode, AdamW on the adapters (clip 1.0).
     ZO phase: two forwards in eval mode, θ ← θ − η_base(g·z + λθ) on all non-adapter weights."""

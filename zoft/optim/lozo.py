@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from zoft.errors import ZoftError
-from zoft.optim import OPTIMIZERS
 from zoft.optim.directions import Directions, LowRankDirections, row_blocks
+from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
 
 
@@ -33,7 +33,11 @@ class LozoMConfig(LozoConfig):
     beta: float = 0.9  # momentum (LOZO scripts 0.9; the official code's default is 0.7)
 
 
-@OPTIMIZERS.register("lozo", config=LozoConfig, zeroth_order=True, label="LOZO")
+@OPTIMIZERS.register(
+    "lozo",
+    config=LozoConfig,
+    facts=MethodFacts("LOZO", 70, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
 class LOZO(ZerothOrderOptimizer):
     """c = (L(θ+εUVᵀ) − L(θ−εUVᵀ)) / 2ε;  X ← X − η(c·UVᵀ + λX) with exactly the probed U and V
     (also on the steps that start a new subspace)."""
@@ -42,7 +46,11 @@ class LOZO(ZerothOrderOptimizer):
         return LowRankDirections.from_config(self.seed, self.cfg)
 
 
-@OPTIMIZERS.register("lozo-m", config=LozoMConfig, zeroth_order=True, label="LOZO-M")
+@OPTIMIZERS.register(
+    "lozo-m",
+    config=LozoMConfig,
+    facts=MethodFacts("LOZO-M", 80, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
 class LOZOM(LOZO):
     """N ← βN + (1−β)·c·U (N ∈ ℝ^{m×r});  X ← X − η(N Vᵀ + λX).  When V changes, N is first
     projected onto the new subspace: N ← N (V_oldᵀ V_new) / n, the r×r product formed first.

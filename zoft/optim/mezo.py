@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zoft.optim import OPTIMIZERS
+from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
 
 
@@ -24,7 +24,15 @@ class MezoLoraConfig(MezoConfig):
     eps: float = 1e-2
 
 
-@OPTIMIZERS.register("mezo-lora", config=MezoLoraConfig, zeroth_order=True, label="MeZO (LoRA)")
-@OPTIMIZERS.register("mezo", config=MezoConfig, zeroth_order=True, label="MeZO")
+@OPTIMIZERS.register(
+    "mezo-lora",
+    config=MezoLoraConfig,
+    facts=MethodFacts("MeZO (LoRA)", 40, forwards=2, backwards=0, zeroth_order=True, lora=True),
+)
+@OPTIMIZERS.register(
+    "mezo",
+    config=MezoConfig,
+    facts=MethodFacts("MeZO", 30, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
 class MeZO(ZerothOrderOptimizer):
     """g = (L(θ+εz) − L(θ−εz)) / 2ε;  θ ← θ − η(g·z + λθ), z ~ N(0, I) keyed per parameter."""

@@ -105,7 +105,7 @@ def _settings(result: dict[str, Any]) -> str:
     parts = [f"{key} {hyper[key]:g}" for key in ("lr", "zo_lr", "eps") if key in hyper]
     name = result.get("optimizer")
     if name in OPTIMIZERS:
-        defaults = _flat(dataclasses.asdict(OPTIMIZERS.meta(name)["config"]()))
+        defaults = _flat(dataclasses.asdict(OPTIMIZERS.config(name)()))
         shown = ("lr", "zo_lr", "eps", *_RUN_KEYS)
         for key, value in _flat(hyper).items():
             if key in defaults and key not in shown and value != defaults[key]:

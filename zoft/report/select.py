@@ -51,10 +51,9 @@ def method_label(result: dict[str, Any]) -> str:
     name = result["optimizer"]
     if name not in OPTIMIZERS:
         return name
-    meta = OPTIMIZERS.meta(name)
-    label = meta.get("label", name)
+    label = OPTIMIZERS.facts(name).display
     adapter = (result.get("hyperparameters") or {}).get("adapter")
-    if adapter and adapter != meta["config"]().adapter:
+    if adapter and adapter != OPTIMIZERS.config(name)().adapter:
         label = f"{label} ({adapter})"
     return label
 

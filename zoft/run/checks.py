@@ -36,9 +36,10 @@ def validate(cfg: DictConfig) -> None:
         raise RunConfigError(
             f"icl_demos needs a causal LM; model {cfg.model.name} is {enum_value(cfg.model.kind)}"
         )
-    zeroth_order = OPTIMIZERS.meta(cfg.optimizer.name).get("zeroth_order", False)
+    facts = OPTIMIZERS.facts(cfg.optimizer.name)
+    zeroth_order = facts.zeroth_order
     ADAPTERS.get(cfg.optimizer.adapter)
-    required = OPTIMIZERS.meta(cfg.optimizer.name).get("requires_adapter")
+    required = facts.requires_adapter
     if required and cfg.optimizer.adapter != required:
         raise RunConfigError(
             f"optimizer={cfg.optimizer.name} needs optimizer.adapter={required} (got "

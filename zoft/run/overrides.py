@@ -100,7 +100,7 @@ def _schemas(parent: str) -> list[type]:
     if parent == "optimizer":
         from zoft.optim import OPTIMIZERS
 
-        return [OPTIMIZERS.meta(name)["config"] for name in OPTIMIZERS]
+        return [OPTIMIZERS.config(name) for name in OPTIMIZERS]
     return _NESTED.get(parent, [])
 
 

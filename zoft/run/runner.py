@@ -41,7 +41,7 @@ from zoft.run.rundir import (
 )
 from zoft.run.signals import Interrupted, SignalFlags, signal_flags
 from zoft.run.trainer import Evaluator, Trainer, TrainingOutcome
-from zoft.scoring.base import build_scorer
+from zoft.scoring import build_scorer
 from zoft.scoring.icl import demonstration_context
 from zoft.scoring.objectives import build_objective
 from zoft.tasks import get_task

@@ -1,16 +1,15 @@
-"""Tasks, registered by name; importing this package registers every task module."""
+"""Tasks, registered by name; importing this package registers every task module in it."""
 
-from zoft.registry import Registry
+import importlib
+import pkgutil
 
-TASKS: Registry = Registry("task")
+from zoft.tasks.base import TASKS
 
-from zoft.tasks import (  # noqa: E402,F401  (registration side effects)
-    choice,
-    glue,
-    nli,
-    squad,
-    superglue,
-)
+# modules that hold shared machinery rather than tasks
+_MACHINERY = {"base", "io", "metrics", "sampling"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _MACHINERY:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def get_task(name: str):

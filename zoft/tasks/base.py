@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from zoft.registry import Registry
 from zoft.tasks.io import DataError, parse_label, read_tsv
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class Splits:
     test: list[Example]
     source: str
     notes: list[str] = field(default_factory=list)
+
+
+TASKS: Registry = Registry("task")
 
 
 class Task(ABC):

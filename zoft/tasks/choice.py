@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zoft.tasks import TASKS
-from zoft.tasks.base import CausalPrompt, Example, Task
+from zoft.tasks.base import TASKS, CausalPrompt, Example, Task
 from zoft.tasks.io import DataError, parse_label
 from zoft.tasks.superglue import superglue_rows
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from zoft.tasks import TASKS
 from zoft.tasks.base import (
     MASK,
+    TASKS,
     CausalPrompt,
     Example,
     MaskedPrompt,

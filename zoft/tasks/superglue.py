@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from zoft.tasks import TASKS
 from zoft.tasks.base import (
+    TASKS,
     CausalPrompt,
     Example,
     MaskedPrompt,

@@ -1,0 +1,76 @@
+"""Masked LMs: the label words' logits at <mask> (LM-BFF prompts)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from zoft.models.loading import model_device
+from zoft.scoring.base import SCORERS, Scorer
+from zoft.tasks.base import MASK, Example, MaskedPrompt
+from zoft.tasks.io import DataError
+
+
+@SCORERS.register("masked_lm")
+class MaskedLMScorer(Scorer):
+    """Cross-entropy over the label words' logits at the <mask> position (LM-BFF)."""
+
+    def _label_ids(self, words: Sequence[str]) -> list[int]:
+        ids = []
+        for word in words:
+            tokens = self.tokenizer.encode(word, add_special_tokens=False)
+            if len(tokens) != 1:
+                raise DataError(
+                    f"label word {word!r} of task {self.task.name} is {len(tokens)} tokens for this "
+                    "tokenizer; masked-LM label words must be exactly one token"
+                )
+            ids.append(tokens[0])
+        return ids
+
+    def _encode(self, text: str) -> tuple[list[int], int]:
+        """Token ids and the mask position, truncated to the task's masked-LM length by dropping
+        body tokens from whichever side of the mask is longer (the mask always survives)."""
+        ids = self.tokenizer(text.replace(MASK, self.tokenizer.mask_token)).input_ids
+        head, body, tail = ids[:1], ids[1:-1], ids[-1:]
+        at = body.index(self.tokenizer.mask_token_id)
+        limit = min(self.max_length, self.task.masked_max_length)
+        left, right = body[:at], body[at + 1 :]
+        budget = max(limit - 3, 0)  # room left beside <s>, <mask> and </s>
+        if len(left) + len(right) > budget:
+            short = min(len(left), len(right))
+            if 2 * short <= budget:  # the shorter side fits whole; the longer one is cut
+                keep_left = short if len(left) == short else budget - short
+            else:
+                keep_left = budget // 2
+            left, right = left[len(left) - keep_left :], right[: budget - keep_left]
+        return head + left + [self.tokenizer.mask_token_id] + right + tail, 1 + len(left)
+
+    def _logits_at(
+        self, model: torch.nn.Module, encoded: list[tuple[list[int], int]]
+    ) -> torch.Tensor:
+        """[N, V] vocabulary logits at each row's mask; only the mask rows go through the MLM
+        head when the model exposes it (RoBERTa), saving the [N, L, V] tensor."""
+        device = model_device(model)
+        width = max(len(ids) for ids, _ in encoded)
+        ids = torch.full((len(encoded), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (row, _) in enumerate(encoded):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        rows, at = torch.arange(len(encoded), device=device), [m for _, m in encoded]
+        head = getattr(model, "lm_head", None)
+        if head is not None and model.base_model is not model:
+            hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            return head(hidden[rows, at])
+        return model(input_ids=ids, attention_mask=mask).logits[rows, at]
+
+    def prompts(self, examples: Sequence[Example]) -> list[MaskedPrompt]:
+        return [self.task.masked_prompt(ex) for ex in examples]
+
+    def score_prompts(
+        self, model: torch.nn.Module, prompts: Sequence[MaskedPrompt]
+    ) -> torch.Tensor:
+        logits = self._logits_at(model, [self._encode(p.text) for p in prompts])
+        return logits[:, self._label_ids(prompts[0].label_words)].float()
