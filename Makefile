@@ -117,12 +117,12 @@ tables: $(STAMP)  ## rebuild every paper and mini table from the run directories
 	    --out results/tables/mini/$${m%%:*} || exit 1; else echo "no $$d yet, skipped"; fi; done
 
 # The CPU reproduction: scaled-down MeZO Table 1 (SmolLM2-135M, 7 tasks) and MeZO Table 18 k=16
-# (MiniLM-L6, 6 tasks), every method, 3 seeds. Run it in pieces of under 2 h (README: one seed of
+# (MiniLM-L6, 6 tasks), every method, 3 seeds. Run it in pieces of under 2 h (docs/reproducing.md: one seed of
 # one table each, e.g. zoft-run +experiment=mini_smollm2_table1 seed=0 threads=1); this target runs
 # what is missing and writes the tables and the run summaries to results/tables/mini/.
 MINI_SEEDS ?= 0,1,2
 MINI_DATA_SEEDS ?= 13,21,42
-table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scaled down (hours: run it in pieces, see README)
+table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scaled down (hours: run it in pieces, see docs/reproducing.md)
 	$(BIN)/zoft-run +experiment=mini_smollm2_table1 seed=$(MINI_SEEDS)
 	$(BIN)/zoft-run +experiment=mini_minilm_k16 data_seed=$(MINI_DATA_SEEDS)
 	$(BIN)/python -m zoft.report.summaries runs/mini results/tables/mini/runs/smollm2
