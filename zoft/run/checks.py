@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoft.config import LoraConfig, ModelKind, OptimizerConfig, as_dataclass, enum_value
 from zoft.errors import RunConfigError
-from zoft.models.adapters import ADAPTERS
 from zoft.optim import OPTIMIZERS
 from zoft.run import distributed
 from zoft.run.guards import GuardSettings
@@ -50,7 +49,6 @@ def validate(cfg: DictConfig) -> None:
         raise RunConfigError(f"device={cfg.device} is invalid: use auto, cpu, cuda or cuda:N")
     facts = OPTIMIZERS.facts(cfg.optimizer.name)
     zeroth_order = facts.zeroth_order
-    ADAPTERS.get(cfg.optimizer.adapter)
     required = facts.requires_adapter
     if required and cfg.optimizer.adapter != required:
         raise RunConfigError(
