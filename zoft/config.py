@@ -6,35 +6,110 @@ start-up instead of being silently ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass, field, is_dataclass
+from enum import StrEnum
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+# Every option with a fixed set of values is a StrEnum, so composing a config with a bad value
+# fails at once with OmegaConf's message naming the key and the allowed values. A member equals
+# (and hashes like) its value, so code comparing against plain strings keeps working.
 
 
-class ModelKind(str, Enum):
+class ModelKind(StrEnum):
     causal_lm = "causal_lm"
     masked_lm = "masked_lm"
     classifier = "classifier"
 
 
-class ModelSource(str, Enum):
+class ModelSource(StrEnum):
     hub = "hub"  # a hub id (or model.path, a local copy of it)
     gguf_package = "gguf_package"  # a GGUF file shipped inside a Python package
     package_dir = "package_dir"  # a Hugging Face model directory shipped inside a Python package
     tiny = "tiny"  # random weights built from a config, tokenizer built in-process
 
 
-class Protocol(str, Enum):
+class Protocol(StrEnum):
     large = "large"  # MeZO large-model sampling: num_train / num_dev / num_eval
     kshot = "kshot"  # LM-BFF k examples per label
 
 
-class DType(str, Enum):
+class DType(StrEnum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+
+
+class TinyArch(StrEnum):
+    opt = "opt"
+    llama = "llama"
+    roberta = "roberta"
+
+
+class AdapterKind(StrEnum):
+    """What a method trains (zoft.models.adapters.ADAPTERS)."""
+
+    none = "none"  # the model's own parameters
+    lora = "lora"  # LoRA adapters added to model.lora_targets
+
+
+class Schedule(StrEnum):
+    """AdamW learning-rate schedule after the warm-up."""
+
+    linear = "linear"  # linear decay to 0
+    constant = "constant"
+
+
+class Amp(StrEnum):
+    """Autocast compute dtype over fp32 weights (the papers' FT)."""
+
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class ProbeMode(StrEnum):
+    """How a two-point estimate's probes run (zoft.optim.perturb.PROBE_MODES)."""
+
+    auto = "auto"
+    paired = "paired"
+    sequential = "sequential"
+
+
+class DirectionKind(StrEnum):
+    """Perturbation directions (zoft.optim.directions.DIRECTIONS)."""
+
+    gaussian = "gaussian"
+    lowrank = "lowrank"
+
+
+class Objective(StrEnum):
+    """What training minimises (zoft.scoring.objectives.OBJECTIVES)."""
+
+    loss = "loss"
+    accuracy = "accuracy"  # minus the batch accuracy: zeroth-order methods only
+    f1 = "f1"  # minus the batch F1: zeroth-order methods only
+
+
+class NonFinitePolicy(StrEnum):
+    """What a NaN/inf loss or projected gradient does (zoft.run.guards)."""
+
+    stop = "stop"
+    skip = "skip"
+
+
+class WandbMode(StrEnum):
+    offline = "offline"  # no account needed; `wandb sync` later
+    online = "online"
+    disabled = "disabled"
+
+
+class Measure(StrEnum):
+    """Which published numbers an experiment compares with."""
+
+    accuracy = "accuracy"
+    memory = "memory"
+    speed = "speed"
 
 
 def enum_value(x: Any) -> Any:
@@ -42,11 +117,17 @@ def enum_value(x: Any) -> Any:
     return getattr(x, "value", x)
 
 
+def as_dataclass(cfg: Any) -> Any:
+    """The dataclass instance a structured config node stands for (an instance passes through),
+    so a schema's own methods (e.g. OptimizerConfig.check) can run on a composed config."""
+    return cfg if is_dataclass(cfg) else OmegaConf.to_object(cfg)
+
+
 @dataclass
 class TinyConfig:
     """Sizes of a random-weight test model; ffn_dim None means the architecture's usual ratio."""
 
-    arch: str = "opt"  # opt | llama | roberta
+    arch: TinyArch = TinyArch.opt
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -85,7 +166,7 @@ class TaskConfig:
     num_eval: int = 1000
     k: int = 16
     kshot_test_cap: int = 1000
-    template: str = "mezo"  # causal-LM prompt, a name registered by the task
+    template: str = "mezo"  # causal-LM prompt: a name the task registers (zoft.run.checks)
 
 
 @dataclass
@@ -107,11 +188,20 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     # what is trained: "none" = the model's own parameters; "lora" = LoRA adapters added to
     # model.lora_targets (LMAO trains both: the adapters by backprop, the rest by ZO)
-    adapter: str = "none"
+    adapter: AdapterKind = AdapterKind.none
     lora: LoraConfig = field(default_factory=LoraConfig)
     # the mini-batch is evaluated in this many micro-batches (same perturbation / summed
     # gradients, one update): the same step as the whole batch, with less activation memory
     micro_batches: int = 1
+
+    def check(self) -> None:
+        """Refuse settings of this method that cannot work together (ZoftError). One place per
+        rule: zoft.run.checks.validate calls it before anything is loaded, and the method's
+        constructor calls it for library use. Subclasses extend it (calling super().check())."""
+
+    def check_run(self, run: Any) -> None:
+        """Refuse this method's settings that conflict with the run's (`run`: the run config:
+        steps, dtype, batch_size, ...); called by validate only."""
 
 
 @dataclass
@@ -122,14 +212,14 @@ class LoggerConfig:
     entity: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
-    mode: str = "offline"  # offline (no account needed; `wandb sync` later) | online | disabled
+    mode: WandbMode = WandbMode.offline
 
 
 @dataclass
 class GuardConfig:
     """What a bad step does (zoft.run.guards)."""
 
-    nonfinite: str = "stop"  # stop | skip: a NaN/inf loss or projected gradient
+    nonfinite: NonFinitePolicy = NonFinitePolicy.stop  # a NaN/inf loss or projected gradient
     max_skipped: int = 10  # skip: stop after more skipped batches than this (0: no limit)
     divergence: float = 0.0  # stop when the recent mean loss exceeds this × the first (0: off)
 
@@ -144,7 +234,7 @@ class ExperimentInfo:
     table: str = ""
     model: str = ""  # the paper's model; empty: match our runs' model names (OPT tables)
     setting: str = ""  # substrings of the paper's `setting` column, "|"-separated, any may match
-    measure: str = "accuracy"  # accuracy | memory | speed: which published numbers to compare
+    measure: Measure = Measure.accuracy  # which published numbers to compare
 
 
 @dataclass
@@ -162,10 +252,10 @@ class ZoftConfig:
     log_every: int = 10
     zero_shot: bool = True  # evaluate the test set at step 0
     icl_demos: int = 0  # in-context demonstrations from the train split (evaluation only)
-    objective: str = "loss"  # loss | accuracy | f1 (the metric ones need a zeroth-order method)
+    objective: Objective = Objective.loss  # the metric ones need a zeroth-order method
     results_dir: str = "runs"
     output_dir: str | None = None  # default: derived from task/model/optimizer/seeds/config hash
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (checked by zoft.run.checks)
     dtype: DType = DType.fp32
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (set it for parallel CPU jobs)
     checkpoint_every: int = 0  # steps between checkpoints; 0: only on SIGTERM/SIGINT/SIGUSR1

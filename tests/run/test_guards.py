@@ -18,7 +18,7 @@ from zoft.optim.base import NonFiniteStep
 from zoft.run.guards import GuardError, GuardSettings
 from zoft.run.loggers import MetricsLog
 from zoft.run.runner import seed_everything
-from zoft.run.trainer import Evaluator, Trainer
+from zoft.run.trainer import Evaluator, Trainer, TrainingRecord, TrainingSettings
 from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 from zoft.tasks.base import Splits
@@ -71,7 +71,8 @@ def _trainer(data_dir, tmp_path, overrides: list[str], factors, dtype: str = "fp
     evaluate = Evaluator(task, scorer, loaded.model, 8)
     splits = Splits(examples, [], examples[:4], "test")
     metrics = MetricsLog(tmp_path / "metrics.jsonl")
-    return Trainer(cfg, optimizer, splits, evaluate, metrics), loaded.model
+    settings = TrainingSettings.from_config(cfg)
+    return Trainer(settings, optimizer, splits, evaluate, TrainingRecord(metrics)), loaded.model
 
 
 def _weights(model) -> dict[str, torch.Tensor]:

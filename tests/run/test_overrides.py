@@ -32,6 +32,17 @@ from zoft.run.overrides import OverrideError, check_overrides
             ["dtype=fp8"],
             r"'dtype' \(dtype=fp8\): it takes one of fp32, bf16, fp16 \(default dtype=fp32\)",
         ),
+        (
+            ["optimizer.probes=paried"],
+            r"Invalid value for 'optimizer\.probes' \(optimizer\.probes=paried\): it takes one of "
+            r"auto, paired, sequential\. Did you mean 'paired'\?",
+        ),
+        (["optimizer.schedule=cosine"], r"'optimizer\.schedule'.*one of linear, constant\."),
+        (["optimizer.amp=fp8"], r"'optimizer\.amp'.*one of bf16, fp16, null\. Did you mean 'fp16'"),
+        (["objective=acc"], r"one of loss, accuracy, f1 \(default objective=loss\)\. Did you mean"),
+        (["model.tiny.arch=gpt"], r"'model\.tiny\.arch'.*one of opt, llama, roberta"),
+        (["logger.mode=onlin"], r"'logger\.mode'.*Did you mean 'online'"),
+        (["-m", "guard.nonfinite=stop,skp"], r"'guard\.nonfinite'.*Did you mean 'skip'"),
         (["zero_shot=maybe"], r"it takes true or false \(default zero_shot=true\)"),
         (["-m", "seed=0,1", "batch_size=8,x"], r"Wrong type for 'batch_size'"),
     ],
@@ -48,6 +59,8 @@ def test_mistakes_are_named_with_the_fix(arguments, message):
         ["-m", "task=sst2,rte", "optimizer.lr=1e-6,1e-7", "hydra/launcher=local"],
         ["+experiment=mini_smollm2_table1", "seed=1", "hydra.sweeper.dry_run=true"],
         ["model.max_memory=0:70GiB 1:70GiB cpu:200GiB", "model.device_map=auto"],
+        ["optimizer=ft", "optimizer.amp=null", "optimizer.schedule=constant", "objective=loss"],
+        ["optimizer=lmao", "optimizer.directions=lowrank", "optimizer.probes=sequential"],
         ["results_dir=${oc.env:HOME}/runs", "logger=wandb", "logger.tags=[a,b]"],
         ["-m", "task=glob(s*)", "seed=range(0,3)", "optimizer.lr=interval(1e-6,1e-4)"],
     ],
@@ -56,10 +69,17 @@ def test_valid_command_lines_pass(arguments):
     check_overrides(arguments)
 
 
-def test_zoft_run_prints_the_message_and_exits_2(tmp_path):
-    cmd = [sys.executable, "-m", "zoft", "model=smollm2", f"results_dir={tmp_path}"]
+@pytest.mark.parametrize(
+    "argument,message",
+    [
+        ("model=smollm2", "zoft-run: Unknown model 'smollm2'"),
+        ("optimizer.probes=paried", "Did you mean 'paired'?"),
+    ],
+)
+def test_zoft_run_prints_the_message_and_exits_2(tmp_path, argument, message):
+    cmd = [sys.executable, "-m", "zoft", argument, f"results_dir={tmp_path}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ, timeout=300)
     assert proc.returncode == 2
-    assert "zoft-run: Unknown model 'smollm2'" in proc.stderr
+    assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())

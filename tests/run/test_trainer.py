@@ -54,3 +54,21 @@ def test_batches_from_a_start_continue_the_same_order():
     whole = list(islice(batches(examples, 3, seed=7), 8))
     for start in range(8):
         assert list(islice(batches(examples, 3, seed=7, start=start), 8 - start)) == whole[start:]
+
+
+def test_training_settings_are_read_from_the_run_config():
+    from tests.conftest import compose
+    from zoft.run.guards import GuardSettings
+    from zoft.run.trainer import TrainingSettings
+
+    overrides = ["steps=7", "batch_size=4", "seed=3", "eval_every=2", "log_every=1"]
+    cfg = compose([*overrides, "checkpoint_every=5", "guard.nonfinite=skip", "guard.max_skipped=2"])
+    assert TrainingSettings.from_config(cfg) == TrainingSettings(
+        steps=7,
+        batch_size=4,
+        seed=3,
+        eval_every=2,
+        log_every=1,
+        checkpoint_every=5,
+        guard=GuardSettings(nonfinite="skip", max_skipped=2),
+    )

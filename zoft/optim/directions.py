@@ -98,6 +98,15 @@ class GaussianDirections(Directions):
         return keyed_normal(tuple(param[blocks[index]].shape), key, param.device)
 
 
+def check_low_rank(rank: int, interval: int) -> None:
+    """U, V need a column and the lazy subspace a step (run by the configs that use them)."""
+    if rank < 1 or interval < 1:
+        raise ZoftError(
+            f"low-rank directions need rank >= 1 and interval >= 1 (got rank={rank}, "
+            f"interval={interval}); set optimizer.rank / optimizer.interval"
+        )
+
+
 @DIRECTIONS.register("lowrank")
 class LowRankDirections(Directions):
     """LOZO (DESIGN §6.2): z = U Vᵀ for parameters of 2+ dimensions (viewed as m × n, n the
@@ -107,11 +116,7 @@ class LowRankDirections(Directions):
 
     def __init__(self, seed: int, rank: int, interval: int) -> None:
         super().__init__(seed)
-        if rank < 1 or interval < 1:
-            raise ZoftError(
-                f"low-rank directions need rank >= 1 and interval >= 1 (got rank={rank}, "
-                f"interval={interval}); set optimizer.rank / optimizer.interval"
-            )
+        check_low_rank(rank, interval)
         self.rank = rank
         self.interval = interval
         self.gaussian = GaussianDirections(seed)

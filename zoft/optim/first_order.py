@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoft.config import OptimizerConfig
-from zoft.errors import ZoftError
+from zoft.config import AdapterKind, Amp, DType, OptimizerConfig, Schedule, as_dataclass
+from zoft.errors import RunConfigError, ZoftError
 from zoft.optim.base import (
     NonFiniteStep,
     Optimizer,
@@ -34,13 +34,32 @@ class AdamConfig(OptimizerConfig):
     beta2: float = 0.999
     adam_eps: float = 1e-8
     warmup_steps: int = 0
-    schedule: str = "linear"  # linear | constant
+    schedule: Schedule = Schedule.linear
     max_grad_norm: float = 1.0  # 0 disables clipping
-    amp: str | None = None  # bf16 | fp16: autocast compute over fp32 weights (the papers' FT)
+    amp: Amp | None = None  # autocast compute over fp32 weights (the papers' FT)
     gradient_checkpointing: bool = False  # recompute activations in the backward: less memory
 
+    def check(self) -> None:
+        super().check()
+        if self.amp not in AMP_DTYPES:
+            raise ZoftError(f"optimizer.amp={self.amp} is not one of {sorted(AMP_DTYPES, key=str)}")
+        if self.warmup_steps < 0 or self.max_grad_norm < 0:
+            raise ZoftError(
+                f"optimizer.warmup_steps={self.warmup_steps} and optimizer.max_grad_norm="
+                f"{self.max_grad_norm} must be at least 0 (0: no warm-up, no clipping)"
+            )
 
-AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    def check_run(self, run: Any) -> None:
+        super().check_run(run)
+        if run.steps and run.dtype == DType.fp16 and self.adapter == AdapterKind.none:
+            raise RunConfigError(
+                f"dtype=fp16 with optimizer={self.name} would train fp16 weights with no master "
+                "copy; the papers keep fp32 weights and compute in fp16: use dtype=fp32 "
+                "optimizer.amp=fp16"
+            )
+
+
+AMP_DTYPES = {None: None, Amp.bf16: torch.bfloat16, Amp.fp16: torch.float16}
 
 
 def linear_schedule(warmup: int, total: int, kind: str):
@@ -83,8 +102,6 @@ class BackpropPhase:
         params: dict[str, nn.Parameter],
         total_steps: int,
     ) -> None:
-        if cfg.amp not in AMP_DTYPES:
-            raise ZoftError(f"optimizer.amp={cfg.amp} is not one of {sorted(AMP_DTYPES, key=str)}")
         self.cfg, self.model, self.scorer, self.params = cfg, model, scorer, params
         self.optimizer = adamw_for(params, cfg)
         factor = linear_schedule(cfg.warmup_steps, total_steps, cfg.schedule)
@@ -168,7 +185,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
 @dataclass
 class AdamLoraConfig(AdamConfig):
     name: str = "ft-lora"
-    adapter: str = "lora"
+    adapter: AdapterKind = AdapterKind.lora
     lr: float = 1e-4
 
 
@@ -190,6 +207,7 @@ class FullFineTuning(Optimizer):
         self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
     ) -> None:
         super().__init__(cfg, model, scorer, total_steps, seed)
+        as_dataclass(cfg).check()
         self.phase = BackpropPhase(cfg, model, scorer, self.trainable(), total_steps)
 
     def step(self, batch: Sequence[Example], step: int) -> StepResult:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoft.config import AdapterKind, DirectionKind, ProbeMode, as_dataclass
 from zoft.errors import ZoftError
 from zoft.optim.base import (
     Optimizer,
@@ -23,11 +24,11 @@ from zoft.optim.base import (
     check_finite,
     weight_resolution,
 )
-from zoft.optim.directions import DIRECTIONS
+from zoft.optim.directions import DIRECTIONS, check_low_rank
 from zoft.optim.first_order import AdamConfig, BackpropPhase
 from zoft.optim.perturb import PerturbationEngine
 from zoft.optim.registry import OPTIMIZERS, MethodFacts
-from zoft.optim.zeroth_order import engine_stats, spsa_estimates
+from zoft.optim.zeroth_order import check_spsa, engine_stats, spsa_estimates
 from zoft.scoring.base import Scorer
 from zoft.tasks.base import Example
 
@@ -37,18 +38,33 @@ class LmaoConfig(AdamConfig):
     """AdamW fields (lr, schedule, clipping, ...) drive the LoRA phase; zo_* the ZO phase."""
 
     name: str = "lmao"
-    adapter: str = "lora"
+    adapter: AdapterKind = AdapterKind.lora
     lr: float = 1e-5  # η_lora (OPT: linear decay; RoBERTa: schedule=constant)
     zo_lr: float = 1e-6  # η_base, constant
     eps: float = 1e-3
     zo_weight_decay: float = 0.0
     queries: int = 1  # n-SPSA queries in the ZO phase
-    directions: str = "gaussian"  # gaussian | lowrank (LOZO directions in the ZO phase)
+    directions: DirectionKind = DirectionKind.gaussian  # lowrank: LOZO directions in the ZO phase
     rank: int = 2  # lowrank directions only
     interval: int = 50  # lowrank directions only
     zo_first: bool = False  # run the ZO phase before the LoRA phase
-    probes: str = "auto"  # ZO phase: auto | paired | sequential (zoft.optim.perturb.PROBE_MODES)
+    probes: ProbeMode = ProbeMode.auto  # ZO phase (zoft.optim.perturb.PROBE_MODES)
     lora_steps: int = 1  # LoRA (AdamW) steps per ZO step, all on the same batch
+
+    def check(self) -> None:
+        super().check()
+        if self.adapter != AdapterKind.lora:
+            raise ZoftError(
+                f"optimizer=lmao trains LoRA adapters by backprop, but optimizer.adapter="
+                f"{self.adapter}; set optimizer.adapter=lora"
+            )
+        if self.lora_steps < 1:
+            raise ZoftError(
+                f"optimizer.lora_steps={self.lora_steps} is invalid: it must be at least 1"
+            )
+        check_spsa(self.eps, self.queries)
+        if self.directions == DirectionKind.lowrank:
+            check_low_rank(self.rank, self.interval)
 
 
 @OPTIMIZERS.register(
@@ -66,16 +82,7 @@ class LMAO(Optimizer):
         self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
     ) -> None:
         super().__init__(cfg, model, scorer, total_steps, seed)
-        if cfg.adapter != "lora":
-            raise ZoftError(
-                f"optimizer=lmao trains LoRA adapters by backprop, but optimizer.adapter="
-                f"{cfg.adapter}; set optimizer.adapter=lora"
-            )
-        for key in ("lora_steps", "queries"):
-            if getattr(cfg, key) < 1:
-                raise ZoftError(
-                    f"optimizer.{key}={getattr(cfg, key)} is invalid: it must be at least 1"
-                )
+        as_dataclass(cfg).check()
         named = dict(model.named_parameters())
         self.adapter = {n: p for n, p in named.items() if p.requires_grad}
         self.base = {n: p for n, p in named.items() if not p.requires_grad}

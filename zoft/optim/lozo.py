@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from zoft.errors import ZoftError
-from zoft.optim.directions import Directions, LowRankDirections, row_blocks
+from zoft.optim.directions import Directions, LowRankDirections, check_low_rank, row_blocks
 from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
 
@@ -26,11 +26,20 @@ class LozoConfig(ZerothOrderConfig):
     rank: int = 2  # r: columns of U and V
     interval: int = 50  # ν: V is resampled every ν steps
 
+    def check(self) -> None:
+        super().check()
+        check_low_rank(self.rank, self.interval)
+
 
 @dataclass
 class LozoMConfig(LozoConfig):
     name: str = "lozo-m"
     beta: float = 0.9  # momentum (LOZO scripts 0.9; the official code's default is 0.7)
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.beta < 1.0:
+            raise ZoftError(f"optimizer.beta={self.beta} is invalid: it must lie in [0, 1)")
 
 
 @OPTIMIZERS.register(
@@ -57,9 +66,7 @@ class LOZOM(LOZO):
     1-D parameters keep a dense momentum m ← βm + (1−β)·c·z."""
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not 0.0 <= self.cfg.beta < 1.0:
-            raise ZoftError(f"optimizer.beta={self.cfg.beta} is invalid: it must lie in [0, 1)")
+        super().__init__(*args, **kwargs)  # checks the config (LozoMConfig.check)
         self.momentum: dict[str, torch.Tensor] = {}  # m×r factors, or dense for 1-D parameters
         self.momentum_block: dict[str, int] = {}  # the subspace block each factor lives in
 

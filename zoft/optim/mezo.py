@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zoft.config import AdapterKind
 from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
 
@@ -19,7 +20,7 @@ class MezoConfig(ZerothOrderConfig):
 @dataclass
 class MezoLoraConfig(MezoConfig):
     name: str = "mezo-lora"
-    adapter: str = "lora"
+    adapter: AdapterKind = AdapterKind.lora
     lr: float = 1e-4
     eps: float = 1e-2
 

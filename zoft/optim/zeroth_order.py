@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoft.config import OptimizerConfig
+from zoft.config import OptimizerConfig, ProbeMode, as_dataclass
 from zoft.errors import ZoftError
 from zoft.optim.base import (
     Optimizer,
@@ -33,7 +33,19 @@ from zoft.tasks.base import Example
 class ZerothOrderConfig(OptimizerConfig):
     eps: float = 1e-3
     queries: int = 1  # n-SPSA: directions per step, their estimates averaged into one update
-    probes: str = "auto"  # auto | paired | sequential (zoft.optim.perturb.PROBE_MODES)
+    probes: ProbeMode = ProbeMode.auto  # zoft.optim.perturb.PROBE_MODES
+
+    def check(self) -> None:
+        super().check()
+        check_spsa(self.eps, self.queries)
+
+
+def check_spsa(eps: float, queries: int) -> None:
+    """The two-point estimate divides by 2ε and averages `queries` estimates."""
+    if queries < 1:
+        raise ZoftError(f"optimizer.queries={queries} is invalid: it must be at least 1")
+    if not eps > 0:
+        raise ZoftError(f"optimizer.eps={eps} is invalid: it must be greater than 0")
 
 
 def spsa_estimates(
@@ -61,8 +73,7 @@ class ZerothOrderOptimizer(Optimizer):
         self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
     ) -> None:
         super().__init__(cfg, model, scorer, total_steps, seed)
-        if cfg.queries < 1:
-            raise ZoftError(f"optimizer.queries={cfg.queries} is invalid: it must be at least 1")
+        as_dataclass(cfg).check()
         self.engine = PerturbationEngine(
             model, self.trainable(), seed, self.directions(), probes=cfg.probes
         )

@@ -1,17 +1,26 @@
-"""Every validation of a run's settings, done before any data or model is loaded."""
+"""Every validation of a run's settings, done before any data or model is loaded.
+
+Closed sets of values are Enums in zoft.config (refused when the config is composed); the rules
+here tie fields together. A method's own rules live with its config dataclass (its `check` and
+`check_run`), reached through the optimizer registry, so each rule is written once.
+"""
 
 from __future__ import annotations
 
+import re
+
 from omegaconf import DictConfig, OmegaConf
 
-from zoft.config import LoraConfig, enum_value
+from zoft.config import LoraConfig, ModelKind, OptimizerConfig, as_dataclass, enum_value
 from zoft.errors import RunConfigError
-from zoft.models.adapters import ADAPTERS
 from zoft.optim import OPTIMIZERS
 from zoft.run import distributed
 from zoft.run.guards import GuardSettings
 from zoft.scoring.objectives import check_objective
 from zoft.tasks import get_task
+
+# where a run computes: torch device strings zoft.run.distributed.setup understands
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -36,9 +45,10 @@ def validate(cfg: DictConfig) -> None:
         raise RunConfigError(
             f"icl_demos needs a causal LM; model {cfg.model.name} is {enum_value(cfg.model.kind)}"
         )
+    if not DEVICE_PATTERN.fullmatch(cfg.device):
+        raise RunConfigError(f"device={cfg.device} is invalid: use auto, cpu, cuda or cuda:N")
     facts = OPTIMIZERS.facts(cfg.optimizer.name)
     zeroth_order = facts.zeroth_order
-    ADAPTERS.get(cfg.optimizer.adapter)
     required = facts.requires_adapter
     if required and cfg.optimizer.adapter != required:
         raise RunConfigError(
@@ -50,13 +60,26 @@ def validate(cfg: DictConfig) -> None:
             f"optimizer.micro_batches={cfg.optimizer.micro_batches} is invalid: it must lie "
             f"between 1 and batch_size={cfg.batch_size}"
         )
-    check_objective(cfg.objective, get_task(cfg.task.name), zeroth_order)
-    _check_combinations(cfg, zeroth_order)
-    if cfg.steps and enum_value(cfg.dtype) == "fp16" and cfg.optimizer.name == "ft":
+    task = get_task(cfg.task.name)
+    check_objective(cfg.objective, task, zeroth_order)
+    if cfg.model.kind == ModelKind.causal_lm and cfg.task.template not in task.causal_templates:
         raise RunConfigError(
-            "dtype=fp16 with optimizer=ft would train fp16 weights with no master copy; the papers "
-            "keep fp32 weights and compute in fp16: use dtype=fp32 optimizer.amp=fp16"
+            f"task {task.name} has no causal-LM template '{cfg.task.template}'; choose "
+            f"task.template from {sorted(task.causal_templates)}"
         )
+    _check_combinations(cfg, zeroth_order)
+    method = method_config(cfg)
+    method.check()
+    method.check_run(cfg)
+
+
+def method_config(cfg: DictConfig) -> OptimizerConfig:
+    """cfg.optimizer as an instance of its method's config dataclass (from the registry)."""
+    schema = OPTIMIZERS.config(cfg.optimizer.name)
+    node = cfg.optimizer
+    if OmegaConf.get_type(node) is not schema:
+        node = OmegaConf.merge(OmegaConf.structured(schema), node)
+    return as_dataclass(node)
 
 
 def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:

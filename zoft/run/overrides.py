@@ -146,6 +146,13 @@ def _check_type(
         expected = typing.get_type_hints(schema)[leaf]
         shown = show_default and default is not None
         example = f" (default {key}={_plain(default)})" if shown else ""
+        choices = _enum_of(expected)
+        if choices is not None:  # a closed set: name the close matches and every valid value
+            valid = [str(m.value) for m in choices]
+            raise OverrideError(
+                f"Invalid value for '{key}' ({line}): it takes {_type_name(expected)}{example}."
+                f"{_close(str(value), valid)}"
+            ) from None
         detail = str(err).splitlines()[0]
         raise OverrideError(
             f"Wrong type for '{key}' ({line}): it takes {_type_name(expected)}{example}. {detail}"
@@ -158,8 +165,19 @@ def _plain(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
+def _enum_of(annotation: Any) -> type[enum.Enum] | None:
+    """The Enum an annotation allows (`Amp | None` allows Amp), if any."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
+            return candidate
+    return None
+
+
 def _type_name(annotation: Any) -> str:
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return "one of " + ", ".join(str(m.value) for m in annotation)
+    choices = _enum_of(annotation)
+    if choices is not None:
+        optional = type(None) in typing.get_args(annotation)
+        names = [str(m.value) for m in choices] + (["null"] if optional else [])
+        return "one of " + ", ".join(names)
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     return names.get(annotation, str(annotation).replace("typing.", ""))

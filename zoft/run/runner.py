@@ -40,7 +40,13 @@ from zoft.run.rundir import (
     write_json,
 )
 from zoft.run.signals import Interrupted, SignalFlags, signal_flags
-from zoft.run.trainer import Evaluator, Trainer, TrainingOutcome
+from zoft.run.trainer import (
+    Evaluator,
+    Trainer,
+    TrainingOutcome,
+    TrainingRecord,
+    TrainingSettings,
+)
 from zoft.scoring import build_scorer
 from zoft.scoring.icl import demonstration_context
 from zoft.scoring.objectives import build_objective
@@ -174,9 +180,9 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
         optimizer = build_optimizer(cfg.optimizer, loaded.model, objective, cfg.steps, cfg.seed)
         result["trainable_parameters"] = sum(p.numel() for p in optimizer.trainable().values())
         extra = {k: result[k] for k in ("zero_shot",) if k in result}
-        trainer = Trainer(
-            cfg, optimizer, splits, evaluate, ctx.metrics, ctx.checkpointer, ctx.flags, extra
-        )
+        record = TrainingRecord(ctx.metrics, ctx.checkpointer, ctx.flags, extra)
+        settings = TrainingSettings.from_config(cfg)
+        trainer = Trainer(settings, optimizer, splits, evaluate, record)
         with tracker.phase("train"):
             outcome = trainer.run(resume)
         stats = optimizer.stats()

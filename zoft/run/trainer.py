@@ -133,36 +133,72 @@ class BestDevState:
         self.weights = weights
 
 
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The run settings the training loop reads, taken from the run config once."""
+
+    steps: int
+    batch_size: int
+    seed: int  # the training-order seed
+    eval_every: int = 0  # dev evaluation interval in steps; 0 = only after the last step
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0: checkpoints only on request or before stopping on a signal
+    guard: GuardSettings = field(default_factory=GuardSettings)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> TrainingSettings:
+        """From a run config (a partial one, as tests build, takes the defaults)."""
+        return cls(
+            steps=cfg.steps,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            eval_every=cfg.get("eval_every", 0),
+            log_every=cfg.get("log_every", 10),
+            checkpoint_every=cfg.get("checkpoint_every", 0),
+            guard=GuardSettings(**cfg.get("guard", {})),
+        )
+
+
+@dataclass
+class TrainingRecord:
+    """Where a training loop leaves its traces and what may interrupt it: the metrics log, the
+    checkpointer (none: no checkpoints), the signal flags, and the run-level results a resumed
+    run must not recompute (saved with each checkpoint)."""
+
+    metrics: MetricsLog
+    checkpointer: Checkpointer | None = None
+    flags: SignalFlags = field(default_factory=SignalFlags)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 class Trainer:
     """The training loop: steps, guards, periodic log lines and dev evaluation, the best-dev
-    state, and checkpoints (every cfg.checkpoint_every steps, on request, and before stopping on
-    a signal) from which `run(resume=...)` continues bit for bit."""
+    state, and checkpoints (every settings.checkpoint_every steps, on request, and before stopping
+    on a signal) from which `run(resume=...)` continues bit for bit."""
 
     def __init__(
         self,
-        cfg: DictConfig,
+        settings: TrainingSettings,
         optimizer: Optimizer,
         splits: Splits,
         evaluate: Evaluator,
-        metrics: MetricsLog,
-        checkpointer: Checkpointer | None = None,
-        flags: SignalFlags | None = None,
-        extra: dict[str, Any] | None = None,
+        record: TrainingRecord,
     ) -> None:
-        self.cfg, self.optimizer, self.splits = cfg, optimizer, splits
-        self.evaluate, self.metrics = evaluate, metrics
-        self.checkpointer, self.flags = checkpointer, flags or SignalFlags()
-        self.extra = extra or {}  # run-level results a resumed run must not recompute
+        self.settings, self.optimizer, self.splits = settings, optimizer, splits
+        self.evaluate, self.metrics = evaluate, record.metrics
+        self.checkpointer, self.flags, self.extra = record.checkpointer, record.flags, record.extra
         self.outcome = TrainingOutcome()
         self.best = BestDevState(optimizer.trainable(), evaluate.task.metric)
-        self.guard = StepGuard(GuardSettings(**cfg.get("guard", {})), optimizer)
+        self.guard = StepGuard(settings.guard, optimizer)
         self.dev_key = f"dev_{evaluate.task.metric}"
 
     def run(self, resume: Checkpoint | None = None) -> TrainingOutcome:
-        cfg = self.cfg
+        settings = self.settings
         start = self._restore(resume) if resume is not None else 0
-        stream = batches(self.splits.train, cfg.batch_size, cfg.seed, start=start)
-        bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=None, dynamic_ncols=True)
+        stream = batches(self.splits.train, settings.batch_size, settings.seed, start=start)
+        bar = tqdm(
+            total=settings.steps, initial=start, desc="train", disable=None, dynamic_ncols=True
+        )
         with self.flags.deferred():
             self._loop(start, stream, bar)
         bar.close()
@@ -172,9 +208,9 @@ class Trainer:
         return self.outcome
 
     def _loop(self, start: int, stream: Iterator[list[Example]], bar: tqdm) -> None:
-        cfg, outcome = self.cfg, self.outcome
+        settings, outcome = self.settings, self.outcome
         started, seen, earlier = time.time(), 0, outcome.seconds
-        for step in range(start, cfg.steps):
+        for step in range(start, settings.steps):
             batch = next(stream)
             record = self._step(step, batch)
             seen += len(batch)
@@ -186,15 +222,15 @@ class Trainer:
                 forwards=outcome.forwards,
                 backwards=outcome.backwards,
             )
-            is_last = step + 1 == cfg.steps
+            is_last = step + 1 == settings.steps
             if self.splits.dev and (
-                is_last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)
+                is_last or (settings.eval_every and (step + 1) % settings.eval_every == 0)
             ):
                 dev = self.evaluate(self.splits.dev)
                 record[self.dev_key] = dev[self.evaluate.task.metric]
                 self.best.offer(step + 1, dev, is_last)
             if (
-                (step + 1) % cfg.log_every == 0
+                (step + 1) % settings.log_every == 0
                 or is_last
                 or self.dev_key in record
                 or "skipped" in record
@@ -228,13 +264,15 @@ class Trainer:
         dev = f" {self.dev_key} {record[self.dev_key]:.4f}" if self.dev_key in record else ""
         pace = ""
         if quiet:  # no progress bar: the log line says how fast it goes and when it ends
-            left = per_step * (self.cfg.steps - step - 1)
+            left = per_step * (self.settings.steps - step - 1)
             pace = f" ({per_step:.3g} s/step, {_duration(left)} left)"
-        log.info("step %d/%d loss %.4f%s%s", step + 1, self.cfg.steps, record["loss"], dev, pace)
+        log.info(
+            "step %d/%d loss %.4f%s%s", step + 1, self.settings.steps, record["loss"], dev, pace
+        )
 
     def _checkpoint_if_due(self, done: int) -> None:
         """Checkpoint after `done` steps when due or asked for; stop after a stop signal."""
-        every = self.cfg.get("checkpoint_every", 0)
+        every = self.settings.checkpoint_every
         due = bool(every) and done % every == 0
         asked, stop = distributed.any_rank(
             [self.flags.take_checkpoint_request(), self.flags.stop is not None]
@@ -250,7 +288,7 @@ class Trainer:
                 else "no checkpoint was written: re-running starts over"
             )
             raise Interrupted(
-                f"stopped by {signal.Signals(signum).name} after step {done}/{self.cfg.steps}; "
+                f"stopped by {signal.Signals(signum).name} after step {done}/{self.settings.steps}; "
                 + where,
                 signum,
             )
@@ -292,7 +330,10 @@ class Trainer:
         restore_rng(state["rng"])
         self.metrics.truncate_after(checkpoint.step)
         log.info(
-            "resuming from %s (step %d of %d)", checkpoint.path, checkpoint.step, self.cfg.steps
+            "resuming from %s (step %d of %d)",
+            checkpoint.path,
+            checkpoint.step,
+            self.settings.steps,
         )
         return checkpoint.step
 
@@ -307,4 +348,5 @@ def train(
     cfg: DictConfig, optimizer: Optimizer, splits: Splits, evaluate: Evaluator, metrics: MetricsLog
 ) -> TrainingOutcome:
     """One uninterrupted training loop without checkpoints (tests and benchmarks)."""
-    return Trainer(cfg, optimizer, splits, evaluate, metrics).run()
+    settings = TrainingSettings.from_config(cfg)
+    return Trainer(settings, optimizer, splits, evaluate, TrainingRecord(metrics)).run()
