@@ -312,7 +312,9 @@ def test_settings_show_rates_and_what_differs_from_the_method_defaults(tmp_path)
     hyper = {"lr": 1e-5, "zo_lr": 1e-6, "eps": 1e-3, "gradient_checkpointing": True}
     hyper |= {"rank": 2, "lora": {"r": 4, "alpha": 16}, "steps": 5, "name": "lmao"}
     method = MethodRecord.of_facts(
-        "lmao", OPTIMIZERS.facts("lmao").as_record(), dataclasses.asdict(OPTIMIZERS.config("lmao")())
+        "lmao",
+        OPTIMIZERS.facts("lmao").as_record(),
+        dataclasses.asdict(OPTIMIZERS.config("lmao")()),
     )  # as the runner records it: the method's defaults travel with the run
     result = _trained(
         tmp_path, "lmao", [1.0], hyperparameters=hyper, method=method.to_json(), schema_version=2

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from tests.report.test_select import run_result, three_seed_table1_runs, write_run
-from zoft.report.collect import collect_results
-from zoft.report.collect import logged_losses
+from zoft.report.collect import collect_results, logged_losses
 from zoft.report.plots import write_plots
 from zoft.report.select import beside_paper, runs_frame, select_best_dev, summarize
 

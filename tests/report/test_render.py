@@ -9,8 +9,8 @@ import pytest
 
 from tests.report.test_select import MODEL, run_result, three_seed_table1_runs
 from zoft.report.render import latex_report, long_table, markdown_report, write_reports
-from zoft.run.record import RunResult
 from zoft.report.select import beside_paper, runs_frame, select_best_dev, summarize
+from zoft.run.record import RunResult
 
 NAN = math.nan
 PAPER = "MeZO Table 1 (opt-13b)"

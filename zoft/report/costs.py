@@ -12,7 +12,6 @@ from zoft.report.render import markdown_table
 from zoft.report.select import read_paper_csv
 from zoft.run.rundir import atomic_write
 
-
 KEYS = ["model", "task", "method"]
 
 

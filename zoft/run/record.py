@@ -137,7 +137,9 @@ class MethodRecord:
         cls, name: str, facts: dict[str, Any], defaults: dict[str, Any] | None = None
     ) -> MethodRecord:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(name=name, **{k: v for k, v in facts.items() if k in known}, defaults=defaults or {})
+        return cls(
+            name=name, **{k: v for k, v in facts.items() if k in known}, defaults=defaults or {}
+        )
 
     @property
     def evaluation_only(self) -> bool:
