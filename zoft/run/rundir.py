@@ -94,16 +94,22 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def read_result(run_dir: Path) -> RunResult | None:
+def read_run(run_dir: Path) -> RunResult | None:
     """The run's result.json as a record; None when there is none or it cannot be read."""
     return read_record(Path(run_dir) / RESULT_FILE).record
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's result.json as a dict (read through its record, so any version reads alike)."""
+    record = read_run(run_dir)
+    return None if record is None else record.to_json()
 
 
 def finished_result(out_dir: Path, cfg: DictConfig) -> RunResult | None:
     """The complete result already in out_dir if it is this very run (same config digest); None
     when there is none or it did not finish. The runner's skip and the sweeper's "done" are this
     one check. A complete run of another config in out_dir is an error: it is never overwritten."""
-    previous = read_result(out_dir)
+    previous = read_run(out_dir)
     if previous is None or not previous.complete:
         return None
     if previous.config_digest != config_digest(cfg):
