@@ -16,14 +16,14 @@ from omegaconf import DictConfig
 from tabulate import tabulate
 
 from zoft.errors import ZoftError
-from zoft.run import distributed
-from zoft.run.overrides import check_overrides
-from zoft.run.schemas import register_configs
+from zoft.run.record import RunResult
+from zoft.run.schemas import register_base_configs
 from zoft.sweep.grid import sweep_failures
 
 log = logging.getLogger("zoft")
 
-register_configs()
+# zoft-table composes experiments without methods (no torch); zoft-run adds the methods' schemas.
+register_base_configs()
 
 
 def _register_grid_sweeper() -> None:
@@ -35,19 +35,15 @@ def _register_grid_sweeper() -> None:
     Plugins.instance().register(GridSweeper)
 
 
-def _method(result: dict) -> str:
-    """The optimizer of a fine-tuning run, else the evaluation-only mode (zero-shot, icl)."""
-    mode = result.get("mode", "fine-tune")
-    return result["optimizer"] if mode == "fine-tune" else mode
-
-
 def summary_table(result: dict) -> str:
     """A small human table of one run's outcome."""
+    record = RunResult.from_json(result)
+    method = record.method_record.name  # the optimizer, else the evaluation-only mode
     rows = [
-        ("run", f"{result['task']} / {result['model']} / {_method(result)}"),
+        ("run", f"{record.task} / {record.model} / {method}"),
         (
             "status",
-            result["status"] + (" (skipped: already complete)" if result.get("skipped") else ""),
+            record.status + (" (skipped: already complete)" if result.get("skipped") else ""),
         ),
     ]
     for key in ("zero_shot", "dev", "test"):
@@ -65,7 +61,7 @@ def summary_table(result: dict) -> str:
         value = result.get(key)
         if value is not None:
             rows.append((key, round(value, 4) if isinstance(value, float) else value))
-    peaks = {p: m["host_peak_rss_mib"] for p, m in (result.get("memory") or {}).items()}
+    peaks = record.memory_record.host_peaks_mib()
     if peaks:
         rows.append(("peak RSS MiB", ", ".join(f"{p} {v:.0f}" for p, v in peaks.items())))
     return tabulate(rows, tablefmt="simple")
@@ -75,6 +71,7 @@ def summary_table(result: dict) -> str:
 def _hydra_entry(cfg: DictConfig) -> str:
     """One run; returns its status. In a sweep a failed cell is recorded in its result.json and
     the sweep goes on; a stop signal ends the whole sweep (its cell keeps a checkpoint)."""
+    from zoft.run import distributed
     from zoft.run.runner import run
     from zoft.run.signals import Interrupted
 
@@ -112,6 +109,11 @@ def quiet_libraries() -> None:
 
 def run_main() -> None:
     """zoft-run: one experiment, or a sweep with -m."""
+    from zoft.run import distributed
+    from zoft.run.overrides import check_overrides
+    from zoft.run.schemas import register_configs
+
+    register_configs()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -148,7 +150,9 @@ def _experiment_info(name: str) -> DictConfig:
 
     with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
         try:
-            return compose(config_name="config", overrides=[f"+experiment={name}"])
+            # no optimizer: its schema would import the methods (torch); a table needs none
+            overrides = [f"+experiment={name}", "~optimizer"]
+            return compose(config_name="config", overrides=overrides)
         except MissingConfigException:
             conf = importlib.resources.files("zoft.conf") / "experiment"
             known = sorted(
@@ -195,7 +199,7 @@ def _table_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cost_table(args: argparse.Namespace, info: DictConfig, results: list[dict]) -> None:
+def _cost_table(args: argparse.Namespace, info: DictConfig, results: list[RunResult]) -> None:
     """A memory or speed experiment: our peaks / seconds per step beside the paper's."""
     from zoft.report import costs
     from zoft.report import select as aggregate
@@ -219,7 +223,7 @@ def table_main(argv: list[str] | None = None) -> None:
     from zoft.report import plots
     from zoft.report import render as reports
     from zoft.report import select as aggregate
-    from zoft.report.collect import collect_results, methods_table, provenance
+    from zoft.report.collect import collect, methods_table, provenance
     from zoft.run.rundir import atomic_write
 
     parser = _table_parser()
@@ -228,7 +232,10 @@ def table_main(argv: list[str] | None = None) -> None:
     runs = args.runs or (Path(info.results_dir) if info else None)
     if runs is None:
         parser.error("give a runs folder or --experiment")
-    results = collect_results(runs)
+    found = collect(runs)
+    for reason in found.unreadable:
+        print(f"zoft-table: skipped {reason}", file=sys.stderr)
+    results = found.results
     if not results:
         parser.exit(1, f"zoft-table: no complete runs under {runs}\n")
     if args.by == "run":

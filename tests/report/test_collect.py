@@ -1,5 +1,6 @@
 """Result tables: complete runs collected from run directories, means ± std over seeds, zoft-table."""
 
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,9 @@ import pytest
 
 from tests.report.test_select import PAPER_CSV, run_result, three_seed_table1_runs, write_run
 from zoft.cli import table_main
+from zoft.optim import OPTIMIZERS
 from zoft.report.collect import collect_results, column_of, methods_table
+from zoft.run.record import MethodRecord
 
 NOTE = "local SST-2 is the sentence-level version"
 PROVENANCE = (
@@ -55,12 +58,12 @@ def runs(tmp_path):
 
 def test_collect_results_keeps_only_complete_runs(runs):
     results = collect_results(runs)
-    assert sorted(r["seed"] for r in results) == [0, 1]
-    assert all(r["status"] == "complete" for r in results)
+    assert sorted(r.seed for r in results) == [0, 1]
+    assert all(r.status == "complete" for r in results)
 
 
 def test_collect_results_records_where_each_run_is_now(runs):
-    dirs = sorted(r["run_dir"] for r in collect_results(runs))
+    dirs = sorted(r.run_dir for r in collect_results(runs))
     assert dirs == [str(runs / "sst2" / "tiny-opt" / "mezo" / f"seed{s}") for s in (0, 1)]
 
 
@@ -308,7 +311,14 @@ def test_a_method_run_on_adapters_it_does_not_default_to_is_labelled():
 def test_settings_show_rates_and_what_differs_from_the_method_defaults(tmp_path):
     hyper = {"lr": 1e-5, "zo_lr": 1e-6, "eps": 1e-3, "gradient_checkpointing": True}
     hyper |= {"rank": 2, "lora": {"r": 4, "alpha": 16}, "steps": 5, "name": "lmao"}
-    result = _trained(tmp_path, "lmao", [1.0], hyperparameters=hyper)
+    method = MethodRecord.of_facts(
+        "lmao",
+        OPTIMIZERS.facts("lmao").as_record(),
+        dataclasses.asdict(OPTIMIZERS.config("lmao")()),
+    )  # as the runner records it: the method's defaults travel with the run
+    result = _trained(
+        tmp_path, "lmao", [1.0], hyperparameters=hyper, method=method.to_json(), schema_version=2
+    )
     row = next(r for r in methods_table([result]).splitlines() if "tiny-opt LMAO" in r)
     settings = row.split("|")[3].strip()
     assert settings == "lr 1e-05, zo_lr 1e-06, eps 0.001, gradient_checkpointing True, lora.r 4"

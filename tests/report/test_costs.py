@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from tests.report.test_select import REPO, run_result, write_run
+from tests.run.test_memory import gpu_phase
 from zoft.cli import table_main
 from zoft.report.costs import cost_markdown, memory_table, speed_table, write_cost_reports
 from zoft.report.select import runs_frame
@@ -185,3 +186,17 @@ def test_table_main_speed_experiment_writes_out(tmp_path, capsys):
     # the published 0.815 s at batch 16 on opt-1.3b: 1.1 / 0.815 = 1.35
     assert "| opt-1.3b | MultiRC | MeZO (bsz=16) | 2 | 1.10 | 0.81 | 1xA100-80GB | 1.35 |" in lines
     assert "| opt-1.3b | MultiRC | FT (bsz=8) | 1 | 2.00 | 0.78 | 1xA100-80GB | 2.55 |" in lines
+
+
+def test_memory_table_of_gpu_runs_shows_their_cuda_peaks(memory_csv, monkeypatch):
+    """A run on GPUs, its memory recorded by the real MemoryTracker: the table shows the largest
+    device's peak allocated (it showed 0 while the reader looked for a key the tracker did not
+    write)."""
+    on_gpus = gpu_phase(monkeypatch, [3072.0, 2048.0])
+    result = run_result("multirc", "mezo", 0, test=0.6, dev=0.5, model="opt-1.3b", memory=on_gpus)
+    table = memory_table(runs_frame([result]), memory_csv, "MeZO", "Table 22")
+    mezo = table[(table["model"] == "opt-1.3b") & (table["method"] == "MeZO")].iloc[0]
+    assert mezo["ours_gib"] == pytest.approx(3.0)
+    assert "| opt-1.3b | MultiRC | MeZO | 1 | 3.00 | 4 | 1xA100 | 0.75 |" in cost_markdown(
+        table, "Memory", "1 runs.", "memory"
+    )

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from tests.report.test_select import run_result, three_seed_table1_runs, write_run
-from zoft.report.collect import collect_results
-from zoft.report.plots import _losses, write_plots
+from zoft.report.collect import collect_results, logged_losses
+from zoft.report.plots import write_plots
 from zoft.report.select import beside_paper, runs_frame, select_best_dev, summarize
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -95,8 +95,8 @@ def test_losses_reads_the_training_loss_by_step(tmp_path):
         {"step": 4, "loss": 0.25},
     ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n\n")
-    losses = _losses(str(tmp_path))
+    losses = logged_losses(str(tmp_path))
     assert losses.index.tolist() == [1, 2, 4]
     assert losses.tolist() == pytest.approx([1.5, 0.5, 0.25])
-    assert _losses(str(tmp_path / "gone")).empty
-    assert _losses("").empty
+    assert logged_losses(str(tmp_path / "gone")).empty
+    assert logged_losses("").empty

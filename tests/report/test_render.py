@@ -10,6 +10,7 @@ import pytest
 from tests.report.test_select import MODEL, run_result, three_seed_table1_runs
 from zoft.report.render import latex_report, long_table, markdown_report, write_reports
 from zoft.report.select import beside_paper, runs_frame, select_best_dev, summarize
+from zoft.run.record import RunResult
 
 NAN = math.nan
 PAPER = "MeZO Table 1 (opt-13b)"
@@ -165,6 +166,11 @@ def test_long_table_puts_unknown_methods_and_tasks_last():
             "method": ["MeZO", "MeZO", "sgd", "FT", "zero-shot"],
         }
     )
+    # each row's rank as runs_frame gives it, from the run's (version 1) record
+    runs = [("mezo", "fine-tune"), ("mezo", "fine-tune"), ("sgd", "fine-tune"), ("ft", "fine-tune")]
+    runs.append(("ft", "zero-shot"))
+    records = [RunResult.from_json({"optimizer": o, "mode": m}) for o, m in runs]
+    frame["method_rank"] = [r.method_record.rank for r in records]
     ordered = long_table(frame)
     assert list(zip(ordered["task"], ordered["method"], strict=True)) == [
         ("SST-2", "zero-shot"),

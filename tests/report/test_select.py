@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.run.test_memory import gpu_phase
 from zoft.report.collect import collect_results
 from zoft.report.select import (
     PAPER_TASK_NAMES,
@@ -175,12 +176,12 @@ def test_method_label_without_mode_or_hyperparameters_is_a_fine_tune_run():
 # --- runs_frame ----------------------------------------------------------------------------------
 
 
-def test_runs_frame_has_one_row_per_run_with_metrics_times_100_and_peaks():
-    cuda = {"0": {"max_allocated_mib": 500.0}, "1": {"max_allocated_mib": 700.0}}
+def test_runs_frame_has_one_row_per_run_with_metrics_times_100_and_peaks(monkeypatch):
+    on_gpus = gpu_phase(monkeypatch, [500.0, 700.0])  # what MemoryTracker writes on 2 GPUs
     results = [
         run_result("sst2", "mezo", 1, test=0.8, dev=0.75, forward_passes=100, train_time_s=12.5),
         run_result("rte", "zero-shot", 0, test=0.5, mode="zero-shot", eval_mib=1600.0),
-        run_result("squad", "ft-lora", 2, test=0.25, dev=0.5, memory={"train": {"cuda": cuda}}),
+        run_result("squad", "ft-lora", 2, test=0.25, dev=0.5, memory=on_gpus),
     ]
     frame = runs_frame(results)
     assert frame["task"].tolist() == ["SST-2", "RTE", "SQuAD"]
@@ -198,8 +199,16 @@ def test_runs_frame_has_one_row_per_run_with_metrics_times_100_and_peaks():
     assert frame["peak_train_mib"].iloc[0] == 1800.0
     assert math.isnan(frame["peak_train_mib"].iloc[1])  # 0 steps: no train phase
     assert frame["peak_train_mib"].iloc[2] == 700.0  # the largest CUDA device peak
+
     assert frame["peak_eval_mib"].tolist()[:2] == [1700.0, 1600.0]
     assert frame["run_dir"].iloc[0] == "runs/x/sst2/smollm2-135m/mezo/seed1-lr1e-05"
+
+
+def test_a_version_1_gpu_record_reads_its_allocated_peak():
+    """Version 1 wrote the peak allocated as `allocated_mib` (no max_allocated_mib)."""
+    cuda = {"cuda:0": {"allocated_mib": 900.0, "reserved_mib": 1024.0}}
+    result = run_result("sst2", "mezo", 0, test=0.8, dev=0.7, memory={"train": {"cuda": cuda}})
+    assert runs_frame([result])["peak_train_mib"].iloc[0] == 900.0
 
 
 def test_runs_frame_prefers_where_the_run_is_now_over_where_it_ran(tmp_path):

@@ -103,9 +103,7 @@ def _measure(name: str, settings: BenchSettings, result: BenchResult) -> MethodR
             _synchronize(settings.device)
             times.append(time.perf_counter() - start)
         after = stepper.sweeps()
-    phase = tracker.phases[name]
-    cuda = phase.get("cuda")
-    peak = next(iter(cuda.values()))["allocated_mib"] if cuda else phase["host_peak_rss_mib"]
+    peak = tracker.record.peak_mib(name)
     meta = BENCH_METHODS.meta(name)
     del stepper, ctx, model, scorer
     return MethodResult(

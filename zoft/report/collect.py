@@ -1,64 +1,96 @@
-"""Run directories -> results, and the one-row-per-run table (settings, training loss, cost and
-peak memory) used for method comparisons; aggregated tables are zoft.report.select / zoft.reports."""
+"""The one reader of run directories: result.json (through zoft.run.record), metrics.jsonl, and
+the one-row-per-run table (settings, training loss, cost and peak memory) used for method
+comparisons; aggregated tables are zoft.report.select / zoft.report.render."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import logging
 import statistics
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoft.optim import OPTIMIZERS
-from zoft.report.render import METHOD_ROWS
-from zoft.report.select import method_label
-from zoft.run.rundir import RESULT_FILE
+import pandas as pd
+
+from zoft.report.render import markdown_table
+from zoft.run.record import RunResult, read_record
+from zoft.run.rundir import METRICS_FILE, RESULT_FILE
 from zoft.tasks import TASKS, get_task
 
+log = logging.getLogger(__name__)
 
-def collect_results(root: Path) -> list[dict[str, Any]]:
-    """Every complete result under `root`, newest file wins for a repeated output_dir."""
-    results = {}
+Result = RunResult | dict[str, Any]  # a record, or a result.json dict (tests, older callers)
+
+
+@dataclass
+class Collection:
+    """The complete runs under a folder, and why any result.json there could not be read."""
+
+    results: list[RunResult] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def collect(root: Path) -> Collection:
+    """Every complete result under `root` (one per run directory), and the unreadable ones."""
+    found = Collection()
+    by_dir: dict[str, RunResult] = {}
     for path in sorted(Path(root).rglob(RESULT_FILE)):
-        try:
-            result = json.loads(path.read_text())
-        except json.JSONDecodeError:
+        outcome = read_record(path)
+        if outcome.record is None:
+            found.unreadable.append(outcome.reason)
+            log.warning("skipping %s", outcome.reason)
             continue
-        if result.get("status") == "complete" and result.get("test"):
-            result["run_dir"] = str(path.parent)  # where it is now (output_dir: where it ran)
-            results[str(path.parent.resolve())] = result
-    return list(results.values())
+        if outcome.record.complete and outcome.record.test:
+            by_dir[str(path.parent.resolve())] = outcome.record
+    found.results = list(by_dir.values())
+    return found
 
 
-def column_of(result: dict[str, Any]) -> str:
+def collect_results(root: Path) -> list[RunResult]:
+    """Every complete result under `root` (unreadable files are logged and left out)."""
+    return collect(root).results
+
+
+def primary_metric(result: Result) -> str:
+    """The task's own metric (task metadata), else the first metric the run reports."""
+    record = RunResult.coerce(result)
+    return get_task(record.task).metric if record.task in TASKS else next(iter(record.test or {}))
+
+
+def logged_losses(run_dir: str | Path) -> pd.Series:
+    """Training loss by step from a run's metrics.jsonl (empty when it is gone)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not str(run_dir) or not path.is_file():
+        return pd.Series(dtype=float)
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    points = {r["step"]: r["loss"] for r in records if r.get("loss") is not None and "step" in r}
+    return pd.Series(points, dtype=float).sort_index()
+
+
+def column_of(result: Result) -> str:
     """ "<model> <method>" with the papers' method name (MeZO, FT (LoRA), LOZO (lora), ICL)."""
-    return f"{result['model']} {method_label(result)}"
+    record = RunResult.coerce(result)
+    return f"{record.model} {record.label}"
 
 
 def provenance(
-    results: list[dict[str, Any]],
+    results: Iterable[Result],
     cells: str = "test metric × 100 (mean ± std over runs when there are several)",
 ) -> str:
     """One line saying what the numbers are: run count, protocol, seeds, code version."""
+    records = [RunResult.coerce(r) for r in results]
 
     def values(key: str) -> str:
-        return ", ".join(sorted({str(r.get(key)) for r in results}))
+        seen = {str(getattr(r, key) if hasattr(r, key) else r.extra.get(key)) for r in records}
+        return ", ".join(sorted(seen))
 
     return (
-        f"{len(results)} runs; protocol {values('protocol')}; data_seed {values('data_seed')}; "
+        f"{len(records)} runs; protocol {values('protocol')}; data_seed {values('data_seed')}; "
         f"seed {values('seed')}; zoft {values('zoft_version')} at commit {values('git_commit')}. "
         f"Cells: {cells}."
     )
-
-
-def logged_losses(result: dict[str, Any]) -> list[float]:
-    """The training losses in the run's metrics.jsonl (empty if it is gone)."""
-    path = Path(result.get("run_dir") or result.get("output_dir", "")) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return [r["loss"] for r in lines if r.get("loss") is not None]
 
 
 def _loss_window(losses: list[float], first: bool, share: float = 0.1) -> str:
@@ -70,46 +102,30 @@ def _loss_window(losses: list[float], first: bool, share: float = 0.1) -> str:
     return f"{statistics.fmean(window):.3f}"
 
 
-def _method_key(result: dict[str, Any]) -> tuple[int, str]:
-    """The papers' order: evaluation-only, zeroth-order, then backprop baselines."""
-    label = method_label(result)
-    rank = METHOD_ROWS.index(label) if label in METHOD_ROWS else len(METHOD_ROWS)
-    return (rank, column_of(result))
+def _peak(record: RunResult, *phases: str) -> str:
+    """The largest peak over the phases that ran: CUDA peak allocated per device, else host RSS."""
+    memory = record.memory_record
+    devices = memory.device_peaks_mib(*phases)
+    if devices:
+        return ", ".join(f"{v:.0f}" for v in devices.values())
+    peak = memory.peak_mib(*phases)
+    return "" if peak != peak else f"{peak:.0f}"
 
 
-def _peak(result: dict[str, Any], *phases: str) -> str:
-    """The largest peak over the phases that ran: CUDA allocated per device, else host RSS."""
-    records = [(result.get("memory") or {}).get(p) for p in phases]
-    records = [r for r in records if r]
-    if not records:
-        return ""
-    if any(r.get("cuda") for r in records):
-        devices = {d for r in records for d in r.get("cuda", {})}
-        peaks = [
-            max(r.get("cuda", {}).get(d, {}).get("allocated_mib", 0) for r in records)
-            for d in sorted(devices)
-        ]
-        return ", ".join(f"{v:.0f}" for v in peaks)
-    return f"{max(r['host_peak_rss_mib'] for r in records):.0f}"
+_SHOWN = ("lr", "zo_lr", "eps", "name", "steps", "batch_size", "eval_every", "dtype")
 
 
-_RUN_KEYS = ("name", "steps", "batch_size", "eval_every", "dtype")  # shown elsewhere or implied
-
-
-def _settings(result: dict[str, Any]) -> str:
+def _settings(record: RunResult) -> str:
     """The rates (lr, zo_lr, eps) and every other optimizer setting that differs from the
-    method's defaults (e.g. rank 4, gradient_checkpointing True)."""
-    hyper = result.get("hyperparameters") or {}
-    if not result.get("steps"):
+    method's defaults recorded with the run (e.g. rank 4, gradient_checkpointing True)."""
+    hyper = record.hyperparameters or {}
+    if not record.steps:
         return ""
     parts = [f"{key} {hyper[key]:g}" for key in ("lr", "zo_lr", "eps") if key in hyper]
-    name = result.get("optimizer")
-    if name in OPTIMIZERS:
-        defaults = _flat(dataclasses.asdict(OPTIMIZERS.config(name)()))
-        shown = ("lr", "zo_lr", "eps", *_RUN_KEYS)
-        for key, value in _flat(hyper).items():
-            if key in defaults and key not in shown and value != defaults[key]:
-                parts.append(f"{key} {value}")
+    defaults = _flat(record.method_record.defaults)
+    for key, value in _flat(hyper).items():
+        if key in defaults and key not in _SHOWN and value != defaults[key]:
+            parts.append(f"{key} {value}")
     return ", ".join(parts)
 
 
@@ -123,40 +139,46 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def methods_table(results: Iterable[dict[str, Any]], title: str | None = None) -> str:
+_METHODS_HEADER = [
+    "task", "model / method", "settings", "trained params", "steps", "train loss start → end",
+    "test (at step)", "forwards / backwards", "train time (s)", "s / step",
+    "peak memory train (MiB)", "peak memory eval (MiB)",
+]  # fmt: skip
+
+
+def methods_table(results: Iterable[Result], title: str | None = None) -> str:
     """One row per run: the method, what it trains, its training loss at the start and end (means
     over the first / last 10% of logged steps), test metric, passes, time and peak memory."""
-    results = sorted(results, key=lambda r: (r["task"], r["model"], _method_key(r), r["seed"]))
-    lines = [f"## {title}", ""] if title else []
-    lines += [provenance(results, "one run per row, test metric × 100"), ""]
-    lines.append(
-        "| task | model / method | settings | trained params | steps | train loss start → end | "
-        "test (at step) | forwards / backwards | train time (s) | s / step | peak memory train (MiB) | "
-        "peak memory eval (MiB) |"
+    records = sorted(
+        (RunResult.coerce(r) for r in results),
+        key=lambda r: (r.task, r.model, r.method_record.rank, column_of(r), r.seed),
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        metric = get_task(r["task"]).metric if r["task"] in TASKS else next(iter(r["test"]))
-        losses = logged_losses(r)
+    lines = [f"## {title}", ""] if title else []
+    lines += [provenance(records, "one run per row, test metric × 100"), ""]
+    rows = []
+    for r in records:
+        losses = logged_losses(r.where).tolist()
         trend = f"{_loss_window(losses, True)} → {_loss_window(losses, False)}" if losses else ""
-        steps = r.get("steps") or 0
-        seconds = r.get("train_time_s") or 0.0
-        trained = r.get("trainable_parameters")
-        cells = [
-            r["task"],
-            column_of(r),
-            _settings(r),
-            f"{trained:,}" if trained else "",
-            str(steps),
-            trend,
-            f"{100 * r['test'][metric]:.1f}" + (f" ({r.get('best_step')})" if steps else ""),
-            f"{r.get('forward_passes', 0)} / {r.get('backward_passes', 0)}",
-            f"{seconds:.0f}" if steps else "",
-            f"{seconds / steps:.2f}" if steps else "",
-            _peak(r, "train"),
-            _peak(r, "zero_shot", "eval"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        steps = r.steps or 0
+        seconds = r.train_time_s or 0.0
+        trained = r.trainable_parameters
+        rows.append(
+            [
+                r.task,
+                column_of(r),
+                _settings(r),
+                f"{trained:,}" if trained else "",
+                str(steps),
+                trend,
+                f"{100 * r.test[primary_metric(r)]:.1f}" + (f" ({r.best_step})" if steps else ""),
+                f"{r.forward_passes or 0} / {r.backward_passes or 0}",
+                f"{seconds:.0f}" if steps else "",
+                f"{seconds / steps:.2f}" if steps else "",
+                _peak(r, "train"),
+                _peak(r, "zero_shot", "eval"),
+            ]
+        )
+    lines += markdown_table(_METHODS_HEADER, rows)
     lines += [
         "",
         "Test: the metric of the weights at the best dev evaluation (the step in brackets; later "

@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from zoft.report.render import markdown_table
+from zoft.report.select import read_paper_csv
 from zoft.run.rundir import atomic_write
-
-
-def _reference(path: Path, paper: str, table: str) -> pd.DataFrame:
-    ref = pd.read_csv(path)
-    ref = ref[(ref["paper"] == paper) & (ref["table"] == table)].copy()
-    # "zero-shot / MeZO" is one measurement for two methods
-    ref["method"] = ref["method"].str.split(" / ")
-    return ref.explode("method")
-
 
 KEYS = ["model", "task", "method"]
 
@@ -39,7 +32,7 @@ def _beside(
         .groupby(KEYS, as_index=False)
         .agg(n=(name, "size"), **{name: (name, how)})
     )
-    ref = _reference(reference_csv, paper, table)
+    ref = read_paper_csv(reference_csv, paper, table)
     ref = ref[[*KEYS, column, "gpus"]].rename(columns={column: renamed})
     out = mine.merge(ref, on=KEYS, how="outer")
     out["n"] = out["n"].fillna(0).astype(int)
@@ -77,15 +70,14 @@ def cost_markdown(table: pd.DataFrame, title: str, provenance: str, unit: str) -
     ours, paper = ("ours_gib", "paper_gb") if unit == "memory" else ("ours_s", "paper_s")
     heading = ("peak GiB", "paper GB") if unit == "memory" else ("s / step", "paper s / step")
     lines = [f"## {title}", "", provenance, ""]
-    lines.append(
-        f"| model | task | method | n | ours {heading[0]} | {heading[1]} | paper GPUs | ours / paper |"
-    )
-    lines.append("|---|---|---|---|---|---|---|---|")
+    header = ["model", "task", "method", "n", f"ours {heading[0]}", heading[1], "paper GPUs"]
+    rows = []
     for _, r in table.iterrows():
         mine = _fmt(r[ours], 2) if r["n"] else "missing"
         cells = [r["model"], _fmt(r["task"], 0), r["method"], str(r["n"]), mine,
                  _fmt(r[paper], 2), _fmt(r.get("gpus"), 0), _fmt(r["ratio"], 2)]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines += markdown_table([*header, "ours / paper"], rows)
     note = (
         "Ours: the largest train-phase peak of the cell's runs (CUDA peak allocated on GPU, host "
         "peak RSS on CPU); the papers measured nvidia-smi (reserved memory and the CUDA context)."

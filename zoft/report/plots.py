@@ -3,13 +3,14 @@ passes and wall time (matplotlib, headless)."""
 
 from __future__ import annotations
 
-import json
 import math
+import zlib
 from pathlib import Path
 
 import pandas as pd
 
-from zoft.report.render import METHOD_ROWS, TASK_COLUMNS, in_papers_order
+from zoft.report.collect import logged_losses
+from zoft.report.render import TASK_COLUMNS, in_papers_order, methods_in_order
 
 
 def _pyplot():
@@ -21,20 +22,9 @@ def _pyplot():
     return plt
 
 
-def _losses(run_dir: str) -> pd.Series:
-    """Training loss by step from a run's metrics.jsonl (empty when it is gone)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not run_dir or not path.is_file():
-        return pd.Series(dtype=float)
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    points = {r["step"]: r["loss"] for r in records if r.get("loss") is not None and "step" in r}
-    return pd.Series(points, dtype=float).sort_index()
-
-
 def _color(method: str) -> str:
-    """One colour per method across every plot of every table."""
-    index = METHOD_ROWS.index(method) if method in METHOD_ROWS else len(METHOD_ROWS) + len(method)
-    return f"C{index % 10}"
+    """One colour per method across every plot of every table (from its name, not its row)."""
+    return f"C{zlib.crc32(method.encode()) % 10}"
 
 
 def loss_curves(selected: pd.DataFrame, path: Path, title: str) -> Path | None:
@@ -50,8 +40,8 @@ def loss_curves(selected: pd.DataFrame, path: Path, title: str) -> Path | None:
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks, strict=False):
         runs = trained[trained["task"] == task]
-        for method in in_papers_order(runs["method"], METHOD_ROWS):
-            curves = [_losses(d) for d in runs.loc[runs["method"] == method, "run_dir"]]
+        for method in methods_in_order(runs):
+            curves = [logged_losses(d) for d in runs.loc[runs["method"] == method, "run_dir"]]
             curves = [c for c in curves if len(c)]
             if not curves:
                 continue
@@ -85,7 +75,7 @@ def _scatter(summary: pd.DataFrame, x: str, xlabel: str, path: Path, title: str)
     plt = _pyplot()
     means = have[have["task"].isin(common)].groupby("method")[["mean", x]].mean()
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for method in in_papers_order(means.index, METHOD_ROWS):
+    for method in methods_in_order(have[have["method"].isin(means.index)]):
         ax.scatter(means.loc[method, x], means.loc[method, "mean"], s=40, color=_color(method))
         ax.annotate(method, (means.loc[method, x], means.loc[method, "mean"]), fontsize=8,
                     xytext=(4, 3), textcoords="offset points")  # fmt: skip

@@ -1,4 +1,5 @@
-"""An aggregated comparison (zoft.report.select.beside_paper) as markdown, csv and LaTeX."""
+"""An aggregated comparison (zoft.report.select.beside_paper) as markdown, csv and LaTeX, and the
+one markdown table writer of every report."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from zoft.report.select import PAPER_TASK_NAMES
 from zoft.run.rundir import atomic_write
 
-# Rows in the papers' order: evaluation-only, zeroth-order, then backprop; unknown methods last.
-METHOD_ROWS = (
-    "zero-shot", "ICL", "LP", "MeZO", "MeZO (LoRA)", "MeZO (prefix)", "MeZO-Adam", "LOZO",
-    "LOZO-M", "FT (LoRA)", "FT (prefix)", "LMAO", "FT",
-)  # fmt: skip
+# zoft task names -> the papers' names (also the `task` column of results/paper/*.csv)
+PAPER_TASK_NAMES = {
+    "sst2": "SST-2", "rte": "RTE", "cb": "CB", "boolq": "BoolQ", "wsc": "WSC", "wic": "WiC",
+    "multirc": "MultiRC", "copa": "COPA", "record": "ReCoRD", "squad": "SQuAD", "drop": "DROP",
+    "snli": "SNLI", "mnli": "MNLI", "sst5": "SST-5", "trec": "TREC",
+}  # fmt: skip
 TASK_COLUMNS = tuple(PAPER_TASK_NAMES.values())
 MISSING = "missing"
 
@@ -24,6 +25,22 @@ def in_papers_order(values: Iterable[str], known: tuple[str, ...]) -> list[str]:
     """The distinct values, those in `known` first in its order, then the rest sorted."""
     present = [v for v in dict.fromkeys(values) if not pd.isna(v)]
     return sorted(present, key=lambda v: (known.index(v) if v in known else len(known), v))
+
+
+def methods_in_order(table: pd.DataFrame) -> list[str]:
+    """The table's methods as rows go: by `method_rank` (evaluation modes, then the runs' methods by
+    their recorded paper_order, then rows only the paper has), then by name."""
+    if "method_rank" not in table:
+        return sorted(m for m in dict.fromkeys(table["method"]) if not pd.isna(m))
+    ranks = table.groupby("method")["method_rank"].min()
+    return sorted(ranks.index, key=lambda m: (ranks[m], m))
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A GitHub markdown table, one line per row, cells as given (unpadded, so the committed
+    tables stay readable as diffs)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _number(value: float, digits: int = 1) -> str:
@@ -44,7 +61,7 @@ def _ours(row: pd.Series) -> str:
 def _pivot(table: pd.DataFrame, cell, empty: str = "") -> tuple[list[str], list[list[str]]]:
     """Methods (per model when there are several) × tasks; `empty` where a pair has no row."""
     tasks = in_papers_order(table["task"], TASK_COLUMNS)
-    methods = in_papers_order(table["method"], METHOD_ROWS)
+    methods = methods_in_order(table)
     models = sorted(table["model"].dropna().unique()) if "model" in table else []
     several = len(models) > 1
     rows = []
@@ -63,14 +80,9 @@ def _pivot(table: pd.DataFrame, cell, empty: str = "") -> tuple[list[str], list[
     return ["method", *tasks], rows
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
 def long_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, method) in the papers' order, the columns that go into the csv."""
-    order = {m: i for i, m in enumerate(METHOD_ROWS)}
+    order = {m: i for i, m in enumerate(methods_in_order(table))}
     tasks = {t: i for i, t in enumerate(TASK_COLUMNS)}
     keyed = table.assign(
         _t=table["task"].map(tasks).fillna(len(tasks)),
@@ -81,7 +93,7 @@ def long_table(table: pd.DataFrame) -> pd.DataFrame:
         if "model" in keyed
         else ["_t", "task", "_m", "method"]
     )
-    keyed = keyed.sort_values(keys).drop(columns=["_t", "_m"])
+    keyed = keyed.sort_values(keys).drop(columns=["_t", "_m", "method_rank"], errors="ignore")
     return keyed.reset_index(drop=True)
 
 
@@ -96,12 +108,12 @@ def markdown_report(
     table with 95% intervals and costs, and the data notes of the runs (e.g. a short split)."""
     lines = [f"## {title}", "", provenance, ""]
     lines += ["### Ours: test metric × 100 at the best-dev grid point, mean ± std over seeds", ""]
-    lines += _markdown(*_pivot(table, _ours, MISSING))
+    lines += markdown_table(*_pivot(table, _ours, MISSING))
     if table["paper"].notna().any():
         lines += ["", f"### {paper}", ""]
-        lines += _markdown(*_pivot(table, lambda r: _number(r["paper"])))
+        lines += markdown_table(*_pivot(table, lambda r: _number(r["paper"])))
         lines += ["", "### Ours − paper (mean difference, points)", ""]
-        lines += _markdown(*_pivot(table, lambda r: _number(r["diff"])))
+        lines += markdown_table(*_pivot(table, lambda r: _number(r["diff"])))
     lines += ["", "### Every cell", ""]
     header = [
         "task", "model", "method", "metric", "n", "mean", "std", "95% CI", "paper", "ours − paper",
@@ -120,7 +132,7 @@ def markdown_report(
                 _number(r["peak_eval_mib"], 0),
             ]
         )  # fmt: skip
-    lines += _markdown(header, rows)
+    lines += markdown_table(header, rows)
     lines += [
         "",
         "Selection: per task, method and seed, the grid point with the best dev metric (ties to "

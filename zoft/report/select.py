@@ -11,20 +11,13 @@ import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from zoft.optim import OPTIMIZERS
-from zoft.tasks import TASKS, get_task
+from zoft.report.collect import Result, primary_metric
+from zoft.report.render import PAPER_TASK_NAMES
+from zoft.run.record import PAPER_ONLY_FROM, RunResult, mode_rank
 
-# zoft task names -> the papers' names (also the `task` column of results/paper/*.csv)
-PAPER_TASK_NAMES = {
-    "sst2": "SST-2", "rte": "RTE", "cb": "CB", "boolq": "BoolQ", "wsc": "WSC", "wic": "WiC",
-    "multirc": "MultiRC", "copa": "COPA", "record": "ReCoRD", "squad": "SQuAD", "drop": "DROP",
-    "snli": "SNLI", "mnli": "MNLI", "sst5": "SST-5", "trec": "TREC",
-}  # fmt: skip
-MODE_LABELS = {"zero-shot": "zero-shot", "icl": "ICL"}
 GROUP = ["task", "model", "method", "seed", "data_seed"]
 
 # two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30; the normal 1.96 beyond
@@ -42,88 +35,62 @@ def t975(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else 1.96
 
 
-def method_label(result: dict[str, Any]) -> str:
-    """The papers' name of a run's method: MeZO, FT (LoRA), zero-shot, ...; a method run on an
-    adapter that is not its own gets it appended (LOZO (lora))."""
-    mode = result.get("mode", "fine-tune")
-    if mode != "fine-tune":
-        return MODE_LABELS.get(mode, mode)
-    name = result["optimizer"]
-    if name not in OPTIMIZERS:
-        return name
-    label = OPTIMIZERS.facts(name).display
-    adapter = (result.get("hyperparameters") or {}).get("adapter")
-    if adapter and adapter != OPTIMIZERS.config(name)().adapter:
-        label = f"{label} ({adapter})"
-    return label
+def method_label(result: Result) -> str:
+    """The papers' name of a run's method (MeZO, FT (LoRA), zero-shot, LOZO (lora)), from the
+    method facts recorded with the run."""
+    return RunResult.coerce(result).label
 
 
-def primary_metric(task: str, values: dict[str, float]) -> str:
-    return get_task(task).metric if task in TASKS else next(iter(values))
-
-
-def _peak_mib(result: dict[str, Any], phase: str) -> float:
-    record = (result.get("memory") or {}).get(phase) or {}
-    cuda = record.get("cuda") or {}
-    if cuda:
-        return max(d.get("max_allocated_mib", 0.0) for d in cuda.values())
-    return record.get("host_peak_rss_mib", math.nan)
-
-
-def _largest(*values: float) -> float:
-    """The largest value that is not NaN (NaN when none is)."""
-    present = [v for v in values if not math.isnan(v)]
-    return max(present) if present else math.nan
-
-
-def _grid_point(result: dict[str, Any]) -> str:
+def _grid_point(record: RunResult) -> str:
     """What distinguishes the runs of one grid: optimizer settings and the run's shape."""
     point = {
-        "hyperparameters": result.get("hyperparameters") or {},
-        "steps": result.get("steps"),
-        "batch_size": result.get("batch_size"),
+        "hyperparameters": record.hyperparameters or {},
+        "steps": record.steps,
+        "batch_size": record.extra.get("batch_size"),
     }
     return json.dumps(point, sort_keys=True, default=str)
 
 
-def data_notes(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+def data_notes(results: Iterable[Result]) -> dict[str, list[str]]:
     """Each task's distinct data notes (a split smaller than asked, a ready-made k-shot split)."""
     notes: dict[str, list[str]] = {}
-    for r in results:
-        task = notes.setdefault(PAPER_TASK_NAMES.get(r["task"], r["task"]), [])
-        task.extend(n for n in r.get("data_notes") or [] if n not in task)
+    for r in map(RunResult.coerce, results):
+        task = notes.setdefault(PAPER_TASK_NAMES.get(r.task, r.task), [])
+        task.extend(n for n in r.data_notes or [] if n not in task)
     return notes
 
 
-def runs_frame(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def runs_frame(results: Iterable[Result]) -> pd.DataFrame:
     """One row per complete run: identity, grid point, dev / test metric (× 100) and costs."""
     rows = []
-    for r in results:
-        metric = primary_metric(r["task"], r["test"])
-        dev = (r.get("dev") or {}).get(metric)
-        steps = r.get("steps") or 0
+    for r in map(RunResult.coerce, results):
+        metric = primary_metric(r)
+        dev = (r.dev or {}).get(metric)
+        steps = r.steps or 0
+        memory = r.memory_record
         rows.append(
             {
-                "task": PAPER_TASK_NAMES.get(r["task"], r["task"]),
-                "model": r["model"],
-                "method": method_label(r),
-                "seed": r.get("seed"),
-                "data_seed": r.get("data_seed"),
+                "task": PAPER_TASK_NAMES.get(r.task, r.task),
+                "model": r.model,
+                "method": r.label,
+                "method_rank": r.method_record.rank,
+                "seed": r.seed,
+                "data_seed": r.data_seed,
                 "grid_point": _grid_point(r),
                 "metric": metric,
                 "dev": math.nan if dev is None else 100 * dev,
-                "test": 100 * r["test"][metric],
-                "best_step": r.get("best_step"),
+                "test": 100 * r.test[metric],
+                "best_step": r.best_step,
                 "steps": steps,
-                "batch_size": r.get("batch_size")
-                or (r.get("hyperparameters") or {}).get("batch_size"),
-                "forward_passes": r.get("forward_passes") or 0,
-                "backward_passes": r.get("backward_passes") or 0,
-                "train_time_s": r.get("train_time_s") or 0.0,
-                "wall_time_s": r.get("wall_time_s") or 0.0,
-                "peak_train_mib": _peak_mib(r, "train") if steps else math.nan,
-                "peak_eval_mib": _largest(_peak_mib(r, "eval"), _peak_mib(r, "zero_shot")),
-                "run_dir": r.get("run_dir") or r.get("output_dir", ""),
+                "batch_size": r.extra.get("batch_size")
+                or (r.hyperparameters or {}).get("batch_size"),
+                "forward_passes": r.forward_passes or 0,
+                "backward_passes": r.backward_passes or 0,
+                "train_time_s": r.train_time_s or 0.0,
+                "wall_time_s": r.wall_time_s or 0.0,
+                "peak_train_mib": memory.peak_mib("train") if steps else math.nan,
+                "peak_eval_mib": memory.peak_mib("eval", "zero_shot"),
+                "run_dir": r.where,
             }
         )
     return pd.DataFrame(rows)
@@ -157,6 +124,7 @@ def summarize(selected: pd.DataFrame) -> pd.DataFrame:
                 "model": model,
                 "method": method,
                 "metric": group["metric"].iloc[0],
+                "method_rank": float(group["method_rank"].min()),
                 "n": n,
                 "mean": mean,
                 "std": std,
@@ -171,14 +139,23 @@ def summarize(selected: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def read_paper_csv(path: Path, paper: str, table: str) -> pd.DataFrame:
+    """The rows of one published table from a results/paper/*.csv, in the csv's order; a row
+    naming several methods ("zero-shot / MeZO": one measurement for both) becomes one per method."""
+    ref = pd.read_csv(path)
+    ref = ref[(ref["paper"] == paper) & (ref["table"] == table)].copy()
+    ref["method"] = ref["method"].str.split(" / ")
+    return ref.explode("method")
+
+
 def load_reference(
     path: Path, paper: str, table: str, model: str = "", setting: str = ""
 ) -> pd.DataFrame:
     """The published rows of one table (results/paper/paper_results.csv, long format). `setting`
     holds "|"-separated substrings of the setting column (any may match); without `model` the
     rows of every model are kept and matched to our runs by model name."""
-    ref = pd.read_csv(path)
-    keep = (ref["paper"] == paper) & (ref["table"] == table)
+    ref = read_paper_csv(path, paper, table)
+    keep = pd.Series(True, index=ref.index)
     if model:
         keep &= ref["model"] == model
     if setting:
@@ -208,7 +185,20 @@ def beside_paper(summary: pd.DataFrame, reference: pd.DataFrame | None) -> pd.Da
         keys = [k for k in ("model", "method", "task") if k in reference.columns]
         out = summary.merge(reference, on=keys, how="outer")
         out["n"] = out["n"].fillna(0).astype(int)
+        out["method_rank"] = out["method_rank"].fillna(_paper_only_ranks(out, reference))
         if "model" not in reference.columns and len(summary):
             out["model"] = out["model"].fillna(summary["model"].iloc[0])
     out["diff"] = out["mean"] - out["paper"]
     return out
+
+
+def _paper_only_ranks(table: pd.DataFrame, reference: pd.DataFrame) -> pd.Series:
+    """Rows only the paper has: an evaluation mode among the modes, any other method after every
+    method of ours, in the paper csv's order."""
+    first_seen = {m: i for i, m in enumerate(dict.fromkeys(reference["method"]))}
+
+    def rank(method: str) -> float:
+        mode = mode_rank(method)
+        return mode if not math.isnan(mode) else PAPER_ONLY_FROM + first_seen.get(method, 0)
+
+    return table["method"].map(rank)

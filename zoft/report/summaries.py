@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from zoft.run.rundir import RESULT_FILE, read_result
+from zoft.run.rundir import RESULT_FILE, read_run
 
 SUMMARY_FILES = (RESULT_FILE, "config.yaml", "metrics.jsonl")
 
@@ -21,7 +21,8 @@ def copy_summaries(source: Path, target: Path) -> int:
     copied = 0
     for result_path in sorted(Path(source).rglob(RESULT_FILE)):
         run_dir = result_path.parent
-        if (read_result(run_dir) or {}).get("status") != "complete":
+        record = read_run(run_dir)
+        if record is None or not record.complete:
             continue
         destination = Path(target) / run_dir.relative_to(source)
         destination.mkdir(parents=True, exist_ok=True)

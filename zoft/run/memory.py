@@ -1,4 +1,5 @@
-"""Peak memory per phase: CUDA allocated/reserved per device, peak RSS on the host.
+"""Peak memory per phase: CUDA allocated / peak allocated / peak reserved per device, peak RSS on
+the host (zoft.run.record.MemoryRecord is its schema and the one way to read a peak).
 
 Host peaks are exact per phase on Linux: writing 5 to /proc/self/clear_refs resets VmHWM, the
 kernel's own high-water mark, so no sampling thread is needed.
@@ -13,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from zoft.run.record import MemoryRecord
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -41,6 +44,10 @@ class MemoryTracker:
     def __init__(self) -> None:
         self.phases: dict[str, dict[str, object]] = {}
 
+    @property
+    def record(self) -> MemoryRecord:
+        return MemoryRecord.from_json(self.phases)
+
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         exact_host = _reset_host_peak()
@@ -65,7 +72,8 @@ class MemoryTracker:
         if cuda:
             record["cuda"] = {
                 f"cuda:{i}": {
-                    "allocated_mib": round(torch.cuda.max_memory_allocated(i) / MIB, 1),
+                    "allocated_mib": round(torch.cuda.memory_allocated(i) / MIB, 1),
+                    "max_allocated_mib": round(torch.cuda.max_memory_allocated(i) / MIB, 1),
                     "reserved_mib": round(torch.cuda.max_memory_reserved(i) / MIB, 1),
                 }
                 for i in range(torch.cuda.device_count())

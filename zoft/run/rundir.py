@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from zoft.errors import RunConfigError
+from zoft.run.record import RunResult, read_record
 from zoft.tasks.io import HUB
 
 RESULT_FILE = "result.json"
@@ -93,25 +94,28 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_run(run_dir: Path) -> RunResult | None:
+    """The run's result.json as a record; None when there is none or it cannot be read."""
+    return read_record(Path(run_dir) / RESULT_FILE).record
+
+
 def read_result(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / RESULT_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+    """The run's result.json as a dict (read through its record, so any version reads alike)."""
+    record = read_run(run_dir)
+    return None if record is None else record.to_json()
 
 
-def finished_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
-    """The complete result already in out_dir, if it is this very run."""
-    previous = read_result(out_dir)
-    if not previous or previous.get("status") != "complete":
+def finished_result(out_dir: Path, cfg: DictConfig) -> RunResult | None:
+    """The complete result already in out_dir if it is this very run (same config digest); None
+    when there is none or it did not finish. The runner's skip and the sweeper's "done" are this
+    one check. A complete run of another config in out_dir is an error: it is never overwritten."""
+    previous = read_run(out_dir)
+    if previous is None or not previous.complete:
         return None
-    if previous.get("config_digest") != config_digest(cfg):
+    if previous.config_digest != config_digest(cfg):
         raise RunConfigError(
             f"{out_dir} already holds a complete run of a different config (digest "
-            f"{previous.get('config_digest')} vs {config_digest(cfg)}); choose another output_dir "
+            f"{previous.config_digest} vs {config_digest(cfg)}); choose another output_dir "
             "or move that run away"
         )
     return previous

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import random
 import time
@@ -20,13 +21,14 @@ from zoft.config import enum_value
 from zoft.errors import RunConfigError
 from zoft.models.adapters import add_adapter
 from zoft.models.loading import load_model
-from zoft.optim import build_optimizer
+from zoft.optim import OPTIMIZERS, build_optimizer
 from zoft.run import distributed
 from zoft.run.checkpoint import Checkpoint, Checkpointer
 from zoft.run.checks import validate
 from zoft.run.environment import environment
 from zoft.run.loggers import MetricsLog, attach_file_log, build_sinks
 from zoft.run.memory import MemoryTracker
+from zoft.run.record import SCHEMA_VERSION, MethodRecord, RunResult
 from zoft.run.rundir import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -63,11 +65,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _method_record(cfg: DictConfig) -> MethodRecord:
+    """The method's facts and config defaults, recorded so tables never import the method."""
+    if not cfg.steps:
+        return MethodRecord.evaluation(run_mode(cfg))
+    name = cfg.optimizer.name
+    defaults = dataclasses.asdict(OPTIMIZERS.config(name)())
+    return MethodRecord.of_facts(name, OPTIMIZERS.facts(name).as_record(), defaults)
+
+
 def _base_result(cfg: DictConfig) -> dict[str, Any]:
     hyper = OmegaConf.to_container(cfg.optimizer, resolve=True, enum_to_str=True)
     hyper.update({k: enum_value(cfg[k]) for k in ("steps", "batch_size", "eval_every", "dtype")})
     protocol = enum_value(cfg.task.protocol)
     return {
+        "schema_version": SCHEMA_VERSION,
         "status": "running",
         "task": cfg.task.name,
         "model": cfg.model.name,
@@ -77,6 +89,7 @@ def _base_result(cfg: DictConfig) -> dict[str, Any]:
         "protocol": protocol,
         "k": cfg.task.k if protocol == "kshot" else None,
         "mode": run_mode(cfg),
+        "method": _method_record(cfg).to_json(),
         "objective": cfg.objective,
         "icl_demos": 0,  # how many were used, set by ICL runs
         "hyperparameters": hyper,
@@ -215,7 +228,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     previous = finished_result(out_dir, cfg)
     if previous is not None:
         log.info("skipping %s: already complete", out_dir)
-        return {**previous, "skipped": True}
+        return {**previous.to_json(), "skipped": True}
     cfg.device = distributed.setup(cfg.device)
     main = distributed.is_main()
     checkpointer = Checkpointer(out_dir, config_digest(cfg))
@@ -250,14 +263,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finally:
         result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         if main:
-            write_json(out_dir / RESULT_FILE, result)
+            write_json(out_dir / RESULT_FILE, RunResult.from_json(result).to_json())
             metrics.finish(result)
             if result["status"] == "complete":
                 checkpointer.remove()
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
-    return copy.deepcopy(result)
+    return copy.deepcopy(RunResult.from_json(result).to_json())
 
 
 def _checkpoint_to_resume(

@@ -6,16 +6,24 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from zoft.config import LoggerConfig, ModelConfig, TaskConfig, ZoftConfig
-from zoft.optim import OPTIMIZERS
 
 
 def register_configs() -> None:
     """Store every schema; optimizer schemas come from the optimizer registry."""
+    from zoft.optim import OPTIMIZERS  # imports torch: the table path stores the base schemas only
+
+    register_base_configs()
+    cs = ConfigStore.instance()
+    for name in OPTIMIZERS:
+        cs.store(group="schema/optimizer", name=name, node=OPTIMIZERS.config(name))
+
+
+def register_base_configs() -> None:
+    """The schemas that need no method (torch-free): enough to compose an experiment's
+    `experiment` and `results_dir` without an optimizer."""
     cs = ConfigStore.instance()
     cs.store(name="zoft_schema", node=ZoftConfig)
     # schemas live outside the selectable groups so `model=...` lists only real options
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/task", name="task", node=TaskConfig)
     cs.store(group="schema/logger", name="logger", node=LoggerConfig)
-    for name in OPTIMIZERS:
-        cs.store(group="schema/optimizer", name=name, node=OPTIMIZERS.config(name))

@@ -52,18 +52,21 @@ class GridSweeper(Sweeper):
         )
 
     def _cell_status(self, cell: Cell) -> tuple[str, Path]:
-        """'done' when the cell's run directory holds a complete run of this very config."""
-        from zoft.run.rundir import config_digest, read_result, resolve_output_dir
+        """'done' when the cell's run directory holds a complete run of this very config (the
+        runner's own skip check); a complete run of another config is 'todo', and its launch
+        reports the clash."""
+        from zoft.errors import RunConfigError
+        from zoft.run.rundir import finished_result, resolve_output_dir
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(cell))
         with open_dict(cfg):
             del cfg["hydra"]
         out_dir = resolve_output_dir(cfg)
-        previous = read_result(out_dir) or {}
-        done = previous.get("status") == "complete"
-        return (
-            "done" if done and previous.get("config_digest") == config_digest(cfg) else "todo"
-        ), out_dir
+        try:
+            done = finished_result(out_dir, cfg) is not None
+        except RunConfigError:
+            done = False
+        return ("done" if done else "todo"), out_dir
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         cells = expand_cells(self.params, self.grid, arguments)
