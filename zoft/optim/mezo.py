@@ -1,5 +1,5 @@
-"""MeZO: zeroth-order SGD with a two-point SPSA estimate (DESIGN §6.1), on the model's weights or
-on LoRA adapters (the "MeZO (LoRA)" rows of the papers' tables)."""
+"""MeZO: zeroth-order SGD with a two-point SPSA estimate (DESIGN §6.1) on the model's weights; its
+LoRA variant (the papers' "MeZO (LoRA)" rows) is registered in zoft.optim.mezo_lora."""
 
 from __future__ import annotations
 
@@ -16,19 +16,6 @@ class MezoConfig(ZerothOrderConfig):
     eps: float = 1e-3
 
 
-@dataclass
-class MezoLoraConfig(MezoConfig):
-    name: str = "mezo-lora"
-    adapter: str = "lora"
-    lr: float = 1e-4
-    eps: float = 1e-2
-
-
-@OPTIMIZERS.register(
-    "mezo-lora",
-    config=MezoLoraConfig,
-    facts=MethodFacts("MeZO (LoRA)", 40, forwards=2, backwards=0, zeroth_order=True, lora=True),
-)
 @OPTIMIZERS.register(
     "mezo",
     config=MezoConfig,
