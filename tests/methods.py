@@ -1,12 +1,13 @@
 """The registered methods as pytest parameters, so tests follow the registry rather than a list.
 
-A method's kind is what its facts say a step computes (ZO or not, LoRA or not, passes per step).
-Tests that are expensive per method run one representative per kind (the first in paper order)
-by default and mark the rest `slow`; `make test-all` runs every method."""
+A method's kind is what its facts say a step computes: by function values only or with backprop,
+how many passes, whether it needs an adapter. Tests that are expensive per method run one
+representative per kind (the first in paper order) by default and mark the rest `slow`;
+`make test-all` runs every method."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 import pytest
 
@@ -14,9 +15,10 @@ from zoft.optim import OPTIMIZERS
 
 
 def method_kind(name: str) -> tuple:
-    """The facts that decide a method's code path (its labels and table position do not)."""
-    facts = asdict(OPTIMIZERS.facts(name))
-    return tuple(v for k, v in facts.items() if k not in ("display", "paper_order"))
+    """The facts that decide how a step computes (which weights it trains, its label and its
+    table position do not)."""
+    facts = OPTIMIZERS.facts(name)
+    return (facts.zeroth_order, facts.forwards, facts.backwards, facts.requires_adapter)
 
 
 def representatives() -> list[str]:

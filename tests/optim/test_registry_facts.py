@@ -109,7 +109,7 @@ result = run(cfg)
 print(json.dumps({
     "last_in_paper_order": OPTIMIZERS.in_paper_order()[-1],
     "facts": OPTIMIZERS.facts("throw-away").as_record(),
-    "optimizer": dict(cfg.optimizer),
+    "optimizer": {"eps": cfg.optimizer.eps, "lr": cfg.optimizer.lr},
     "result": {k: result[k] for k in ("status", "optimizer", "forward_passes", "backward_passes")},
     "bench": [m for m in DEFAULT_METHODS if m.startswith("throw-away")],
     "params": [p.values[0] for p in method_params()],
