@@ -161,7 +161,7 @@ def _register_optimizer(
     BENCH_METHODS.register(method, label=label, pure_zo=pure_zo, optimizer=name)(build)
 
 
-def _register_registered_methods() -> list[str]:
+def _register_zoft_methods() -> list[str]:
     """Every registered optimizer, in paper order, from its facts: a zeroth-order method once
     per probe order ("<name>-sequential", "<name>-paired"), any other under its own name (its
     ZO phase paired when its config has probes). The bench names, in order."""
@@ -184,4 +184,4 @@ def _register_registered_methods() -> list[str]:
 
 
 # the forward and the reference pattern first: every ratio is against them
-DEFAULT_METHODS = ("forward", "mezo-reference", *_register_registered_methods())
+DEFAULT_METHODS = ("forward", "mezo-reference", *_register_zoft_methods())
