@@ -6,10 +6,17 @@ import json
 import pytest
 
 from zoft.benchmark.cli import bench_main
-from zoft.benchmark.methods import DEFAULT_METHODS, BenchContext, ReferenceMeZO, SyntheticScorer
+from zoft.benchmark.methods import (
+    BENCH_METHODS,
+    DEFAULT_METHODS,
+    BenchContext,
+    ReferenceMeZO,
+    SyntheticScorer,
+)
 from zoft.benchmark.models import BENCH_MODELS
 from zoft.benchmark.report import markdown
 from zoft.benchmark.run import BenchSettings, run_benchmark
+from zoft.optim import OPTIMIZERS
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +36,21 @@ def test_every_method_is_measured_in_one_run(tiny_result):
     assert rows["lozo-paired"].passes_per_step < rows["mezo-paired"].passes_per_step
     assert rows["ft"].passes_per_step is None  # first-order steps sweep nothing
     assert (rows["lmao"].forwards, rows["lmao"].backwards) == (3, 1)
+
+
+def test_every_registered_method_is_benched_with_the_passes_its_facts_declare(tiny_result):
+    stepped: dict[str, list[str]] = {}
+    for m in tiny_result.methods:
+        optimizer = BENCH_METHODS.meta(m.method).get("optimizer")
+        if optimizer is not None:
+            stepped.setdefault(optimizer, []).append(m.method)
+            facts = OPTIMIZERS.facts(optimizer)
+            assert (m.forwards, m.backwards) == (facts.forwards, facts.backwards), m.method
+            assert m.pure_zo == facts.zeroth_order, m.method
+    assert list(stepped) == OPTIMIZERS.in_paper_order()
+    for name in OPTIMIZERS:  # ZO methods once per probe order
+        probes = ["sequential", "paired"] if OPTIMIZERS.facts(name).zeroth_order else [""]
+        assert stepped[name] == [f"{name}-{p}".rstrip("-") for p in probes], name
 
 
 def test_the_report_prints_ratios_and_targets(tiny_result):

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from tests.conftest import compose
+from tests.methods import method_params, quick_overrides
 from zoft.models.adapters import add_adapter
 from zoft.models.loading import load_model
 from zoft.optim import build_optimizer
@@ -23,13 +24,11 @@ from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 from zoft.tasks.base import Splits
 
-METHODS = {
-    "mezo": ["optimizer=mezo", "optimizer.lr=1e-3"],
-    "lozo-m": ["optimizer=lozo-m", "optimizer.lr=1e-3"],
-    # a constant schedule, so runs of different lengths take the same first steps
-    "ft-lora": ["optimizer=ft-lora", "optimizer.lr=1e-3", "optimizer.schedule=constant"],
-    "lmao": ["optimizer=lmao", "optimizer.zo_lr=1e-3", "optimizer.schedule=constant"],
-}
+
+def _method(name: str) -> list[str]:
+    # a large lr so the weights move; a constant schedule, so runs of different lengths take the
+    # same first steps
+    return quick_overrides(name, lr=1e-3, zo_lr=1e-3, schedule="constant")
 
 
 class Poisoned:
@@ -87,23 +86,23 @@ def _never(step: int) -> float:
     return 1.0
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", method_params())
 def test_nan_loss_stops_before_any_update(method, data_dir, tmp_path):
-    clean, clean_model = _trainer(data_dir, tmp_path, [*METHODS[method], "steps=2"], _never)
+    clean, clean_model = _trainer(data_dir, tmp_path, [*_method(method), "steps=2"], _never)
     clean.run()
-    trainer, model = _trainer(data_dir, tmp_path, [*METHODS[method], "steps=4"], _poison_at(2))
+    trainer, model = _trainer(data_dir, tmp_path, [*_method(method), "steps=4"], _poison_at(2))
     with pytest.raises(NonFiniteStep, match=r"step 3: non-finite .*guard\.nonfinite=skip"):
         trainer.run()
     after, expected = _weights(model), _weights(clean_model)
     assert all(torch.equal(after[n], expected[n]) for n in expected), method
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", method_params())
 def test_nan_loss_is_skipped_under_the_skip_policy(method, data_dir, tmp_path):
-    clean, clean_model = _trainer(data_dir, tmp_path, [*METHODS[method], "steps=3"], _never)
+    clean, clean_model = _trainer(data_dir, tmp_path, [*_method(method), "steps=3"], _never)
     clean.run()
     (tmp_path / "metrics.jsonl").unlink()
-    overrides = [*METHODS[method], "steps=4", "guard.nonfinite=skip"]
+    overrides = [*_method(method), "steps=4", "guard.nonfinite=skip"]
     trainer, model = _trainer(data_dir, tmp_path, overrides, _poison_at(3))
     outcome = trainer.run()
     assert outcome.skipped_steps == 1 and outcome.steps == 3

@@ -8,7 +8,7 @@ answer is scored), so the logits stay small as in the runner's scorers.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import torch
@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from zoft.models.adapters import add_adapter
 from zoft.models.loading import model_device
-from zoft.optim import build_optimizer
+from zoft.optim import OPTIMIZERS, build_optimizer
 from zoft.registry import Registry
 
 LOW_LR = 1e-9  # the steps are timed, not trained: keep the weights where they started
@@ -69,7 +69,8 @@ class BenchContext:
     total_steps: int
 
 
-# name -> (label, builds a Stepper from the context)
+# name -> builds a Stepper from the context; metadata: label, pure_zo, optimizer (the registered
+# method it steps, for the entries derived from OPTIMIZERS)
 BENCH_METHODS: Registry[Callable[[BenchContext], Stepper]] = Registry("benchmark method")
 
 
@@ -151,36 +152,36 @@ class OptimizerStepper:
 def _register_optimizer(
     method: str, name: str, label: str, pure_zo: bool = False, **overrides: Any
 ) -> None:
-    """`pure_zo`: forwards only, so the peak-memory target (≤ 1.05 × inference) applies."""
+    """`pure_zo`: forwards only, so the peak-memory target (≤ 1.05 × inference) applies;
+    `optimizer` in the entry's metadata names the registered method it steps."""
 
     def build(ctx: BenchContext) -> Stepper:
         return OptimizerStepper(ctx, name, overrides)
 
-    BENCH_METHODS.register(method, label=label, pure_zo=pure_zo)(build)
+    BENCH_METHODS.register(method, label=label, pure_zo=pure_zo, optimizer=name)(build)
 
 
-_register_optimizer("mezo-sequential", "mezo", "MeZO, sequential probes", True, probes="sequential")
-_register_optimizer("mezo-paired", "mezo", "MeZO, paired probes", True, probes="paired")
-_register_optimizer("lozo-sequential", "lozo", "LOZO, sequential probes", True, probes="sequential")
-_register_optimizer("lozo-paired", "lozo", "LOZO, paired probes", True, probes="paired")
-_register_optimizer("lozo-m-paired", "lozo-m", "LOZO-M, paired probes", True, probes="paired")
-_register_optimizer(
-    "mezo-lora-paired", "mezo-lora", "MeZO (LoRA), paired probes", True, probes="paired"
-)
-_register_optimizer("lmao", "lmao", "LMAO (ZO phase paired)", probes="paired")
-_register_optimizer("ft-lora", "ft-lora", "FT (LoRA)")
-_register_optimizer("ft", "ft", "FT")
+def _register_zoft_methods() -> list[str]:
+    """Every registered optimizer, in paper order, from its facts: a zeroth-order method once
+    per probe order ("<name>-sequential", "<name>-paired"), any other under its own name (its
+    ZO phase paired when its config has probes). The bench names, in order."""
+    names = []
+    for name in OPTIMIZERS.in_paper_order():
+        facts = OPTIMIZERS.facts(name)
+        if facts.zeroth_order:
+            for probes in ("sequential", "paired"):
+                method = f"{name}-{probes}"
+                label = f"{facts.display}, {probes} probes"
+                _register_optimizer(method, name, label, True, probes=probes)
+                names.append(method)
+        elif "probes" in {f.name for f in fields(OPTIMIZERS.config(name))}:
+            _register_optimizer(name, name, f"{facts.display} (ZO phase paired)", probes="paired")
+            names.append(name)
+        else:
+            _register_optimizer(name, name, facts.display)
+            names.append(name)
+    return names
 
-DEFAULT_METHODS = (
-    "forward",
-    "mezo-reference",
-    "mezo-sequential",
-    "mezo-paired",
-    "lozo-sequential",
-    "lozo-paired",
-    "lozo-m-paired",
-    "mezo-lora-paired",
-    "lmao",
-    "ft-lora",
-    "ft",
-)
+
+# the forward and the reference pattern first: every ratio is against them
+DEFAULT_METHODS = ("forward", "mezo-reference", *_register_zoft_methods())

@@ -1,11 +1,10 @@
-"""MeZO: zeroth-order SGD with a two-point SPSA estimate (DESIGN §6.1), on the model's weights or
-on LoRA adapters (the "MeZO (LoRA)" rows of the papers' tables)."""
+"""MeZO: zeroth-order SGD with a two-point SPSA estimate (DESIGN §6.1) on the model's weights; its
+LoRA variant (the papers' "MeZO (LoRA)" rows) is registered in zoft.optim.mezo_lora."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zoft.config import AdapterKind
 from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
 
@@ -17,19 +16,6 @@ class MezoConfig(ZerothOrderConfig):
     eps: float = 1e-3
 
 
-@dataclass
-class MezoLoraConfig(MezoConfig):
-    name: str = "mezo-lora"
-    adapter: AdapterKind = AdapterKind.lora
-    lr: float = 1e-4
-    eps: float = 1e-2
-
-
-@OPTIMIZERS.register(
-    "mezo-lora",
-    config=MezoLoraConfig,
-    facts=MethodFacts("MeZO (LoRA)", 40, forwards=2, backwards=0, zeroth_order=True, lora=True),
-)
 @OPTIMIZERS.register(
     "mezo",
     config=MezoConfig,
