@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from zoft.benchmark.methods import BENCH_METHODS
 from zoft.benchmark.run import BenchResult, MethodResult
+from zoft.optim import OPTIMIZERS
 from zoft.run.rundir import atomic_write
 
 MIB = 2**20
@@ -42,7 +44,12 @@ def _against_reference(result: BenchResult) -> list[tuple[str, float]]:
 
 
 def _is_zoft_zo_step(m: MethodResult) -> bool:
-    return m.method in ("mezo-sequential", "mezo-paired", "lozo-sequential", "lozo-paired")
+    """A zoft zeroth-order step on the full weights, the steps the reference pattern compares to."""
+    name = BENCH_METHODS.meta(m.method).get("optimizer") if m.method in BENCH_METHODS else None
+    if name is None:
+        return False
+    facts = OPTIMIZERS.facts(name)
+    return facts.zeroth_order and not facts.lora
 
 
 def _peak_ratios(result: BenchResult) -> list[tuple[str, float]]:

@@ -110,8 +110,9 @@ def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
         changed = [
             k for k, v in OmegaConf.structured(LoraConfig).items() if cfg.optimizer.lora[k] != v
         ]
+        lora_methods = ", ".join(n for n in OPTIMIZERS.in_paper_order() if OPTIMIZERS.facts(n).lora)
         raise RunConfigError(
             f"optimizer.lora.{changed[0]} is set, but optimizer={cfg.optimizer.name} trains no "
-            "LoRA adapters (optimizer.adapter=none); use a LoRA method (ft-lora, mezo-lora, lmao) "
+            f"LoRA adapters (optimizer.adapter=none); use a LoRA method ({lora_methods}) "
             "or drop the optimizer.lora overrides"
         )
