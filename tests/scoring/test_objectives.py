@@ -88,15 +88,6 @@ def test_f1_objective_on_tiny_opt_equals_minus_f1(data_dir):
     assert objective.loss(loaded.model, examples).item() == pytest.approx(-expected)
 
 
-@pytest.mark.parametrize(
-    ("name", "task", "zeroth_order", "fix"),
-    [
-        ("accuracy", "sst2", False, "optimizer=mezo"),  # ft cannot follow a metric
-        ("f1", "squad", False, "optimizer=mezo"),
-        ("f1", "sst2", True, "objective=accuracy"),
-        ("accuracy", "squad", True, "objective=f1"),
-    ],
-)
 def _metric_case(data_dir, task_name, metric, n):
     loaded = tiny("opt")
     task = get_task(task_name)
@@ -163,6 +154,15 @@ def test_paired_probes_pair_a_metric_objective_end_to_end(tmp_path, data_dir, ca
     assert any("paired probes agree" in r.getMessage() for r in probes)
 
 
+@pytest.mark.parametrize(
+    ("name", "task", "zeroth_order", "fix"),
+    [
+        ("accuracy", "sst2", False, "optimizer=mezo"),  # ft cannot follow a metric
+        ("f1", "squad", False, "optimizer=mezo"),
+        ("f1", "sst2", True, "objective=accuracy"),
+        ("accuracy", "squad", True, "objective=f1"),
+    ],
+)
 def test_misfitting_objectives_are_refused_with_the_fix(name, task, zeroth_order, fix):
     with pytest.raises(ObjectiveError, match=fix):
         check_objective(name, get_task(task), zeroth_order)
