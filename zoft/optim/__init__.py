@@ -15,6 +15,7 @@ _MACHINERY = {
     "perturb",
     "probes",
     "registry",
+    "sequential",
     "walk",
     "zeroth_order",
 }

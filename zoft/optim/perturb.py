@@ -15,7 +15,7 @@ the first probe, which is then repeated with that parameter perturbed in place f
 duration and restored from a copy of just that parameter: still exact, at the memory of the copy.
 
 The engine puts together the walk over the model (zoft.optim.walk), the per-parameter maths
-(zoft.optim.arithmetic), the sequential probe below, paired probes (zoft.optim.paired: θ+εz and
+(zoft.optim.arithmetic), the sequential probe (zoft.optim.sequential), paired probes (zoft.optim.paired: θ+εz and
 θ−εz in one forward over the batch twice) and the pairing policy (zoft.optim.probes: the first
 paired step runs both ways and compares before pairing is trusted).
 
@@ -25,9 +25,8 @@ Passes: `passes` counts sweeps over the perturbed parameters that form or write 
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import torch
@@ -37,15 +36,12 @@ from zoft.optim.arithmetic import Perturbation
 from zoft.optim.directions import Directions, GaussianDirections, direction_seed
 from zoft.optim.paired import PairedProbe
 from zoft.optim.probes import PROBE_MODES, PairedProbeUnsupported, PairingPolicy, pairs_by_default
+from zoft.optim.sequential import SequentialProbe
 from zoft.optim.walk import Owned, ParameterWalk
 
 __all__ = ["PROBE_MODES", "PerturbationEngine", "direction_seed", "pairs_by_default"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# (parameter, its untouched data, canonical name) for each swap a module's pre-hook made
-_Frame = list[tuple[nn.Parameter, torch.Tensor, str]]
 
 
 class PerturbationEngine:
@@ -62,10 +58,8 @@ class PerturbationEngine:
         self.walk = ParameterWalk(model, params)
         self.maths = Perturbation(directions or GaussianDirections(seed))
         self.pairing = PairingPolicy(probes, self.walk.device, self.walk.full_precision)
+        self.sequential = SequentialProbe(self.walk, self.maths)
         self.seed = seed
-        self.copy_restored: set[str] = set()  # parameters read outside their owner's forward
-        self._active: set[str] = set()
-        self._checked = False
 
     @property
     def model(self) -> nn.Module:
@@ -89,6 +83,15 @@ class PerturbationEngine:
         return self.maths.swept
 
     @property
+    def copy_restored(self) -> set[str]:
+        """Parameters read outside their module's forward (perturbed in place, then restored)."""
+        return self.sequential.copy_restored
+
+    @property
+    def _active(self) -> set[str]:
+        return self.sequential.active
+
+    @property
     def paired(self) -> bool | None:
         """None until the first paired step is verified, then whether pairing was kept."""
         return self.pairing.paired
@@ -104,14 +107,14 @@ class PerturbationEngine:
             "paired": self.pairing.paired,
             "swept": self.maths.swept,
             "copy_restored": sorted(self.copy_restored),
-            "checked": self._checked,
+            "checked": self.sequential.checked,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pairing.paired = state["paired"]
         self.maths.swept = state["swept"]
-        self.copy_restored = set(state["copy_restored"])
-        self._checked = state["checked"]
+        self.sequential.copy_restored = set(state["copy_restored"])
+        self.sequential.checked = state["checked"]
 
     @property
     def touched(self) -> set[str]:
@@ -196,83 +199,12 @@ class PerturbationEngine:
         return losses
 
     def loss_at(self, step: int, scale: float, fn: Callable[[], T], query: int = 0) -> T:
-        """fn() evaluated at θ + scale·z. The first call checks that every parameter was really
-        perturbed and, if not, switches the missed ones to copy-restore and evaluates again."""
-        with self.probe(step, scale, query):
-            value = fn()
-        if not self._checked:
-            self._checked = True
-            missed = self.walk.missed(self.copy_restored)
-            if missed:
-                log.warning(
-                    "%d parameter(s) are read outside their module's forward (%s); they are "
-                    "perturbed in place and restored from a copy",
-                    len(missed),
-                    ", ".join(sorted(missed)[:5]),
-                )
-                self.copy_restored |= missed
-                with self.probe(step, scale, query):
-                    value = fn()
-        return value
+        """fn() evaluated at θ + scale·z (zoft.optim.sequential)."""
+        return self.sequential.loss_at(step, scale, fn, query)
 
-    @contextmanager
-    def probe(self, step: int, scale: float, query: int = 0) -> Iterator[None]:
+    def probe(self, step: int, scale: float, query: int = 0) -> AbstractContextManager[None]:
         """Forward passes inside the block see θ + scale·z; afterwards θ is bit-identical."""
-        frames: list[list[_Frame]] = []
-        handles = []
-        saved = self._perturb_copy_restored(step, scale, query)
-        for module, owned in self.owners():
-            stack: list[_Frame] = []
-            frames.append(stack)
-            enter = self._make_enter(owned, step, scale, query, stack)
-            handles.append(module.register_forward_pre_hook(enter))
-            handles.append(module.register_forward_hook(self._make_exit(stack), always_call=True))
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-            for stack in frames:  # a forward that died between its hooks leaves frames behind
-                while stack:
-                    _restore(stack.pop())
-            for name, data in saved.items():
-                self.params[name].data.copy_(data)
-            self._active.clear()
-
-    @torch.no_grad()
-    def _perturb_copy_restored(
-        self, step: int, scale: float, query: int
-    ) -> dict[str, torch.Tensor]:
-        saved = {}
-        for name in sorted(self.copy_restored):
-            saved[name] = self.params[name].data.clone()
-            self.params[name].data.copy_(self.perturbed(name, step, scale, query))
-            self.walk.touched.add(name)
-        return saved
-
-    def _make_enter(self, owned: Owned, step: int, scale: float, query: int, stack: list[_Frame]):
-        def enter(module: nn.Module, args: object) -> None:
-            frame: _Frame = []
-            stack.append(frame)  # first, so the exit hook always finds this call's frame
-            for attr, name in owned:
-                if name in self._active:  # a tied parameter already perturbed by an outer module
-                    continue
-                param = module._parameters[attr]
-                original = param.data
-                self._active.add(name)
-                frame.append((param, original, name))
-                param.data = self.perturbed(name, step, scale, query)
-                self.walk.touched.add(name)
-
-        return enter
-
-    def _make_exit(self, stack: list[_Frame]):
-        def exit_(module: nn.Module, args: object, output: object) -> None:
-            frame = stack.pop()
-            _restore(frame)
-            self._active.difference_update(name for _, _, name in frame)
-
-        return exit_
+        return self.sequential.probe(step, scale, query)
 
     def update(self, step: int, coeff: float | Sequence[float], decay: float = 0.0) -> None:
         """θ ← θ·(1 − decay) + Σ_q coeff[q]·z_q (one coefficient per query, or a single one for
@@ -282,8 +214,3 @@ class PerturbationEngine:
         rounded once."""
         coeffs = [coeff] if isinstance(coeff, int | float) else list(coeff)
         self.maths.update(self.params, step, coeffs, decay)
-
-
-def _restore(frame: _Frame) -> None:
-    for param, original, _ in frame:
-        param.data = original
