@@ -16,10 +16,10 @@ from zoft.optim.base import batch_loss, batch_loss_pair
 from zoft.optim.directions import GaussianDirections, LowRankDirections
 from zoft.optim.lozo import LOZO, LozoConfig
 from zoft.optim.mezo import MeZO, MezoConfig
-from zoft.optim.paired import PairedProbe
 from zoft.optim.perturb import PerturbationEngine, pairs_by_default
 from zoft.scoring import build_scorer
 from zoft.scoring import causal as scoring
+from zoft.scoring.base import chunks
 from zoft.tasks import get_task
 
 KINDS = {"opt": "causal_lm", "llama": "causal_lm", "roberta": "masked_lm"}
@@ -46,7 +46,7 @@ def _params(model):
 def _both(engine, model, scorer, batch, step=3, eps=1e-2):
     with torch.no_grad():
         sequential = engine._sequential(step, eps, lambda: batch_loss(scorer, model, batch, 1), 0)
-        with PairedProbe(engine, step, eps, 0).installed():
+        with engine.paired_probe(step, eps, 0).installed():
             paired = batch_loss_pair(scorer, model, batch, 1)
     return sequential, paired
 
@@ -111,9 +111,9 @@ def test_chunked_causal_forwards_keep_the_two_copies_aligned(monkeypatch):
 
 
 def test_input_groups_take_equal_slices_of_both_copies():
-    assert scoring._input_groups(6, 4, paired=False) == [[0, 1, 2, 3], [4, 5]]
-    assert scoring._input_groups(6, 4, paired=True) == [[0, 1, 3, 4], [2, 5]]
-    assert scoring._input_groups(4, 1, paired=True) == [[0, 2], [1, 3]]
+    assert chunks(6, 4, paired=False) == [[0, 1, 2, 3], [4, 5]]
+    assert chunks(6, 4, paired=True) == [[0, 1, 3, 4], [2, 5]]
+    assert chunks(4, 1, paired=True) == [[0, 2], [1, 3]]
 
 
 class RowMixer(nn.Module):
@@ -173,7 +173,7 @@ def test_probes_paired_checks_once_then_pairs(caplog):
     model, scorer, batch = _case("opt")
     engine = PerturbationEngine(model, _params(model), seed=0, probes="paired")
     calls, loss, loss_pair = _counted(scorer, model, batch)
-    with caplog.at_level(logging.INFO, logger="zoft.optim.perturb"), torch.no_grad():
+    with caplog.at_level(logging.INFO, logger="zoft.optim.probes"), torch.no_grad():
         first = engine.two_point(0, 1e-3, loss, loss_pair)
         assert calls == {"loss": 2, "pair": 1} and engine.paired is True
         engine.two_point(1, 1e-3, loss, loss_pair)
@@ -187,7 +187,7 @@ def test_a_model_that_mixes_rows_falls_back_to_sequential_probes(caplog):
     engine = PerturbationEngine(model, _params(model), seed=0, probes="auto")
     engine.paired = None  # as on CUDA, where auto pairs
     loss, loss_pair = _row_mixer_losses(model)
-    with caplog.at_level(logging.WARNING, logger="zoft.optim.perturb"), torch.no_grad():
+    with caplog.at_level(logging.WARNING, logger="zoft.optim.probes"), torch.no_grad():
         values = engine.two_point(0, 1e-2, loss, loss_pair)
         assert values == engine._sequential(0, 1e-2, loss, 0)  # the step used sequential probes
     assert engine.paired is False
@@ -248,14 +248,14 @@ def test_the_pass_counter_reports_the_sweeps_each_scheme_makes():
         assert opt.stats()["paired_probes"] == float(probes == "paired")
     engine = opt.engine
     params = engine.params
-    uses = Counter(name for _, owned in engine._owners() for _, name in owned)
+    uses = Counter(name for _, owned in engine.owners() for _, name in owned)
     repeated = sum((uses[n] - 1) * p.numel() for n, p in params.items()) / engine.numel
     # formed in the probes of paired LOZO: 1-D parameters, and matrices of modules other than
     # Linear and Embedding (OPT's learned positional embedding has a forward of its own)
     corrected = (nn.Linear, nn.Embedding)
     formed = {
         name
-        for module, owned in engine._owners()
+        for module, owned in engine.owners()
         for _, name in owned
         if params[name].ndim < 2 or type(module) not in corrected
     }

@@ -171,4 +171,6 @@ def test_each_copy_of_a_paired_loss_is_the_plain_loss_sum(data_dir):
         assert n1 == n2 == terms, scorer.task.name
         torch.testing.assert_close(first, total, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(second, total, rtol=1e-5, atol=1e-5)
-        assert scorer._pairing is False  # forwards are unpaired again afterwards
+        with torch.no_grad():  # forwards are unpaired again afterwards: the scorer keeps no state
+            again, again_terms = scorer.loss_sum(model, examples)
+        assert again_terms == terms and torch.equal(again, total), scorer.task.name

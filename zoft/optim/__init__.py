@@ -7,7 +7,18 @@ import pkgutil
 from zoft.optim.registry import OPTIMIZERS
 
 # modules that hold shared machinery rather than methods
-_MACHINERY = {"base", "directions", "paired", "perturb", "registry", "zeroth_order"}
+_MACHINERY = {
+    "arithmetic",
+    "base",
+    "directions",
+    "paired",
+    "perturb",
+    "probes",
+    "registry",
+    "sequential",
+    "walk",
+    "zeroth_order",
+}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _MACHINERY:
         importlib.import_module(f"{__name__}.{_module.name}")

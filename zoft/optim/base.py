@@ -13,7 +13,7 @@ from torch import nn
 
 from zoft.errors import ZoftError
 from zoft.run import distributed
-from zoft.scoring.base import Scorer
+from zoft.scoring.base import Objective
 from zoft.tasks.base import Example
 
 
@@ -61,7 +61,7 @@ class Optimizer(ABC):
     """One training method: owns its state and performs one step on a mini-batch."""
 
     def __init__(
-        self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
+        self, cfg: Any, model: nn.Module, scorer: Objective, total_steps: int, seed: int
     ) -> None:
         self.cfg = cfg
         self.model = model
@@ -108,7 +108,7 @@ def micro_batches(batch: Sequence[Example], count: int) -> list[Sequence[Example
 
 
 @torch.no_grad()
-def batch_loss(scorer: Scorer, model: nn.Module, batch: Sequence[Example], count: int) -> float:
+def batch_loss(scorer: Objective, model: nn.Module, batch: Sequence[Example], count: int) -> float:
     """The loss of the whole batch computed over `count` micro-batches: Σ summed losses / Σ terms,
     so it equals the one-shot loss up to float summation order. Under data parallelism this rank
     computes its shard and the sums are added over the ranks."""
@@ -125,7 +125,7 @@ def batch_loss(scorer: Scorer, model: nn.Module, batch: Sequence[Example], count
 
 @torch.no_grad()
 def batch_loss_pair(
-    scorer: Scorer, model: nn.Module, batch: Sequence[Example], count: int
+    scorer: Objective, model: nn.Module, batch: Sequence[Example], count: int
 ) -> tuple[float, float]:
     """batch_loss of each copy when the batch runs twice over in the same forwards (a paired
     probe: the first copy sees θ+εz, the second θ−εz), over `count` micro-batches."""

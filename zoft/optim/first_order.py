@@ -21,7 +21,7 @@ from zoft.optim.base import (
 )
 from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.run import distributed
-from zoft.scoring.base import Scorer
+from zoft.scoring.base import Objective
 from zoft.tasks.base import Example
 
 
@@ -98,7 +98,7 @@ class BackpropPhase:
         self,
         cfg: Any,
         model: nn.Module,
-        scorer: Scorer,
+        scorer: Objective,
         params: dict[str, nn.Parameter],
         total_steps: int,
     ) -> None:
@@ -204,7 +204,7 @@ class FullFineTuning(Optimizer):
     then an AdamW step."""
 
     def __init__(
-        self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
+        self, cfg: Any, model: nn.Module, scorer: Objective, total_steps: int, seed: int
     ) -> None:
         super().__init__(cfg, model, scorer, total_steps, seed)
         as_dataclass(cfg).check()

@@ -29,7 +29,7 @@ from zoft.optim.first_order import AdamConfig, BackpropPhase
 from zoft.optim.perturb import PerturbationEngine
 from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.optim.zeroth_order import check_spsa, engine_stats, spsa_estimates
-from zoft.scoring.base import Scorer
+from zoft.scoring.base import Objective
 from zoft.tasks.base import Example
 
 
@@ -79,7 +79,7 @@ class LMAO(Optimizer):
     ZO phase: two forwards in eval mode, θ ← θ − η_base(g·z + λθ) on all non-adapter weights."""
 
     def __init__(
-        self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
+        self, cfg: Any, model: nn.Module, scorer: Objective, total_steps: int, seed: int
     ) -> None:
         super().__init__(cfg, model, scorer, total_steps, seed)
         as_dataclass(cfg).check()

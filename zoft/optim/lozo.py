@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from zoft.errors import ZoftError
-from zoft.optim.directions import Directions, LowRankDirections, check_low_rank, row_blocks
+from zoft.optim.arithmetic import add_low_rank_rows
+from zoft.optim.directions import Directions, LowRankDirections, check_low_rank
 from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
 
@@ -92,19 +93,16 @@ class LOZOM(LOZO):
         for name, p in self.engine.params.items():
             if directions.is_low_rank(p):
                 state, v = self._factored_momentum(directions, name, p, step, weights)
+
+                def add(value, index, rows, state=state, v=v):
+                    add_low_rank_rows(value, state[rows], v, -lr)
             else:
-                state, v = self._dense_momentum(name, p, step, weights), None
-            for rows in row_blocks(p):  # fp32 arithmetic one block of rows at a time
-                value = p.data[rows].float()  # a view of p.data itself when fp32
-                if decay and p.ndim >= 2:
-                    value.mul_(1.0 - decay)
-                if v is not None:
-                    value.view(value.shape[0], -1).addmm_(state[rows], v.T, alpha=-lr)
-                else:
+                state = self._dense_momentum(name, p, step, weights)
+
+                def add(value, index, rows, state=state):
                     value.add_(state[rows], alpha=-lr)
-                if value.data_ptr() != p.data[rows].data_ptr():
-                    p.data[rows] = value
-            self.engine.swept += p.numel()  # one sweep over θ for the update
+
+            self.engine.maths.update_parameter(p, decay, add)  # one sweep over θ
 
     def _factored_momentum(
         self,

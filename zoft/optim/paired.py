@@ -17,25 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoft.errors import ZoftError
+from zoft.optim.arithmetic import Perturbation
 from zoft.optim.directions import row_blocks
-
-if TYPE_CHECKING:
-    from zoft.optim.perturb import PerturbationEngine
+from zoft.optim.probes import PairedProbeUnsupported
+from zoft.optim.walk import Owned, ParameterWalk
 
 __all__ = ["PairedProbe", "PairedProbeUnsupported"]
-
-Owned = list[tuple[str, str]]  # (attribute on the module, canonical parameter name)
-
-
-class PairedProbeUnsupported(ZoftError):
-    """This model cannot run both probes in one forward; sequential probes still work."""
 
 
 # An exact module class -> the rule that adds its output's perturbation without writing θ.
@@ -60,8 +53,16 @@ class PairedProbe:
     """Inside the context, a forward over [B; B] evaluates θ+scale·z on the first B rows and
     θ−scale·z on the last B; θ is bit-identical afterwards."""
 
-    def __init__(self, engine: PerturbationEngine, step: int, scale: float, query: int) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        walk: ParameterWalk,
+        maths: Perturbation,
+        step: int,
+        scale: float,
+        query: int,
+        skip: frozenset[str] = frozenset(),
+    ) -> None:
+        self.walk, self.maths, self.skip = walk, maths, skip  # skip: perturbed by someone else
         self.step, self.scale, self.query = step, scale, query
         self.sign: float | None = None  # set while a split module runs one of its halves
         self.rows: int | None = None  # the doubled batch of the forward under way
@@ -72,11 +73,11 @@ class PairedProbe:
     def installed(self) -> Iterator[PairedProbe]:
         handles, overridden = [], []
         try:
-            model = self.engine.model
+            model = self.walk.model
             for entry in (model, *model.children()):  # what a scorer calls
                 hook = entry.register_forward_pre_hook(self._record_rows, with_kwargs=True)
                 handles.append(hook)
-            for module, owned in self.engine._owners():
+            for module, owned in self.walk.owners(self.skip):
                 rule = _CORRECTIONS.get(type(module))
                 if rule is not None and rule[0](module) and self._all_low_rank(module, owned):
                     fn = rule[1]
@@ -101,7 +102,7 @@ class PairedProbe:
     def _all_low_rank(self, module: nn.Module, owned: Owned) -> bool:
         """Corrections handle low-rank matrices (and 1-D parameters beside them); a dense z on
         a matrix is cheaper as a transient copy than as a second full-size matmul."""
-        directions = self.engine.directions
+        directions = self.maths.directions
         for attr, _ in owned:
             param = module._parameters[attr]
             if param.ndim >= 2 and not directions.is_low_rank(param):
@@ -110,15 +111,15 @@ class PairedProbe:
 
     # ------------------------------------------------------------------ corrections
     def factors(self, name: str, param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        found = self.engine.directions.low_rank(name, param, self.step, self.query)
+        found = self.maths.directions.low_rank(name, param, self.step, self.query)
         assert found is not None  # _all_low_rank checked it
-        self.engine.note_touched(name)
+        self.walk.touched.add(name)
         return found
 
     def dense(self, name: str, param: torch.Tensor) -> torch.Tensor:
         """z of a parameter (counted as a sweep over it)."""
-        self.engine.note_touched(name)
-        return self.engine.direction(name, self.step, self.query)
+        self.walk.touched.add(name)
+        return self.maths.direction(name, self.walk.params[name], self.step, self.query)
 
     def add_signed(self, output: torch.Tensor, delta: torch.Tensor, per_row: bool) -> torch.Tensor:
         """output ± scale·delta: + on the first half of the rows, − on the second (or the sign
@@ -219,9 +220,9 @@ class PairedProbe:
                     z = directions[name]
                     perturbed = z.mul(sign * self.scale).add_(original).to(original.dtype)
                 else:
-                    self.engine.note_touched(name)
-                    perturbed = self.engine.perturbed(
-                        name, self.step, sign * self.scale, self.query
+                    self.walk.touched.add(name)
+                    perturbed = self.maths.perturbed(
+                        name, self.walk.params[name].data, self.step, sign * self.scale, self.query
                     )
                 self._swapped.append((param, original, name))
                 self.active.add(name)

@@ -25,7 +25,7 @@ from zoft.optim.base import (
 )
 from zoft.optim.directions import Directions, GaussianDirections
 from zoft.optim.perturb import PerturbationEngine
-from zoft.scoring.base import Scorer
+from zoft.scoring.base import Objective
 from zoft.tasks.base import Example
 
 
@@ -70,7 +70,7 @@ class ZerothOrderOptimizer(Optimizer):
     """θ ← θ − η((1/q) Σ_q g_q z_q + λθ): forwards in eval mode, no autograd, constant η."""
 
     def __init__(
-        self, cfg: Any, model: nn.Module, scorer: Scorer, total_steps: int, seed: int
+        self, cfg: Any, model: nn.Module, scorer: Objective, total_steps: int, seed: int
     ) -> None:
         super().__init__(cfg, model, scorer, total_steps, seed)
         as_dataclass(cfg).check()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +19,70 @@ from zoft.registry import Registry
 from zoft.tasks.base import Example, Task
 
 SCORERS: Registry = Registry("scorer")
+T = TypeVar("T")
+
+# (summed loss, number of terms): micro-batches add up to exactly the full-batch loss
+LossSum = tuple[torch.Tensor, int]
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What an optimizer minimises on a batch: all it calls, so a scorer (objective=loss) and a
+    metric objective (objective=accuracy/f1) are interchangeable without attribute forwarding."""
+
+    def loss(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
+        """Scalar fp32 loss of the batch (differentiable when autograd is on and it can be)."""
+        ...
+
+    def loss_sum(self, model: torch.nn.Module, examples: Sequence[Example]) -> LossSum:
+        """(summed loss, number of terms) of the batch."""
+        ...
+
+    def loss_sum_pair(
+        self, model: torch.nn.Module, examples: Sequence[Example]
+    ) -> tuple[LossSum, LossSum]:
+        """loss_sum of each copy when the batch runs twice over in the same forwards ([B; B]):
+        under a paired probe the first copy sees θ+εz and the second θ−εz."""
+        ...
+
+
+class Doubled(list):
+    """A batch followed by an equal copy of itself, run in the same forwards ([B; B]). A scorer
+    that cuts its forwards into chunks takes the same rows from both copies in each
+    (`chunks`), so the first half of every forward's rows is the first copy."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        super().__init__([*items, *items])
+
+    @property
+    def half(self) -> int:
+        return len(self) // 2
+
+
+def halves(values: Sequence[T]) -> tuple[Sequence[T], Sequence[T]]:
+    """The values of the first copy and of the second, from one pass over a Doubled batch."""
+    half = len(values) // 2
+    return values[:half], values[half:]
+
+
+def chunks(count: int, chunk: int, paired: bool) -> list[list[int]]:
+    """Indices 0..count-1 per forward, at most `chunk` each. Paired indices are two equal copies
+    one after the other; each forward then takes the same indices from both, first copy first,
+    so the first half of its rows is always the first copy (what a paired probe perturbs by +εz)."""
+    if not paired:
+        return [list(range(start, min(start + chunk, count))) for start in range(0, count, chunk)]
+    half, step = count // 2, max(1, chunk // 2)
+    return [
+        [
+            *range(start, min(start + step, half)),
+            *range(half + start, half + min(start + step, half)),
+        ]
+        for start in range(0, half, step)
+    ]
 
 
 class Scorer(ABC):
-    """Loss and predictions of one model kind on one task."""
+    """Loss and predictions of one model kind on one task; an Objective (objective=loss)."""
 
     def __init__(
         self, task: Task, tokenizer: PreTrainedTokenizerBase, template: str, max_length: int
@@ -31,7 +91,6 @@ class Scorer(ABC):
         self.tokenizer = tokenizer
         self.template = template
         self.max_length = max_length
-        self._pairing = False  # inside loss_sum_pair: forwards keep the two copies aligned
         self.single_forward = False  # one forward per call, whatever its logits' size (FSDP)
 
     @abstractmethod
@@ -40,7 +99,8 @@ class Scorer(ABC):
 
     @abstractmethod
     def score_prompts(self, model: torch.nn.Module, prompts: Sequence[Any]) -> torch.Tensor:
-        """[N, C] fp32 candidate scores (-inf where an example has fewer candidates)."""
+        """[N, C] fp32 candidate scores (-inf where an example has fewer candidates); a Doubled
+        batch keeps its copies aligned in every forward."""
 
     def scores(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
         return self.score_prompts(model, self.prompts(examples))
@@ -69,24 +129,15 @@ class Scorer(ABC):
 
     def loss_sum_pair(
         self, model: torch.nn.Module, examples: Sequence[Example]
-    ) -> tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int]]:
-        """loss_sum of the batch run twice over in the same forwards ([B; B]), one per copy:
-        under a paired probe the first copy sees θ+εz and the second θ−εz."""
-        prompts = self.prompts(examples)
-        self._pairing = True  # every forward takes the same rows from both copies
-        try:
-            return self.loss_sum_pair_of(model, prompts)
-        finally:
-            self._pairing = False
+    ) -> tuple[LossSum, LossSum]:
+        """loss_sum of each copy of the batch run twice over in the same forwards (Objective)."""
+        return self.loss_sum_pair_of(model, Doubled(self.prompts(examples)))
 
-    def loss_sum_pair_of(
-        self, model: torch.nn.Module, prompts: Sequence[Any]
-    ) -> tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int]]:
-        n = len(prompts)
-        table = self.score_prompts(model, [*prompts, *prompts])
-        gold = torch.tensor([p.gold for p in prompts] * 2, device=table.device)
-        per_example = F.cross_entropy(table, gold, reduction="none")
-        return (per_example[:n].sum(), n), (per_example[n:].sum(), n)
+    def loss_sum_pair_of(self, model: torch.nn.Module, pair: Doubled) -> tuple[LossSum, LossSum]:
+        table = self.score_prompts(model, pair)
+        gold = torch.tensor([p.gold for p in pair], device=table.device)
+        first, second = halves(F.cross_entropy(table, gold, reduction="none"))
+        return (first.sum(), pair.half), (second.sum(), pair.half)
 
     @torch.no_grad()
     def predict(
@@ -97,10 +148,16 @@ class Scorer(ABC):
         prompts = self.prompts(examples)
         predictions: list[int] = [0] * len(prompts)
         for batch in length_batches([p.size for p in prompts], batch_size):
-            best = self.score_prompts(model, [prompts[i] for i in batch]).argmax(-1).tolist()
+            best = self.predict_prompts(model, [prompts[i] for i in batch])
             for i, choice in zip(batch, best, strict=True):
                 predictions[i] = choice
         return predictions
+
+    @torch.no_grad()
+    def predict_prompts(self, model: torch.nn.Module, prompts: Sequence[Any]) -> list[Any]:
+        """Predictions for these prompts, in their order, from one batch (a Doubled batch keeps
+        its copies aligned); the caller sets eval mode."""
+        return self.score_prompts(model, prompts).argmax(-1).tolist()
 
 
 def length_batches(sizes: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -10,7 +10,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from zoft.models.loading import model_device
-from zoft.scoring.base import SCORERS, Scorer, length_batches
+from zoft.scoring.base import SCORERS, Doubled, LossSum, Scorer, chunks, halves, length_batches
 from zoft.scoring.generation import StopAtNewline, answer_text, greedy_generate, left_pad
 from zoft.tasks.base import CausalPrompt, Example, Task
 from zoft.tasks.io import DataError
@@ -87,9 +87,12 @@ class CausalLMScorer(Scorer):
                 rows.add(full, min(n_option, len(full) - 1), i, j, since)
         return rows
 
-    def _option_logprobs(self, model: torch.nn.Module, rows: _OptionRows) -> torch.Tensor:
+    def _option_logprobs(
+        self, model: torch.nn.Module, rows: _OptionRows, paired: bool = False
+    ) -> torch.Tensor:
         """[R, K] log-probabilities of each row's option tokens, right-aligned (0 before a
-        row's first option token); inputs are scored in chunks that bound the logits' size."""
+        row's first option token); inputs are scored in chunks that bound the logits' size
+        (`paired`: the rows of a Doubled batch, both copies in every chunk)."""
         device = model_device(model)
         k = max(len(t) for t in rows.targets)
         vocab = model.get_output_embeddings().weight.shape[0]
@@ -97,7 +100,7 @@ class CausalLMScorer(Scorer):
         row_of_input = torch.tensor(rows.input_of_row, device=device)
         targets, in_option = _right_aligned(rows.targets, k, device)
         token_lp = torch.zeros(len(rows.targets), k, device=device)
-        for group in _input_groups(len(rows.inputs), chunk, self._pairing):
+        for group in chunks(len(rows.inputs), chunk, paired):
             # at least k wide: a chunk of short inputs still yields the k kept positions
             inputs = [rows.inputs[i] for i in group]
             ids, mask = left_pad(inputs, self.tokenizer.pad_token_id, k)
@@ -126,7 +129,7 @@ class CausalLMScorer(Scorer):
         self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]
     ) -> torch.Tensor:
         rows = self._rows(prompts, gold_only=False)
-        token_lp = self._option_logprobs(model, rows)
+        token_lp = self._option_logprobs(model, rows, paired=isinstance(prompts, Doubled))
         lengths = torch.tensor([len(t) for t in rows.targets], device=token_lp.device)
         per_row = token_lp.sum(-1) / lengths
         n_options = max(len(p.options) for p in prompts)
@@ -142,33 +145,14 @@ class CausalLMScorer(Scorer):
         rows = self._rows(prompts, gold_only=True)  # token cross-entropy on the gold option only
         return -self._option_logprobs(model, rows).sum(), sum(len(t) for t in rows.targets)
 
-    def loss_sum_pair_of(
-        self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]
-    ) -> tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int]]:
-        if prompts[0].objective != "lm":
-            return super().loss_sum_pair_of(model, prompts)
-        rows = self._rows([*prompts, *prompts], gold_only=True)
-        token_lp = self._option_logprobs(model, rows)
-        first = torch.tensor(rows.example_index, device=token_lp.device) < len(prompts)
-        half = len(rows.targets) // 2  # each copy has the same rows, in the same order
-        terms = sum(len(t) for t in rows.targets[:half])
+    def loss_sum_pair_of(self, model: torch.nn.Module, pair: Doubled) -> tuple[LossSum, LossSum]:
+        if pair[0].objective != "lm":
+            return super().loss_sum_pair_of(model, pair)
+        rows = self._rows(pair, gold_only=True)  # each copy has the same rows, in the same order
+        token_lp = self._option_logprobs(model, rows, paired=True)
+        first = torch.tensor(rows.example_index, device=token_lp.device) < pair.half
+        terms = sum(len(t) for t in halves(rows.targets)[0])
         return (-token_lp[first].sum(), terms), (-token_lp[~first].sum(), terms)
-
-
-def _input_groups(count: int, chunk: int, paired: bool) -> list[list[int]]:
-    """Input indices per forward, at most `chunk` each. Paired inputs are two equal copies one
-    after the other; each forward then takes the same inputs from both, first copy first, so the
-    first half of its rows is always the first copy (what a paired probe perturbs by +εz)."""
-    if not paired:
-        return [list(range(start, min(start + chunk, count))) for start in range(0, count, chunk)]
-    half, step = count // 2, max(1, chunk // 2)
-    return [
-        [
-            *range(start, min(start + step, half)),
-            *range(half + start, half + min(start + step, half)),
-        ]
-        for start in range(0, half, step)
-    ]
 
 
 def _right_aligned(
@@ -201,17 +185,27 @@ class GenerationScorer(CausalLMScorer):
         self, model: torch.nn.Module, examples: Sequence[Example], batch_size: int
     ) -> list[str]:
         model.eval()
-        room = max(self.max_length - self.max_new_tokens, 1)  # prompts truncated from the left
-        prompts = [self._ids(p.prompt)[-room:] for p in self.prompts(examples)]
+        prompts = self._prompt_ids(self.prompts(examples))
         answers: list[str] = [""] * len(prompts)
         for batch in length_batches([len(p) for p in prompts], batch_size):
-            generated = greedy_generate(
-                model,
-                [prompts[i] for i in batch],
-                self.tokenizer.pad_token_id,
-                self.max_new_tokens,
-                self._is_stop,
-            )
-            for i, tokens in zip(batch, generated, strict=True):
-                answers[i] = answer_text(self.tokenizer, tokens)
+            for i, answer in zip(
+                batch, self._answers(model, [prompts[i] for i in batch]), strict=True
+            ):
+                answers[i] = answer
         return answers
+
+    @torch.no_grad()
+    def predict_prompts(self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]) -> list[str]:
+        return self._answers(model, self._prompt_ids(prompts))
+
+    def _prompt_ids(self, prompts: Sequence[CausalPrompt]) -> list[list[int]]:
+        room = max(self.max_length - self.max_new_tokens, 1)  # prompts truncated from the left
+        return [self._ids(p.prompt)[-room:] for p in prompts]
+
+    def _answers(self, model: torch.nn.Module, ids: list[list[int]]) -> list[str]:
+        """Greedy answers of one batch of token ids (one forward per token for all rows, so a
+        Doubled batch stays aligned)."""
+        generated = greedy_generate(
+            model, ids, self.tokenizer.pad_token_id, self.max_new_tokens, self._is_stop
+        )
+        return [answer_text(self.tokenizer, tokens) for tokens in generated]

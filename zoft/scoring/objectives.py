@@ -10,7 +10,7 @@ import torch
 
 from zoft.errors import ZoftError
 from zoft.registry import Registry
-from zoft.scoring.base import Scorer
+from zoft.scoring.base import Doubled, LossSum, Objective, Scorer, halves
 from zoft.tasks.base import Example, Task
 
 OBJECTIVES: Registry = Registry("objective")
@@ -21,26 +21,39 @@ class ObjectiveError(ZoftError):
 
 
 class MetricObjective:
-    """Stands in for the scorer with loss = −metric(batch); everything else is the scorer's."""
+    """The Objective loss = −metric(batch), from the scorer's predictions (not differentiable:
+    for zeroth-order optimizers only)."""
 
     def __init__(self, scorer: Scorer, metric: str) -> None:
         self.scorer = scorer
         self.metric = metric
 
+    @property
+    def task(self) -> Task:
+        """The task whose metric this is (the scorer's)."""
+        return self.scorer.task
+
     def loss(self, model: torch.nn.Module, examples: Sequence[Example]) -> torch.Tensor:
         total, weight = self.loss_sum(model, examples)
         return total / weight
 
-    def loss_sum(
-        self, model: torch.nn.Module, examples: Sequence[Example]
-    ) -> tuple[torch.Tensor, int]:
+    def loss_sum(self, model: torch.nn.Module, examples: Sequence[Example]) -> LossSum:
         """(−metric × batch size, batch size): the metric is a mean over examples."""
         predictions = self.scorer.predict(model, examples, len(examples))
-        value = self.scorer.task.score(predictions, examples)[self.metric]
-        return torch.tensor(-float(value) * len(examples)), len(examples)
+        return self._negated(predictions, examples)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.scorer, name)
+    def loss_sum_pair(
+        self, model: torch.nn.Module, examples: Sequence[Example]
+    ) -> tuple[LossSum, LossSum]:
+        """(−metric₊, −metric₋) × batch size, each from its half of one forward over [B; B]."""
+        model.eval()
+        pair = Doubled(self.scorer.prompts(examples))
+        first, second = halves(self.scorer.predict_prompts(model, pair))
+        return self._negated(first, examples), self._negated(second, examples)
+
+    def _negated(self, predictions: Sequence[Any], examples: Sequence[Example]) -> LossSum:
+        value = self.task.score(list(predictions), examples)[self.metric]
+        return torch.tensor(-float(value) * len(examples)), len(examples)
 
 
 @OBJECTIVES.register("loss", generative=None)
@@ -75,6 +88,6 @@ def check_objective(name: str, task: Task, zeroth_order: bool) -> None:
         )
 
 
-def build_objective(name: str, scorer: Scorer) -> Any:
+def build_objective(name: str, scorer: Scorer) -> Objective:
     """The object whose `loss` the optimizer minimises (the scorer itself for objective=loss)."""
     return OBJECTIVES.get(name)(scorer)

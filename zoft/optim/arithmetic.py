@@ -1,0 +1,89 @@
+"""The per-parameter maths of the zeroth-order methods: θ ± scale·z formed without writing θ, and
+the update θ ← θ·(1 − decay) + Σ c·z (dense z, or LOZO's low-rank U Vᵀ applied by addmm),
+block by block of rows in fp32, rounded once. `swept` counts the θ-sized tensors formed or
+written (a z, a transient θ±εz, an update), the engine's parameter passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from zoft.optim.directions import Directions, row_blocks
+
+# adds one block of rows' change to `value` (fp32 rows of θ): (value, block index, rows)
+BlockUpdate = Callable[[torch.Tensor, int, object], None]
+
+
+class Perturbation:
+    """Keyed directions applied to parameters, with the sweeps they cost."""
+
+    def __init__(self, directions: Directions) -> None:
+        self.directions = directions
+        self.swept = 0  # elements of θ-sized tensors formed or written
+
+    def direction(self, name: str, param: torch.Tensor, step: int, query: int) -> torch.Tensor:
+        """z for one parameter, in fp32, on the parameter's device (one sweep over it)."""
+        self.swept += param.numel()
+        return self.directions.dense(name, param, step, query)
+
+    def perturbed(
+        self, name: str, original: torch.Tensor, step: int, scale: float, query: int
+    ) -> torch.Tensor:
+        """A new tensor θ + scale·z in θ's dtype (θ is not modified), formed block by block of
+        rows: the only other memory is one block of z."""
+        self.swept += original.numel()
+        blocks = row_blocks(original)
+        if len(blocks) == 1:
+            z = self.directions.dense_block(name, original, step, query, 0)
+            return z.mul_(scale).add_(original).to(original.dtype)
+        out = torch.empty_like(original)
+        for index, rows in enumerate(blocks):
+            z = self.directions.dense_block(name, original, step, query, index)
+            out[rows] = z.mul_(scale).add_(original[rows]).to(original.dtype)
+        return out
+
+    @torch.no_grad()
+    def update(
+        self,
+        params: dict[str, torch.nn.Parameter],
+        step: int,
+        coeffs: Sequence[float],
+        decay: float,
+    ) -> None:
+        """θ ← θ·(1 − decay) + Σ_q coeffs[q]·z_q for every parameter, one sweep per query."""
+        for name, p in params.items():
+            factors = [self.directions.low_rank(name, p, step, q) for q in range(len(coeffs))]
+
+            def add(value: torch.Tensor, index: int, rows: object, name=name, p=p, factors=factors):
+                for query, (c, uv) in enumerate(zip(coeffs, factors, strict=True)):
+                    if uv is None:
+                        value.add_(
+                            self.directions.dense_block(name, p, step, query, index), alpha=c
+                        )
+                    else:
+                        add_low_rank_rows(value, uv[0][rows], uv[1], c)
+
+            self.update_parameter(p, decay, add, sweeps=len(coeffs))
+
+    @torch.no_grad()
+    def update_parameter(
+        self, p: torch.nn.Parameter, decay: float, add: BlockUpdate, sweeps: int = 1
+    ) -> None:
+        """θ ← θ·(1 − decay) + add(...) block by block of rows (decay only on 2+-dimensional
+        parameters: biases and norm weights are 1-D), in fp32 (in place for fp32 weights)."""
+        for index, rows in enumerate(row_blocks(p)):
+            value = p.data[rows].float()  # a view of p.data itself when fp32
+            if decay and p.ndim >= 2:
+                value.mul_(1.0 - decay)
+            add(value, index, rows)
+            if value.data_ptr() != p.data[rows].data_ptr():
+                p.data[rows] = value
+        self.swept += p.numel() * sweeps
+
+
+def add_low_rank_rows(
+    value: torch.Tensor, u_rows: torch.Tensor, v: torch.Tensor, alpha: float
+) -> None:
+    """value += alpha·U[rows] Vᵀ in place, by addmm (the m × n product is never formed)."""
+    value.view(value.shape[0], -1).addmm_(u_rows, v.T, alpha=alpha)
