@@ -4,6 +4,7 @@ import re
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import open_dict
 
 from tests.conftest import compose
 from zoft.errors import RunConfigError, ZoftError
@@ -128,3 +129,25 @@ def test_explicit_output_dir_of_another_config_is_not_mistaken_for_this_run(tmp_
     assert run(compose(common)).get("skipped")
     with pytest.raises(RunConfigError, match="different config"):
         run(compose([*common, "seed=3"]))
+
+
+def test_a_new_key_at_its_legacy_value_keeps_the_digest(monkeypatch):
+    from zoft.run import rundir
+
+    cfg = compose([])
+    before = config_digest(cfg)
+    with open_dict(cfg):
+        cfg.new_knob = "old"
+    monkeypatch.setitem(rundir.LEGACY_VALUES, "new_knob", "old")
+    assert config_digest(cfg) == before
+    cfg.new_knob = "new"
+    assert config_digest(cfg) != before
+
+
+def test_a_task_revision_enters_the_digest(monkeypatch):
+    from zoft.tasks import TASKS
+
+    cfg = compose([])
+    before = config_digest(cfg)
+    monkeypatch.setattr(TASKS.get(cfg.task.name), "revision", 2)
+    assert config_digest(cfg) != before

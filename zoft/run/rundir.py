@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoft.errors import RunConfigError
 from zoft.run.record import RunResult, read_record
+from zoft.tasks import TASKS
 from zoft.tasks.io import HUB
 
 RESULT_FILE = "result.json"
@@ -43,18 +44,35 @@ _NON_SEMANTIC = (
 )
 
 
+# Keys added after the digest was first pinned, each with the value that computes exactly what runs
+# did before the key existed: at that value the key is left out of the digest, so finished runs
+# stay finished; any other value enters it. Add a key here when it is added to a schema.
+LEGACY_VALUES: dict[str, Any] = {}
+
+
+def _pop(data: dict[str, Any], key: str, only_if: Any = ...) -> None:
+    """Remove a dotted key from nested dicts (only when it holds `only_if`, if given)."""
+    *parents, leaf = key.split(".")
+    node = data
+    for parent in parents:
+        node = node.get(parent) or {}
+    if leaf in node and (only_if is ... or node[leaf] == only_if):
+        node.pop(leaf)
+
+
 def config_digest(cfg: DictConfig) -> str:
     """A hash of what the run computes: the config without paths and logging keys, with the
-    data directory reduced to where the data comes from (local files or the hub)."""
+    data directory reduced to where the data comes from (local files or the hub), new keys at
+    their legacy values left out, and the task's revision when its prompts or data changed."""
     data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     for key in _NON_SEMANTIC:
-        *parents, leaf = key.split(".")
-        node = data
-        for parent in parents:
-            node = node.get(parent) or {}
-        node.pop(leaf, None)
+        _pop(data, key)
+    for key, legacy in LEGACY_VALUES.items():
+        _pop(data, key, only_if=legacy)
     local = data["task"].pop("data_dir", None) or os.environ.get("ZOFT_DATA")
     data["task"]["data_origin"] = "local" if local and local != HUB else "hub"
+    if cfg.task.name in TASKS and (revision := TASKS.get(cfg.task.name).revision) != 1:
+        data["task"]["revision"] = revision
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -78,6 +78,9 @@ class Task(ABC):
     name: ClassVar[str]
     label_names: ClassVar[tuple[str, ...]]
     metric: ClassVar[str] = "accuracy"
+    # bumped when the task's prompts, data or scoring change what a run computes: a revision
+    # other than 1 enters the config digest, so runs of the earlier revision are not reused
+    revision: ClassVar[int] = 1
     generative: ClassVar[bool] = False  # answers are generated text (SQuAD, DROP)
     has_candidates: ClassVar[bool] = False  # options come with each example (COPA, ReCoRD)
     hub_path: ClassVar[str]
