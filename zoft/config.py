@@ -35,6 +35,14 @@ class Protocol(StrEnum):
     kshot = "kshot"  # LM-BFF k examples per label
 
 
+class IclDemoSets(StrEnum):
+    """How ICL demonstrations are drawn (zoft.scoring.icl.ICL_SAMPLERS)."""
+
+    per_example = "per_example"  # MeZO icl.sh: one set per test example, from the full train split
+    shared_pool = "shared_pool"  # LMAO icl_all.sh: one set for all, from the full train split
+    shared = "shared"  # zoft before issue 17: one set for all, from the run's train subset
+
+
 class DType(StrEnum):
     fp32 = "fp32"
     bf16 = "bf16"
@@ -252,6 +260,7 @@ class ZoftConfig:
     log_every: int = 10
     zero_shot: bool = True  # evaluate the test set at step 0
     icl_demos: int = 0  # in-context demonstrations from the train split (evaluation only)
+    icl_demo_sets: IclDemoSets = IclDemoSets.per_example  # only read when icl_demos > 0
     objective: Objective = Objective.loss  # the metric ones need a zeroth-order method
     results_dir: str = "runs"
     output_dir: str | None = None  # default: derived from task/model/optimizer/seeds/config hash

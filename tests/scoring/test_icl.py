@@ -1,16 +1,25 @@
 """In-context learning: the demonstration context (golden format, seeded draw), scoring with a
 context truncated from the left, and the evaluation-only ICL mode of the runner."""
 
+import numpy as np
 import pytest
 import torch
 
 from tests.conftest import compose, tiny
 from zoft.errors import RunConfigError
 from zoft.run.checks import validate
-from zoft.run.rundir import run_mode
+from zoft.run.rundir import config_digest, run_mode
 from zoft.run.runner import run
 from zoft.scoring import build_scorer
-from zoft.scoring.icl import demonstration_context
+from zoft.scoring.icl import (
+    CONTEXT_FIELD,
+    IclInputs,
+    demo_seeds,
+    demonstration_context,
+    icl_setup,
+    per_example_contexts,
+    render_context,
+)
 from zoft.tasks import get_task
 
 FIRST = (
@@ -150,3 +159,83 @@ def test_negative_demonstrations_are_refused():
 def test_icl_needs_a_causal_lm():
     with pytest.raises(RunConfigError, match="causal LM"):
         validate(compose(["model=tiny-roberta", "icl_demos=4", "steps=0"]))
+
+
+def _mezo_recipe(n_train: int, n_eval: int, count: int) -> list[list[int]]:
+    """MeZO icl.sh, recomputed with numpy's global legacy API: seeds drawn under seed 0, then one
+    seeded permutation of the whole train split per evaluation example."""
+    saved = np.random.get_state()
+    try:
+        np.random.seed(0)
+        seeds = np.random.randint(0, 10000, n_eval)
+        sets = []
+        for seed in seeds:
+            np.random.seed(seed)
+            sets.append(np.random.permutation(n_train).tolist()[:count])
+        return sets
+    finally:
+        np.random.set_state(saved)
+
+
+def test_demo_seeds_are_mezos():
+    assert demo_seeds(1000)[:5].tolist() == [2732, 9845, 3264, 4859, 9225]  # measured once
+    assert demo_seeds(1000)[:100].tolist() == demo_seeds(100).tolist()
+
+
+def test_per_example_demonstrations_follow_the_mezo_recipe(sst2_train):
+    task = get_task("sst2")
+    pool, test = sst2_train[:30], sst2_train[30:36]
+    carried, used = per_example_contexts(task, "mezo", pool, test, 4, num_eval=1000)
+    assert used == 4 and len(carried) == len(test)
+    expected_sets = _mezo_recipe(len(pool), 1000, 4)
+    for ex, original, indices in zip(carried, test, expected_sets, strict=False):
+        assert ex.fields[CONTEXT_FIELD] == render_context(task, "mezo", [pool[i] for i in indices])
+        assert {k: v for k, v in ex.fields.items() if k != CONTEXT_FIELD} == original.fields
+        assert ex.label == original.label
+    assert len({ex.fields[CONTEXT_FIELD] for ex in carried}) == len(test)  # a set each
+
+
+def test_per_example_draws_from_the_full_train_split_of_its_size(data_dir):
+    task = get_task("sst2")
+    pool = task.load_local("train", data_dir)
+    test = task.load_local("validation", data_dir)[:3]
+    carried, _ = per_example_contexts(task, "mezo", pool, test, 32, num_eval=1000)
+    first_set = _mezo_recipe(len(pool), 1000, 32)[0]
+    assert carried[0].fields[CONTEXT_FIELD] == render_context(
+        task, "mezo", [pool[i] for i in first_set]
+    )
+
+
+def test_scorer_prepends_each_examples_own_context(sst2_train):
+    loaded = tiny("opt")
+    task = get_task("sst2")
+    carried, _ = per_example_contexts(task, "mezo", sst2_train[:20], sst2_train[20:23], 2, 1000)
+    scorer = build_scorer("causal_lm", task, loaded.tokenizer, "mezo", 256)
+    scorer.context = "shared, ignored when the example carries its own\n\n"
+    for p, ex in zip(scorer.prompts(carried), carried, strict=True):
+        plain = task.causal_prompt(ex, "mezo").prompt
+        assert p.prompt == ex.fields[CONTEXT_FIELD] + plain
+
+
+def test_shared_sampling_draws_from_the_subset_or_the_pool(sst2_train):
+    task = get_task("sst2")
+    inputs = IclInputs(
+        task, "mezo", lambda: sst2_train, sst2_train[:10], sst2_train[30:33], 4, 1000, seed=5
+    )
+    legacy = icl_setup("shared", inputs)
+    assert legacy.context == demonstration_context(task, "mezo", sst2_train[:10], 4, 5)[0]
+    pooled = icl_setup("shared_pool", inputs)
+    assert pooled.context == demonstration_context(task, "mezo", sst2_train, 4, 5)[0]
+    for setup in (legacy, pooled):
+        assert setup.test == list(sst2_train[30:33]) and setup.used == 4
+    official = icl_setup("per_example", inputs)
+    assert official.context == "" and all(CONTEXT_FIELD in ex.fields for ex in official.test)
+
+
+def test_demo_sets_key_changes_only_icl_digests():
+    base = ["model=tiny-opt", "task=sst2", "steps=0"]
+    assert config_digest(compose(base)) == config_digest(
+        compose([*base, "icl_demo_sets=shared_pool"])
+    )
+    icl = [*base, "icl_demos=4"]
+    assert config_digest(compose([*icl, "icl_demo_sets=shared"])) != config_digest(compose(icl))

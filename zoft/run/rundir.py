@@ -47,7 +47,9 @@ _NON_SEMANTIC = (
 # Keys added after the digest was first pinned, each with the value that computes exactly what runs
 # did before the key existed: at that value the key is left out of the digest, so finished runs
 # stay finished; any other value enters it. Add a key here when it is added to a schema.
-LEGACY_VALUES: dict[str, Any] = {}
+LEGACY_VALUES: dict[str, Any] = {"icl_demo_sets": "shared"}
+# Keys that only matter when another key is set (truthy): left out of the digest otherwise
+_ONLY_WITH = {"icl_demo_sets": "icl_demos"}
 
 
 def _pop(data: dict[str, Any], key: str, only_if: Any = ...) -> None:
@@ -69,6 +71,9 @@ def config_digest(cfg: DictConfig) -> str:
         _pop(data, key)
     for key, legacy in LEGACY_VALUES.items():
         _pop(data, key, only_if=legacy)
+    for key, needed in _ONLY_WITH.items():
+        if not data.get(needed):
+            _pop(data, key)
     local = data["task"].pop("data_dir", None) or os.environ.get("ZOFT_DATA")
     data["task"]["data_origin"] = "local" if local and local != HUB else "hub"
     if cfg.task.name in TASKS and (revision := TASKS.get(cfg.task.name).revision) != 1:

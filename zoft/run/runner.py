@@ -50,11 +50,11 @@ from zoft.run.trainer import (
     TrainingSettings,
 )
 from zoft.scoring import build_scorer
-from zoft.scoring.icl import demonstration_context
+from zoft.scoring.icl import IclInputs, icl_setup
 from zoft.scoring.objectives import build_objective
 from zoft.tasks import get_task
 from zoft.tasks.base import Splits, Task
-from zoft.tasks.sampling import load_splits
+from zoft.tasks.sampling import load_splits, official_split
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,20 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
     kind = enum_value(cfg.model.kind)
     scorer = build_scorer(kind, task, loaded.tokenizer, cfg.task.template, cfg.model.max_length)
     if cfg.icl_demos:
-        scorer.context, result["icl_demos"] = demonstration_context(
-            task, cfg.task.template, splits.train, cfg.icl_demos, cfg.data_seed
+        icl = icl_setup(
+            enum_value(cfg.icl_demo_sets),
+            IclInputs(
+                task,
+                cfg.task.template,
+                lambda: official_split(task, cfg.task, "train"),
+                splits.train,
+                splits.test,
+                cfg.icl_demos,
+                cfg.task.num_eval,
+                cfg.data_seed,
+            ),
         )
+        scorer.context, splits.test, result["icl_demos"] = icl.context, icl.test, icl.used
     evaluate = Evaluator(task, scorer, loaded.model, cfg.eval_batch_size, replicate=cfg.fsdp)
     earlier = resume.state["extra"] if resume is not None else {}
     if "zero_shot" in earlier:

@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from zoft.models.loading import model_device
 from zoft.scoring.base import SCORERS, Doubled, LossSum, Scorer, chunks, halves, length_batches
 from zoft.scoring.generation import StopAtNewline, answer_text, greedy_generate, left_pad
+from zoft.scoring.icl import CONTEXT_FIELD
 from zoft.tasks.base import CausalPrompt, Example, Task
 from zoft.tasks.io import DataError
 
@@ -120,10 +121,12 @@ class CausalLMScorer(Scorer):
         return token_lp * in_option
 
     def prompts(self, examples: Sequence[Example]) -> list[CausalPrompt]:
-        made = (self.task.causal_prompt(ex, self.template) for ex in examples)
-        if not self.context:
-            return list(made)
-        return [replace(p, prompt=self.context + p.prompt) for p in made]
+        made = [self.task.causal_prompt(ex, self.template) for ex in examples]
+        # an example's own ICL demonstrations win over the shared context
+        contexts = [ex.fields.get(CONTEXT_FIELD, self.context) for ex in examples]
+        if not any(contexts):
+            return made
+        return [replace(p, prompt=c + p.prompt) for p, c in zip(made, contexts, strict=True)]
 
     def score_prompts(
         self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]

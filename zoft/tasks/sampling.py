@@ -94,6 +94,13 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
     return path
 
 
+def official_split(task: Task, cfg: Any, split: str) -> list[Example]:
+    """The whole official `split` ("train" or "validation") from where cfg.data_dir says, e.g.
+    the pool MeZO draws ICL demonstrations from (not the run's train subset)."""
+    data_dir = resolve_data_dir(cfg.data_dir)
+    return task.load_local(split, data_dir) if data_dir else task.load_hub(split)
+
+
 def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
     """Train / dev / test for one run, following cfg.protocol."""
     data_dir = resolve_data_dir(cfg.data_dir)
