@@ -169,3 +169,13 @@ def test_trec_hub_coarse_labels_map_onto_lmbff_order():
         assert ex.fields == {"question": "Why ?"}
     assert task.from_hub_row({"text": "x", "coarse_label": 0, "fine_label": 0}).label == 2
     assert task.from_hub_row({"text": "x", "coarse_label": 2, "fine_label": 0}).label == 0
+
+
+def test_local_sst2_pool_carries_a_note_in_the_large_protocol(data_dir):
+    from tests.conftest import compose
+    from zoft.tasks.sampling import load_splits
+
+    cfg = compose(["task=sst2", "task.protocol=large", f"task.data_dir={data_dir}"])
+    splits = load_splits(get_task("sst2"), cfg.task, 0)
+    assert len(get_task("sst2").load_local("train", data_dir)) == 6920
+    assert any("6,920-sentence SST-2" in n and "67,349-phrase" in n for n in splits.notes)

@@ -125,3 +125,8 @@ def test_mnli_hub_row_uses_the_glue_label_order():
     ex = task.from_hub_row({"premise": "p.", "hypothesis": "h", "label": 1, "idx": 0})
     assert task.label_names[ex.label] == "neutral"
     assert task.masked_prompt(ex).label_words[ex.label] == " Maybe"
+
+
+def test_hub_snli_evaluates_on_the_official_validation_split():
+    # LM-BFF's SNLI test file is the official dev set renamed (tools/generate_k_shot_data.py)
+    assert get_task("snli").hub_splits == {"train": "train", "validation": "validation"}

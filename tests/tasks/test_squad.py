@@ -7,6 +7,8 @@ import pytest
 
 from zoft.tasks import get_task
 from zoft.tasks.io import DataError
+from zoft.tasks.metrics import best_over_golds
+from zoft.tasks.squad import drop_golds
 
 
 def test_squad_local_splits_have_the_documented_sizes(data_dir):
@@ -127,23 +129,50 @@ def test_drop_without_local_files_points_at_the_hub(tmp_path):
         get_task("drop").load_local("train", tmp_path)
 
 
-def test_drop_official_json_gives_span_number_and_date_answers(tmp_path):
+def test_drop_validation_golds_are_the_validated_answers_only(tmp_path):
     _write_drop(tmp_path, "drop_dataset_dev.json")
     examples = get_task("drop").load_local("validation", tmp_path)
-    # the unanswered question is left out; validated answers add new golds, not duplicates
-    assert [e.fields["answers"] for e in examples] == [
-        ("Smith",),
-        ("14", "14.0"),
-        ("3 May 2001", "May 2001"),
-    ]
+    # as HF's ucinlp/drop: the original `answer` is not a validation gold; unanswered left out
+    assert [e.fields["answers"] for e in examples] == [("Smith",), ("14.0",), ("May 2001",)]
     assert examples[0].fields["question"] == "Who ran?"
     assert examples[0].fields["passage"] == "The Bears scored 14 points. Smith ran on 3 May 2001."
 
 
+def test_drop_train_golds_are_the_original_answer(tmp_path):
+    _write_drop(tmp_path, "drop_dataset_train.json")
+    examples = get_task("drop").load_local("train", tmp_path)
+    assert [e.fields["answers"] for e in examples] == [("Smith",), ("14",), ("3 May 2001",)]
+
+
+def test_drop_golds_follow_hfs_answer_building():
+    qa = {
+        "answer": _drop_answer(spans=["A"]),
+        "validated_answers": [
+            _drop_answer(spans=["A", "B"]),  # a multi-span answer: each span a gold
+            _drop_answer(day="5", year="1990"),  # the empty month stays: two spaces
+            _drop_answer(spans=["A"]),  # duplicates are kept
+        ],
+    }
+    assert drop_golds(qa, "validation") == ["A", "B", "5  1990", "A"]
+    assert best_over_golds("5 1990", drop_golds(qa, "validation"))["f1"] == 1.0
+    inconsistent = {**qa, "validated_answers": [_drop_answer(number="3", spans=["x"])]}
+    assert drop_golds(inconsistent, "validation") == []  # HF drops such a question
+    assert drop_golds(qa, "train") == ["A"]
+
+
+def test_drop_is_at_revision_2():
+    assert get_task("drop").revision == 2
+
+
+def test_local_squad_dev_carries_the_article_order_note():
+    note = get_task("squad").local_notes["validation"]
+    assert "orders its 48 articles differently" in note
+
+
 def test_drop_causal_prompt_targets_the_first_answer(tmp_path):
-    _write_drop(tmp_path, "drop_dataset_dev.json")
+    _write_drop(tmp_path, "drop_dataset_train.json")
     task = get_task("drop")
-    ex = task.load_local("validation", tmp_path)[2]
+    ex = task.load_local("train", tmp_path)[2]
     p = task.causal_prompt(ex, "mezo")
     assert p.prompt == (
         "Passage: The Bears scored 14 points. Smith ran on 3 May 2001.\n"

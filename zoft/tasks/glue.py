@@ -1,4 +1,9 @@
-"""Single-sentence classification: SST-2 (sentence level, as in MeZO and LM-BFF), SST-5, TREC."""
+"""Single-sentence classification: SST-2, SST-5, TREC.
+
+SST-2 has two pools. The hub's (nyu-mll/glue sst2) is GLUE's 67,349-phrase train, the pool of
+MeZO's large-model protocol. The local glue/SST-2 is the 6,920-sentence SST-2 (PTB-tokenised,
+-lrb-/-rrb-), a data note says so; the ready k-shot splits are LM-BFF's, drawn from those
+sentences. Both evaluate on the same 872 GLUE dev sentences."""
 
 from __future__ import annotations
 
@@ -43,6 +48,10 @@ class SST2(Task):
     hub_config = "sst2"
     kshot_dir = "SST-2"
     causal_templates = {"mezo": _sst2_mezo, "review": _sst2_review}
+    local_notes = {
+        "train": "local SST-2 train is the 6,920-sentence SST-2 (tokenised, -lrb-/-rrb-), not "
+        "GLUE's 67,349-phrase train that MeZO's large-model protocol samples (task.data_dir=hub)",
+    }
     _files = {"train": "train.tsv", "validation": "dev.tsv"}
 
     def load_local(self, split: str, data_dir: Path) -> list[Example]:

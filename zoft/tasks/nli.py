@@ -94,7 +94,9 @@ class MNLI(ThreeWayNLI):
 class SNLI(ThreeWayNLI):
     name = "snli"
     hub_path = "stanfordnlp/snli"
-    hub_splits = {"train": "train", "validation": "test"}  # LM-BFF evaluates SNLI on test
+    # LM-BFF's SNLI "test" is the official validation split (its generate_k_shot_data renames
+    # each dev file to test), capped at 1,000 with seed 42
+    hub_splits = {"train": "train", "validation": "validation"}
     kshot_dir = "SNLI"
     kshot_files = {"train": "train.tsv", "dev": "dev.tsv"}
     local_dir = "SNLI"

@@ -56,6 +56,9 @@ class SQuAD(GenerativeQA):
     causal_templates = {"mezo": _squad_mezo}
     local_notes = {
         "train": "local SQuAD train is a subset: the first 12 articles (4,370 of 87,599 questions)",
+        "validation": "local SQuAD dev orders its 48 articles differently from the official "
+        "dev-v1.1.json (and rajpurkar/squad), so a seeded subset of it (e.g. MeZO's seed-0 1,000 "
+        "questions) holds other questions than MeZO's",
     }
     _files = {"train": "train-v1.1.json", "validation": "dev-v1.1.json"}
 
@@ -93,22 +96,44 @@ def _drop_mezo(task: Task, ex: Example) -> CausalPrompt:
     return CausalPrompt(prompt, _answer_target(ex), 0, objective="lm")
 
 
+class InconsistentDropAnswer(ValueError):
+    """An answer that fills more than one of number / date / spans; HF's loader drops its QA."""
+
+
 def drop_answer_texts(answer: dict[str, Any]) -> list[str]:
-    """The gold strings of one answer of the official DROP JSON: its spans, else its number,
-    else its date written "day month year" (empty parts left out)."""
-    if answer.get("spans"):
-        return list(answer["spans"])
-    if str(answer.get("number", "")).strip():
-        return [str(answer["number"]).strip()]
+    """The gold strings of one answer of the official DROP JSON, as HF's drop loader builds
+    `answers_spans`: its number, or its date as " ".join([day, month, year]).strip() (empty
+    parts kept, so a missing month leaves two spaces), or each of its spans separately."""
+    number = answer.get("number", "")
     date = answer.get("date") or {}
-    text = " ".join(str(date[k]) for k in ("day", "month", "year") if date.get(k))
-    return [text] if text else []
+    parts = [str(date.get(k, "")) for k in ("day", "month", "year")]
+    spans = list(answer.get("spans") or [])
+    filled = [bool(number != ""), any(parts), bool(spans)]
+    if sum(filled) > 1:
+        raise InconsistentDropAnswer(f"answer fills more than one of number/date/spans: {answer}")
+    if number != "":
+        return [str(number)]
+    if any(parts):
+        return [" ".join(parts).strip()]
+    return spans
+
+
+def drop_golds(qa: dict[str, Any], split: str) -> list[str]:
+    """HF ucinlp/drop's golds: train uses the original `answer`, validation only the
+    `validated_answers` (not the original answer); duplicates are kept, and a QA with an
+    inconsistent answer gets none (it is dropped)."""
+    answers = [qa["answer"]] if split == "train" else list(qa.get("validated_answers") or [])
+    try:
+        return [text for answer in answers for text in drop_answer_texts(answer)]
+    except InconsistentDropAnswer:
+        return []
 
 
 @TASKS.register("drop")
 class DROP(GenerativeQA):
     name = "drop"
     hub_path = "ucinlp/drop"
+    revision = 2  # local validation golds: validated answers only, as HF's loader builds them
     causal_templates = {"mezo": _drop_mezo}
     _files = {"train": "drop_dataset_train.json", "validation": "drop_dataset_dev.json"}
 
@@ -126,9 +151,7 @@ class DROP(GenerativeQA):
         try:
             for passage in read_json(path).values():
                 for qa in passage["qa_pairs"]:
-                    golds = drop_answer_texts(qa["answer"])
-                    for extra in qa.get("validated_answers", []):
-                        golds += [g for g in drop_answer_texts(extra) if g not in golds]
+                    golds = drop_golds(qa, split)
                     if golds:
                         examples.append(_drop_example(passage["passage"], qa["question"], golds))
         except (KeyError, TypeError, AttributeError) as err:
