@@ -112,7 +112,7 @@ def test_boolq_causal_prompt_is_golden(data_dir):
 
 def test_boolq_question_mark_is_not_doubled():
     task = get_task("boolq")
-    ex = task.from_hub_row({"question": "is it?", "passage": "It is.", "idx": 0, "label": 0})
+    ex = task.from_hub_row({"question": "is it?", "passage": "It is.", "answer": False})
     assert task.causal_prompt(ex, "mezo").prompt == "It is. Is it?\n"
 
 

@@ -70,6 +70,12 @@ class Splits:
 
 
 TASKS: Registry = Registry("task")
+PARQUET_BRANCH = "refs/convert/parquet"  # the hub's automatic Parquet export of every dataset
+
+
+def hub_location(repo: str) -> str:
+    """Where load_dataset finds a hub repository: its id (tests point it at a local mock)."""
+    return repo
 
 
 class Task(ABC):
@@ -83,9 +89,11 @@ class Task(ABC):
     revision: ClassVar[int] = 1
     generative: ClassVar[bool] = False  # answers are generated text (SQuAD, DROP)
     has_candidates: ClassVar[bool] = False  # options come with each example (COPA, ReCoRD)
+    # The hub rows are read from the repository's Parquet branch, where every dataset (script
+    # or not) is laid out as <config>/<split>/NNNN.parquet; datasets>=4 runs no loading scripts
     hub_path: ClassVar[str]
-    hub_config: ClassVar[str | None] = None
-    hub_revision: ClassVar[str | None] = None  # e.g. the Parquet branch of a script dataset
+    hub_config: ClassVar[str] = "default"  # the config's folder on that branch
+    hub_revision: ClassVar[str] = PARQUET_BRANCH
     hub_splits: ClassVar[dict[str, str]] = {"train": "train", "validation": "validation"}
     # what the local files of ../shared/data lack, by split; copied into every result
     local_notes: ClassVar[dict[str, str]] = {}
@@ -112,13 +120,20 @@ class Task(ABC):
         """Parse one row of a ready LM-BFF k-shot file (label in the last field)."""
         raise DataError(f"task {self.name} has no reader for LM-BFF k-shot files ({path})")
 
+    def hub_data_files(self, hub_split: str) -> str:
+        """The files of one split on the Parquet branch."""
+        return f"{self.hub_config}/{hub_split}/*.parquet"
+
     def load_hub(self, split: str) -> list[Example]:
         import datasets
 
         hub_split = self.hub_splits[split]
         try:
             rows = datasets.load_dataset(
-                self.hub_path, self.hub_config, split=hub_split, revision=self.hub_revision
+                hub_location(self.hub_path),
+                data_files={hub_split: self.hub_data_files(hub_split)},
+                split=hub_split,
+                revision=self.hub_revision,
             )
         except Exception as err:  # datasets raises many types for "offline" / "not found"
             raise DataError(

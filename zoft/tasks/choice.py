@@ -35,7 +35,6 @@ class COPA(Task):
     has_candidates = True
     hub_path = "aps/super_glue"
     hub_config = "copa"
-    hub_revision = "refs/convert/parquet"
     causal_templates = {"mezo": _copa_mezo}
 
     @staticmethod
@@ -86,7 +85,6 @@ class ReCoRD(Task):
     has_candidates = True
     hub_path = "aps/super_glue"
     hub_config = "record"
-    hub_revision = "refs/convert/parquet"
     causal_templates = {"mezo": _record_mezo}
     local_notes = {
         "train": "local ReCoRD train is a subset: 32 FewGLUE queries of the official 100,730",

@@ -133,7 +133,6 @@ class TREC(HeadlessCsvKshot):
     name = "trec"
     label_names = TREC_CLASSES
     hub_path = "CogComp/trec"
-    hub_revision = "refs/convert/parquet"  # the repository's own files are a loading script
     hub_splits = {"train": "train", "validation": "test"}
     kshot_dir = "trec"
     text_field = "question"

@@ -94,6 +94,7 @@ class MNLI(ThreeWayNLI):
 class SNLI(ThreeWayNLI):
     name = "snli"
     hub_path = "stanfordnlp/snli"
+    hub_config = "plain_text"
     # LM-BFF's SNLI "test" is the official validation split (its generate_k_shot_data renames
     # each dev file to test), capped at 1,000 with seed 42
     hub_splits = {"train": "train", "validation": "validation"}

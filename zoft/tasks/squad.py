@@ -53,6 +53,7 @@ def _squad_example(title: str, context: str, question: str, answers: Sequence[st
 class SQuAD(GenerativeQA):
     name = "squad"
     hub_path = "rajpurkar/squad"
+    hub_config = "plain_text"
     causal_templates = {"mezo": _squad_mezo}
     local_notes = {
         "train": "local SQuAD train is a subset: the first 12 articles (4,370 of 87,599 questions)",

@@ -42,7 +42,6 @@ class SuperGlueTask(Task):
     """A flat SuperGLUE task: `fields` are copied from each row, `label` is parsed by name."""
 
     hub_path = "aps/super_glue"
-    hub_revision = "refs/convert/parquet"  # the repository's own files are a loading script
     local_dir: ClassVar[str]
     fields: ClassVar[tuple[str, ...]]
     raw_labels: ClassVar[dict[Any, int]]  # label as written in the jsonl -> index
@@ -137,7 +136,7 @@ def _boolq_prompt(f: dict[str, Any]) -> str:
 class BoolQ(SuperGlueTask):
     name = "boolq"
     label_names = ("False", "True")
-    hub_config = "boolq"
+    hub_path = "google/boolq"  # MeZO's load_dataset("boolq"), not super_glue's copy
     local_dir = "BoolQ"
     fields = ("question", "passage")
     raw_labels = _BOOL_LABELS
@@ -145,6 +144,10 @@ class BoolQ(SuperGlueTask):
     local_notes = {
         "train": "local BoolQ train is a subset: the 32 FewGLUE examples of the official 9,427",
     }
+
+    def from_hub_row(self, row: dict[str, Any]) -> Example:
+        """google/boolq rows: question, passage and a bool `answer` (no title, no label)."""
+        return Example(self.row_fields(row), int(bool(row["answer"])))
 
     def pair_input(self, ex: Example) -> PairInput:
         return PairInput(ex.fields["question"], ex.fields["passage"], ex.label)
