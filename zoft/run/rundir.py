@@ -74,7 +74,7 @@ def config_digest(cfg: DictConfig) -> str:
     data["task"]["data_origin"] = "local" if local and local != HUB else "hub"
     if cfg.task.name in TASKS and (revision := TASKS.get(cfg.task.name).revision) != 1:
         data["task"]["revision"] = revision
-    if data["model"]["kind"] == "masked_lm" and LMBFF_ENCODING_REVISION != 1:
+    if data.get("model", {}).get("kind") == "masked_lm" and LMBFF_ENCODING_REVISION != 1:
         data["model"]["lmbff_encoding"] = LMBFF_ENCODING_REVISION  # how masked prompts are encoded
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
