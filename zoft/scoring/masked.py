@@ -8,7 +8,7 @@ import torch
 
 from zoft.models.loading import model_device
 from zoft.scoring.base import SCORERS, Scorer
-from zoft.tasks.base import MASK, Example, MaskedPrompt
+from zoft.tasks.base import Example, MaskedPrompt
 from zoft.tasks.io import DataError
 
 
@@ -28,23 +28,11 @@ class MaskedLMScorer(Scorer):
             ids.append(tokens[0])
         return ids
 
-    def _encode(self, text: str) -> tuple[list[int], int]:
-        """Token ids and the mask position, truncated to the task's masked-LM length by dropping
-        body tokens from whichever side of the mask is longer (the mask always survives)."""
-        ids = self.tokenizer(text.replace(MASK, self.tokenizer.mask_token)).input_ids
-        head, body, tail = ids[:1], ids[1:-1], ids[-1:]
-        at = body.index(self.tokenizer.mask_token_id)
+    def _encode(self, prompt: MaskedPrompt) -> tuple[list[int], int]:
+        """Token ids and the mask position, encoded part by part and truncated as LM-BFF does
+        (zoft.tasks.lmbff), within the task's masked-LM length (LM-BFF: 128, 256 for NLI)."""
         limit = min(self.max_length, self.task.masked_max_length)
-        left, right = body[:at], body[at + 1 :]
-        budget = max(limit - 3, 0)  # room left beside <s>, <mask> and </s>
-        if len(left) + len(right) > budget:
-            short = min(len(left), len(right))
-            if 2 * short <= budget:  # the shorter side fits whole; the longer one is cut
-                keep_left = short if len(left) == short else budget - short
-            else:
-                keep_left = budget // 2
-            left, right = left[len(left) - keep_left :], right[: budget - keep_left]
-        return head + left + [self.tokenizer.mask_token_id] + right + tail, 1 + len(left)
+        return prompt.template.encode(self.tokenizer, prompt.sentences, limit)
 
     def _logits_at(
         self, model: torch.nn.Module, encoded: list[tuple[list[int], int]]
@@ -72,5 +60,5 @@ class MaskedLMScorer(Scorer):
     def score_prompts(
         self, model: torch.nn.Module, prompts: Sequence[MaskedPrompt]
     ) -> torch.Tensor:
-        logits = self._logits_at(model, [self._encode(p.text) for p in prompts])
+        logits = self._logits_at(model, [self._encode(p) for p in prompts])
         return logits[:, self._label_ids(prompts[0].label_words)].float()

@@ -7,10 +7,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoft.registry import Registry
 from zoft.tasks.io import DataError, parse_label, read_tsv
+
+if TYPE_CHECKING:
+    from zoft.tasks.lmbff import LmBffTemplate
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,10 @@ class MaskedPrompt:
     text: str  # contains MASK once
     label_words: tuple[str, ...]  # each with its leading space, one token each
     gold: int
+    # the LM-BFF template `text` was rendered from, and its sentences: masked LMs encode the
+    # template part by part, as LM-BFF does (built by LmBffTemplate.prompt)
+    template: LmBffTemplate
+    sentences: tuple[str, ...]
 
     @property
     def size(self) -> int:

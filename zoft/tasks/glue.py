@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from zoft.tasks.base import (
-    MASK,
     TASKS,
     CausalPrompt,
     Example,
@@ -22,8 +21,12 @@ from zoft.tasks.base import (
     tsv_examples,
 )
 from zoft.tasks.io import parse_label, read_headless_csv, read_tsv
+from zoft.tasks.lmbff import LmBffTemplate
 
 SST2_WORDS = ("terrible", "great")
+# LM-BFF's templates and limits (MeZO medium_models/run_fewshot.sh): `{sentence} It was<mask>.`
+SENTIMENT_TEMPLATE = "*cls**sent_0*_It_was*mask*.*sep+*"
+SST2_LMBFF = LmBffTemplate(SENTIMENT_TEMPLATE, tuple(f" {w}" for w in SST2_WORDS))
 _SST2_LABELS = {"0": 0, "1": 1}
 
 
@@ -66,9 +69,7 @@ class SST2(Task):
         return Example({"sentence": row["sentence"]}, label)
 
     def masked_prompt(self, ex: Example) -> MaskedPrompt:
-        return MaskedPrompt(
-            f"{ex.fields['sentence']} It was{MASK}.", tuple(f" {w}" for w in SST2_WORDS), ex.label
-        )
+        return SST2_LMBFF.prompt((ex.fields["sentence"],), ex.label)
 
     def pair_input(self, ex: Example) -> PairInput:
         return PairInput(ex.fields["sentence"], None, ex.label)
@@ -76,6 +77,12 @@ class SST2(Task):
 
 SST5_WORDS = ("terrible", "bad", "okay", "good", "great")
 _SST5_LABELS = {str(i): i for i in range(5)}
+SST5_LMBFF = LmBffTemplate(
+    SENTIMENT_TEMPLATE,
+    tuple(f" {w}" for w in SST5_WORDS),
+    first_sent_limit=110,
+    other_sent_limit=20,
+)
 
 
 class HeadlessCsvKshot(Task):
@@ -116,8 +123,7 @@ class SST5(HeadlessCsvKshot):
         return Example({"sentence": row["text"].strip()}, int(row["label"]))
 
     def masked_prompt(self, ex: Example) -> MaskedPrompt:
-        words = tuple(f" {w}" for w in SST5_WORDS)
-        return MaskedPrompt(f"{ex.fields['sentence']} It was{MASK}.", words, ex.label)
+        return SST5_LMBFF.prompt((ex.fields["sentence"],), ex.label)
 
     def pair_input(self, ex: Example) -> PairInput:
         return PairInput(ex.fields["sentence"], None, ex.label)
@@ -126,6 +132,10 @@ class SST5(HeadlessCsvKshot):
 TREC_CLASSES = ("DESC", "ENTY", "ABBR", "HUM", "LOC", "NUM")  # LM-BFF's label indices
 TREC_WORDS = ("Description", "Entity", "Expression", "Human", "Location", "Number")
 _TREC_HUB_CLASSES = ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM")  # CogComp/trec coarse_label
+# `<mask>: {question}`, the question cut to 110 tokens
+TREC_LMBFF = LmBffTemplate(
+    "*cls**mask*:*+sent_0**sep+*", tuple(f" {w}" for w in TREC_WORDS), first_sent_limit=110
+)
 
 
 @TASKS.register("trec")
@@ -151,8 +161,7 @@ class TREC(HeadlessCsvKshot):
         return Example({"question": row["text"].strip()}, TREC_CLASSES.index(coarse))
 
     def masked_prompt(self, ex: Example) -> MaskedPrompt:
-        words = tuple(f" {w}" for w in TREC_WORDS)
-        return MaskedPrompt(f"{MASK}: {ex.fields['question']}", words, ex.label)
+        return TREC_LMBFF.prompt((ex.fields["question"],), ex.label)
 
     def pair_input(self, ex: Example) -> PairInput:
         return PairInput(ex.fields["question"], None, ex.label)

@@ -6,26 +6,28 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from zoft.tasks.base import (
-    MASK,
     TASKS,
     Example,
     MaskedPrompt,
     PairInput,
     Task,
-    first_lower,
     label_map,
     lmbff_causal,
     tsv_examples,
 )
 from zoft.tasks.io import parse_label, read_jsonl_numbered, require_keys
+from zoft.tasks.lmbff import LmBffTemplate
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # the hub's integer order
 NLI_WORDS = (" Yes", " Maybe", " No")  # LM-BFF: entailment Yes, neutral Maybe, contradiction No
 
 
-def nli_masked_text(premise: str, hypothesis: str) -> str:
-    """LM-BFF's NLI template: `{premise without last char}?<mask>, {hypothesis, first lower}`."""
-    return f"{premise[:-1]}?{MASK}, {first_lower(hypothesis)}"
+# LM-BFF's NLI template (MeZO medium_models/run_fewshot.sh): `{premise without its last char}?
+# <mask>, {hypothesis, first letter lower}`; MNLI and RTE cut the premise to 240 tokens, SNLI does not
+NLI_TEMPLATE = "*cls**sent-_0*?*mask*,*+sentl_1**sep+*"
+MNLI_LMBFF = LmBffTemplate(NLI_TEMPLATE, NLI_WORDS, first_sent_limit=240)
+SNLI_LMBFF = LmBffTemplate(NLI_TEMPLATE, NLI_WORDS)
+RTE_LMBFF = LmBffTemplate(NLI_TEMPLATE, (" Yes", " No"), first_sent_limit=240)
 
 
 class ThreeWayNLI(Task):
@@ -34,6 +36,7 @@ class ThreeWayNLI(Task):
     label_names = NLI_LABELS
     hub_path: ClassVar[str]
     masked_max_length = 256
+    lmbff: ClassVar[LmBffTemplate]
     local_dir: ClassVar[str]
     local_eval_file: ClassVar[str]
 
@@ -66,8 +69,7 @@ class ThreeWayNLI(Task):
         return Example(fields, parse_label(row["__last__"], label_map(self), path, line))
 
     def masked_prompt(self, ex: Example) -> MaskedPrompt:
-        text = nli_masked_text(ex.fields["premise"], ex.fields["hypothesis"])
-        return MaskedPrompt(text, NLI_WORDS, ex.label)
+        return self.lmbff.prompt((ex.fields["premise"], ex.fields["hypothesis"]), ex.label)
 
     def pair_input(self, ex: Example) -> PairInput:
         return PairInput(ex.fields["premise"], ex.fields["hypothesis"], ex.label)
@@ -80,6 +82,7 @@ class MNLI(ThreeWayNLI):
     hub_config = "mnli"
     hub_splits = {"train": "train", "validation": "validation_matched"}
     kshot_dir = "MNLI"
+    lmbff = MNLI_LMBFF
     kshot_files = {"train": "train.tsv", "dev": "dev_matched.tsv"}  # LM-BFF's MNLI dev file name
     local_dir = "MNLI"
     local_eval_file = "dev_matched.tsv"
@@ -99,6 +102,7 @@ class SNLI(ThreeWayNLI):
     # each dev file to test), capped at 1,000 with seed 42
     hub_splits = {"train": "train", "validation": "validation"}
     kshot_dir = "SNLI"
+    lmbff = SNLI_LMBFF
     kshot_files = {"train": "train.tsv", "dev": "dev.tsv"}
     local_dir = "SNLI"
     local_eval_file = "test.tsv"

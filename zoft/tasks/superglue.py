@@ -18,7 +18,7 @@ from zoft.tasks.base import (
     label_map,
 )
 from zoft.tasks.io import DataError, parse_label, read_jsonl_numbered, require_keys
-from zoft.tasks.nli import nli_masked_text
+from zoft.tasks.nli import RTE_LMBFF
 
 _SPLIT_FILES = {"train": "train.jsonl", "validation": "val.jsonl"}
 _BOOL_LABELS = {False: 0, True: 1}
@@ -98,8 +98,7 @@ class RTE(SuperGlueTask):
         return Example(fields, parse_label(row["__last__"], label_map(self), path, line))
 
     def masked_prompt(self, ex: Example) -> MaskedPrompt:
-        text = nli_masked_text(ex.fields["premise"], ex.fields["hypothesis"])
-        return MaskedPrompt(text, (" Yes", " No"), ex.label)
+        return RTE_LMBFF.prompt((ex.fields["premise"], ex.fields["hypothesis"]), ex.label)
 
     def pair_input(self, ex: Example) -> PairInput:
         return PairInput(ex.fields["premise"], ex.fields["hypothesis"], ex.label)
