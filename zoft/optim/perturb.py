@@ -57,7 +57,11 @@ class PerturbationEngine:
     ) -> None:
         self.walk = ParameterWalk(model, params)
         self.maths = Perturbation(directions or GaussianDirections(seed))
-        self.pairing = PairingPolicy(probes, self.walk.device, self.walk.full_precision)
+        resolution = max(
+            (torch.finfo(p.dtype).eps for p in self.walk.params.values()),
+            default=torch.finfo(torch.float32).eps,
+        )
+        self.pairing = PairingPolicy(probes, self.walk.device, resolution)
         self.sequential = SequentialProbe(self.walk, self.maths)
         self.seed = seed
 
