@@ -356,3 +356,17 @@ def test_fp32_pairing_verdicts_are_unchanged():
     policy = PairingPolicy("paired", torch.device("cpu"), torch.finfo(torch.float32).eps)
     with pytest.raises(ZoftError, match="cannot be used"):
         policy.two_point(0, lambda: sequential, lambda verify: (0.70103, 0.7))
+
+
+def test_inconclusive_pairing_checks_survive_a_checkpoint():
+    """A resumed run gives pairing up at the same step as an uninterrupted one."""
+    model = RowMixer()
+    engine = PerturbationEngine(model, _params(model), seed=0, probes="paired")
+    engine.pairing.inconclusive = 3
+    state = engine.state_dict()
+    resumed = PerturbationEngine(model, _params(model), seed=0, probes="paired")
+    resumed.load_state_dict(state)
+    assert resumed.pairing.inconclusive == 3
+    state.pop("pairing_inconclusive")  # a checkpoint from before the counter existed
+    resumed.load_state_dict(state)
+    assert resumed.pairing.inconclusive == 0

@@ -109,6 +109,7 @@ class PerturbationEngine:
         the parameters found to be read outside their module's forward."""
         return {
             "paired": self.pairing.paired,
+            "pairing_inconclusive": self.pairing.inconclusive,
             "swept": self.maths.swept,
             "copy_restored": sorted(self.copy_restored),
             "checked": self.sequential.checked,
@@ -116,6 +117,7 @@ class PerturbationEngine:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pairing.paired = state["paired"]
+        self.pairing.inconclusive = state.get("pairing_inconclusive", 0)  # older checkpoints
         self.maths.swept = state["swept"]
         self.sequential.copy_restored = set(state["copy_restored"])
         self.sequential.checked = state["checked"]
