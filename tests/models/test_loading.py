@@ -76,6 +76,25 @@ def test_device_map_auto_with_memory_caps_loads_a_model_directory(tmp_path):
         torch.testing.assert_close(mapped.model(input_ids=ids).logits, expected)
 
 
+def test_weights_offloaded_by_device_map_are_refused_right_after_loading(tmp_path):
+    """A cap too small for the model makes Accelerate offload it (here all of it, to disk):
+    those weights stay on the meta device, where nothing zoft does to weights can reach them."""
+    plain = tiny("opt")
+    plain.model.save_pretrained(tmp_path / "model")
+    plain.tokenizer.save_pretrained(tmp_path / "model")
+    cfg = compose(
+        [
+            "model=tiny-opt",
+            "model.source=hub",
+            f"model.path={tmp_path / 'model'}",
+            "model.device_map=auto",
+            "model.max_memory=cpu:100KiB",  # the model has ~2 MB of fp32 weights
+        ]
+    ).model
+    with pytest.raises(ModelLoadError, match=r"model\.device_map offloaded .* model\.max_memory"):
+        load_model(cfg, "fp32", "cpu", 2)
+
+
 def test_memory_caps_are_read_as_accelerate_wants_them():
     assert memory_caps("0:70GiB 1:70GiB cpu:200GiB") == {0: "70GiB", 1: "70GiB", "cpu": "200GiB"}
     with pytest.raises(ModelLoadError, match=r"'0=70GiB' is not device:size"):

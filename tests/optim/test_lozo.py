@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import tiny
+from tests.conftest import compose, tiny
 from zoft.errors import ZoftError
 from zoft.optim.directions import LowRankDirections
 from zoft.optim.lozo import LOZO, LOZOM, LozoConfig, LozoMConfig, project_momentum
 from zoft.optim.perturb import PerturbationEngine
+from zoft.run.rundir import config_digest
 
 
 class MatrixQuadratic(nn.Module):
@@ -139,9 +140,11 @@ def test_momentum_projection_equals_the_formula():
 
 
 def test_lozo_m_keeps_m_by_r_factors_and_follows_its_recursion():
+    """From zero (momentum_init=zero, zoft's earlier rule): N₁ = (1−β)c₁U₁."""
     model = MatrixQuadratic()
     lr, beta, rank, interval = 1e-2, 0.8, 2, 3
-    opt = _lozo(model, LOZOM, LozoMConfig, lr=lr, eps=1e-3, rank=rank, interval=interval, beta=beta)
+    opt = _lozo(model, LOZOM, LozoMConfig, lr=lr, eps=1e-3, rank=rank, interval=interval,
+                beta=beta, momentum_init="zero")  # fmt: skip
     directions = opt.engine.directions
     expected_n = torch.zeros(6, rank)
     expected_m = torch.zeros(5)
@@ -178,3 +181,90 @@ def test_lozo_decays_matrices_only():
     g = result.projected_grad
     assert torch.allclose(model.x.detach(), x0 * (1 - 5e-3) - 1e-2 * g * z_x, atol=1e-6)
     assert torch.allclose(model.bias.detach(), b0 - 1e-2 * g * z_b, atol=1e-6)
+
+
+def _float64(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().double()
+
+
+def test_lozo_m_first_step_moves_by_the_whole_first_estimate():
+    """The official rule (optsuite/LOZO lowrank_zo_update_momentum): N₁ = c₁U₁ and m₁ = c₁z₁, so
+    X₁ = X₀ − η(c₁U₁V₁ᵀ + λX₀), not (1−β) of it; recomputed here in float64 from c, U, V."""
+    model = MatrixQuadratic()
+    lr, beta, decay = 1e-2, 0.9, 0.5
+    opt = _lozo(model, LOZOM, LozoMConfig, lr=lr, eps=1e-3, rank=2, interval=3, beta=beta,
+                weight_decay=decay)  # fmt: skip
+    x0, b0 = _float64(model.x), _float64(model.bias)
+    c = opt.step([], 0).projected_grad
+    u, v = (_float64(t) for t in opt.engine.directions.factors("x", model.x, 0, 0))
+    z_bias = _float64(opt.engine.directions.dense("bias", model.bias, 0, 0))
+    expected_x = x0 - lr * (c * u @ v.T + decay * x0)
+    expected_b = b0 - lr * c * z_bias  # 1-D parameters are not decayed
+    assert torch.allclose(_float64(model.x), expected_x, rtol=0, atol=1e-6)
+    assert torch.allclose(_float64(model.bias), expected_b, rtol=0, atol=1e-6)
+    moved = (x0 * (1 - lr * decay) - _float64(model.x)).norm()
+    assert moved == pytest.approx((lr * c * u @ v.T).norm().item(), rel=1e-4)  # not 1 − β of it
+    assert torch.allclose(_float64(opt.momentum["x"]), c * u, rtol=0, atol=1e-6)
+    assert torch.allclose(_float64(opt.momentum["bias"]), c * z_bias, rtol=0, atol=1e-6)
+
+
+def test_lozo_m_second_step_and_a_new_subspace_follow_the_official_recursion():
+    """N₂ = βN₁ + (1−β)c₂U₂ in the same subspace; N₄ = βN₃(V_oldᵀV_new)/n + (1−β)c₄U₄ (ν = 3)."""
+    model = MatrixQuadratic()
+    lr, beta, interval = 1e-2, 0.9, 3
+    opt = _lozo(model, LOZOM, LozoMConfig, lr=lr, eps=1e-3, rank=2, interval=interval, beta=beta)
+    directions = opt.engine.directions
+    for step in range(interval + 1):
+        previous_n = _float64(opt.momentum["x"]) if step else None
+        previous_m = _float64(opt.momentum["bias"]) if step else None
+        x_before = _float64(model.x)
+        c = opt.step([], step).projected_grad
+        u, v = (_float64(t) for t in directions.factors("x", model.x, step, 0))
+        z_bias = _float64(directions.dense("bias", model.bias, step, 0))
+        if step == 0:
+            expected_n, expected_m = c * u, c * z_bias
+        else:
+            if step % interval == 0:
+                v_old = _float64(directions.v("x", model.x, step // interval - 1))
+                previous_n = previous_n @ v_old.T @ v / v.shape[0]
+            expected_n = beta * previous_n + (1 - beta) * c * u
+            expected_m = beta * previous_m + (1 - beta) * c * z_bias
+        assert torch.allclose(_float64(opt.momentum["x"]), expected_n, rtol=0, atol=1e-6), step
+        assert torch.allclose(_float64(opt.momentum["bias"]), expected_m, rtol=0, atol=1e-6)
+        assert torch.allclose(_float64(model.x), x_before - lr * expected_n @ v.T, atol=1e-6)
+
+
+@pytest.mark.parametrize("momentum_init", ["first_estimate", "zero"])
+def test_lozo_m_resumed_from_its_state_dict_is_bit_identical(momentum_init):
+    """The momentum's state_dict keys are unchanged, so checkpoints from before the rule still
+    load, and a resumed run continues exactly."""
+    kw = dict(lr=1e-2, eps=1e-3, rank=2, interval=3, momentum_init=momentum_init)
+    whole = MatrixQuadratic()
+    opt = _lozo(whole, LOZOM, LozoMConfig, **kw)
+    for step in range(6):
+        opt.step([], step)
+    resumed = MatrixQuadratic()
+    first = _lozo(resumed, LOZOM, LozoMConfig, **kw)
+    for step in range(2):
+        first.step([], step)
+    state = first.state_dict()
+    assert {"momentum", "momentum_block"} <= set(state)
+    second = _lozo(resumed, LOZOM, LozoMConfig, **kw)
+    second.load_state_dict(state)
+    for step in range(2, 6):
+        second.step([], step)
+    assert torch.equal(resumed.x, whole.x) and torch.equal(resumed.bias, whole.bias)
+
+
+def test_lozo_m_unknown_momentum_init_is_refused():
+    with pytest.raises(ZoftError, match="optimizer.momentum_init"):
+        _lozo(MatrixQuadratic(), LOZOM, LozoMConfig, momentum_init="ones")
+
+
+def test_lozo_m_digest_changes_only_with_the_new_default(monkeypatch):
+    """momentum_init=zero computes what LOZO-M computed before the key existed, so those runs
+    keep their digest (aea6f0c65d); the official first-estimate default is a new computation."""
+    monkeypatch.setenv("ZOFT_DATA", "/data")
+    legacy = config_digest(compose(["optimizer=lozo-m", "optimizer.momentum_init=zero"]))
+    assert legacy == "aea6f0c65d"
+    assert config_digest(compose(["optimizer=lozo-m"])) != legacy

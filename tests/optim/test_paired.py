@@ -17,6 +17,7 @@ from zoft.optim.directions import GaussianDirections, LowRankDirections
 from zoft.optim.lozo import LOZO, LozoConfig
 from zoft.optim.mezo import MeZO, MezoConfig
 from zoft.optim.perturb import PerturbationEngine, pairs_by_default
+from zoft.optim.probes import _INCONCLUSIVE_CHECKS, PairingPolicy
 from zoft.scoring import build_scorer
 from zoft.scoring import causal as scoring
 from zoft.scoring.base import chunks
@@ -278,3 +279,94 @@ def test_parameters_in_several_row_blocks_pair_like_sequential_probes(monkeypatc
     assert plus == pytest.approx(seq_plus, rel=1e-5)
     assert minus == pytest.approx(seq_minus, rel=1e-5)
     assert all(torch.equal(p, before[n]) for n, p in params.items())
+
+
+def _swapped(scorer, model, batch):
+    """A paired forward whose copies come back in the wrong order: L− reported as L+."""
+
+    def loss_pair() -> tuple[float, float]:
+        plus, minus = batch_loss_pair(scorer, model, batch, 1)
+        return minus, plus
+
+    return loss_pair
+
+
+@pytest.mark.parametrize("kind", sorted(DIRECTIONS))
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_a_sign_swapped_pairing_is_refused_in_half_precision(dtype, kind):
+    """|L+ − L−| ≈ 1e-2 here (step 3, ε = 1e-3), within 2e-2 of either loss: comparing each loss
+    accepted the swap; comparing the estimate, with the dtype's loss resolution, refuses it."""
+    model, scorer, batch = _case("opt", dtype=dtype)
+    engine = PerturbationEngine(model, _params(model), seed=1, directions=DIRECTIONS[kind](),
+                                probes="paired")  # fmt: skip
+    sequential = engine._sequential(3, 1e-3, lambda: batch_loss(scorer, model, batch, 1), 0)
+    difference = sequential[0] - sequential[1]
+    assert engine.pairing._tolerance(sequential) < abs(difference) < 2e-2  # the case at issue
+    with torch.no_grad(), pytest.raises(ZoftError, match="optimizer.probes=paired cannot"):
+        engine.two_point(3, 1e-3, lambda: batch_loss(scorer, model, batch, 1),
+                         _swapped(scorer, model, batch))  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(DIRECTIONS))
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_a_correct_pairing_is_kept_in_half_precision(dtype, kind):
+    model, scorer, batch = _case("opt", dtype=dtype)
+    engine = PerturbationEngine(model, _params(model), seed=1, directions=DIRECTIONS[kind](),
+                                probes="paired")  # fmt: skip
+    calls, loss, loss_pair = _counted(scorer, model, batch)
+    with torch.no_grad():
+        engine.two_point(3, 1e-3, loss, loss_pair)
+    assert engine.paired is True and calls == {"loss": 2, "pair": 1}
+
+
+def test_a_swapped_pairing_falls_back_under_auto_in_half_precision(caplog):
+    model, scorer, batch = _case("opt", dtype="bf16")
+    engine = PerturbationEngine(model, _params(model), seed=1,
+                                directions=DIRECTIONS["gaussian"](), probes="auto")  # fmt: skip
+    engine.paired = None  # as on CUDA, where auto pairs
+    loss = lambda: batch_loss(scorer, model, batch, 1)  # noqa: E731
+    with caplog.at_level(logging.WARNING, logger="zoft.optim.probes"), torch.no_grad():
+        values = engine.two_point(3, 1e-3, loss, _swapped(scorer, model, batch))
+    assert engine.paired is False and values == engine._sequential(3, 1e-3, loss, 0)
+    assert "paired probes are off for this run" in caplog.text
+
+
+def test_an_estimate_below_the_loss_resolution_is_checked_again_then_given_up():
+    """bf16 resolves a loss near 0.7 to about 4e-3: a difference of 1e-3 cannot show a sign
+    error, so the check is repeated, and pairing given up when it never becomes measurable."""
+    policy = PairingPolicy("auto", torch.device("cuda"), torch.finfo(torch.bfloat16).eps)
+    sequential = (0.7010, 0.7000)
+
+    def paired(verify: bool) -> tuple[float, float]:
+        return sequential[1], sequential[0]  # swapped, and invisible at this resolution
+
+    for step in range(_INCONCLUSIVE_CHECKS - 1):
+        assert policy.two_point(step, lambda: sequential, paired) == sequential
+        assert policy.paired is None  # still to be verified
+    policy.two_point(_INCONCLUSIVE_CHECKS, lambda: sequential, paired)
+    assert policy.paired is False
+
+
+def test_fp32_pairing_verdicts_are_unchanged():
+    """fp32 keeps its rule: |ΔL_paired − ΔL_sequential| ≤ 1e-2·|ΔL| + 1e-5·max(1, |L|)."""
+    policy = PairingPolicy("paired", torch.device("cpu"), torch.finfo(torch.float32).eps)
+    sequential = (0.7010, 0.7000)
+    assert policy.two_point(0, lambda: sequential, lambda verify: (0.70101, 0.7)) == (0.70101, 0.7)
+    assert policy.paired is True
+    policy = PairingPolicy("paired", torch.device("cpu"), torch.finfo(torch.float32).eps)
+    with pytest.raises(ZoftError, match="cannot be used"):
+        policy.two_point(0, lambda: sequential, lambda verify: (0.70103, 0.7))
+
+
+def test_inconclusive_pairing_checks_survive_a_checkpoint():
+    """A resumed run gives pairing up at the same step as an uninterrupted one."""
+    model = RowMixer()
+    engine = PerturbationEngine(model, _params(model), seed=0, probes="paired")
+    engine.pairing.inconclusive = 3
+    state = engine.state_dict()
+    resumed = PerturbationEngine(model, _params(model), seed=0, probes="paired")
+    resumed.load_state_dict(state)
+    assert resumed.pairing.inconclusive == 3
+    state.pop("pairing_inconclusive")  # a checkpoint from before the counter existed
+    resumed.load_state_dict(state)
+    assert resumed.pairing.inconclusive == 0

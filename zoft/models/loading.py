@@ -182,13 +182,32 @@ def load_model(cfg: Any, dtype: str, device: str, num_labels: int | None = None)
             f"'{cfg.name}'; add model.device_map=auto"
         )
     model, tokenizer, origin = LOADERS.get(source)(cfg, cls, kwargs)
-    if not cfg.device_map:
+    if cfg.device_map:
+        refuse_offloaded_weights(model, cfg.name)
+    else:
         model.to(resolve_device(device))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if kind == "classifier" and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, source=origin, notes=notes)
+
+
+def refuse_offloaded_weights(model: torch.nn.Module, name: str) -> None:
+    """Weights that Accelerate offloads to the CPU or disk under model.device_map stay on the
+    meta device until their module runs: zeroth-order probes write θ ± εz into the weights (or
+    hook their modules), optimizers step them, and inputs go to the embedding's device, so none
+    of it works on them. Refused right after loading, before any evaluation or training."""
+    params = list(model.named_parameters())
+    offloaded = [param_name for param_name, p in params if p.device.type == "meta"]
+    if offloaded:
+        raise ModelLoadError(
+            f"model.device_map offloaded {len(offloaded)} of {len(params)} parameters of "
+            f"'{name}' (e.g. {offloaded[0]}) to the CPU or disk: the devices in "
+            "model.max_memory had no room for them, and zoft cannot perturb, train or feed "
+            "offloaded weights. Give the whole model room on its devices: raise or drop "
+            "model.max_memory, use a smaller dtype (dtype=bf16), or more or larger GPUs"
+        )
 
 
 def memory_caps(caps: str) -> dict[int | str, str]:

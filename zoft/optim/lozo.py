@@ -32,15 +32,27 @@ class LozoConfig(ZerothOrderConfig):
         check_low_rank(self.rank, self.interval)
 
 
+# How the momentum starts. first_estimate: N₁ = c₁U₁ (and m₁ = c₁z₁), as the official LOZO code
+# (medium_models LOZOtrainer, lowrank_zo_update_momentum) does. zero: N₀ = 0, so N₁ = (1−β)c₁U₁,
+# a first update 1/(1−β) times smaller (zoft before issue 17; kept to reproduce those runs).
+MOMENTUM_INITS = ("first_estimate", "zero")
+
+
 @dataclass
 class LozoMConfig(LozoConfig):
     name: str = "lozo-m"
     beta: float = 0.9  # momentum (LOZO scripts 0.9; the official code's default is 0.7)
+    momentum_init: str = "first_estimate"  # see MOMENTUM_INITS
 
     def check(self) -> None:
         super().check()
         if not 0.0 <= self.beta < 1.0:
             raise ZoftError(f"optimizer.beta={self.beta} is invalid: it must lie in [0, 1)")
+        if self.momentum_init not in MOMENTUM_INITS:
+            raise ZoftError(
+                f"optimizer.momentum_init={self.momentum_init!r} is invalid: use one of "
+                f"{', '.join(MOMENTUM_INITS)}"
+            )
 
 
 @OPTIMIZERS.register(
@@ -64,7 +76,8 @@ class LOZO(ZerothOrderOptimizer):
 class LOZOM(LOZO):
     """N ← βN + (1−β)·c·U (N ∈ ℝ^{m×r});  X ← X − η(N Vᵀ + λX).  When V changes, N is first
     projected onto the new subspace: N ← N (V_oldᵀ V_new) / n, the r×r product formed first.
-    1-D parameters keep a dense momentum m ← βm + (1−β)·c·z."""
+    1-D parameters keep a dense momentum m ← βm + (1−β)·c·z.  The first step sets N = c·U
+    (m = c·z) as the official code does, or starts from zero (optimizer.momentum_init)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)  # checks the config (LozoMConfig.check)
@@ -116,13 +129,16 @@ class LOZOM(LOZO):
         block = directions.block(step)
         v = directions.v(name, p, block)
         state = self.momentum.get(name)
-        if state is None:
-            state = torch.zeros(p.shape[0], directions.rank, device=p.device)
-        elif self.momentum_block[name] != block:
-            v_old = directions.v(name, p, self.momentum_block[name])
-            state = project_momentum(state, v_old, v)
         estimate = sum(directions.u(name, p, step, query) * w for query, w in enumerate(weights))
-        state.mul_(self.cfg.beta).add_(estimate, alpha=1.0 - self.cfg.beta)
+        if state is None and self.cfg.momentum_init == "first_estimate":
+            state = estimate
+        else:
+            if state is None:
+                state = torch.zeros(p.shape[0], directions.rank, device=p.device)
+            elif self.momentum_block[name] != block:
+                v_old = directions.v(name, p, self.momentum_block[name])
+                state = project_momentum(state, v_old, v)
+            state.mul_(self.cfg.beta).add_(estimate, alpha=1.0 - self.cfg.beta)
         self.momentum[name], self.momentum_block[name] = state, block
         return state, v
 
@@ -130,13 +146,16 @@ class LOZOM(LOZO):
         self, name: str, p: torch.Tensor, step: int, weights: list[float]
     ) -> torch.Tensor:
         state = self.momentum.get(name)
-        if state is None:
-            state = torch.zeros(p.shape, device=p.device)
         estimate = sum(
             self.engine.directions.dense(name, p, step, query) * w
             for query, w in enumerate(weights)
         )
-        state.mul_(self.cfg.beta).add_(estimate, alpha=1.0 - self.cfg.beta)
+        if state is None and self.cfg.momentum_init == "first_estimate":
+            state = estimate
+        else:
+            if state is None:
+                state = torch.zeros(p.shape, device=p.device)
+            state.mul_(self.cfg.beta).add_(estimate, alpha=1.0 - self.cfg.beta)
         self.momentum[name] = state
         return state
 

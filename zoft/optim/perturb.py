@@ -57,7 +57,11 @@ class PerturbationEngine:
     ) -> None:
         self.walk = ParameterWalk(model, params)
         self.maths = Perturbation(directions or GaussianDirections(seed))
-        self.pairing = PairingPolicy(probes, self.walk.device, self.walk.full_precision)
+        resolution = max(
+            (torch.finfo(p.dtype).eps for p in self.walk.params.values()),
+            default=torch.finfo(torch.float32).eps,
+        )
+        self.pairing = PairingPolicy(probes, self.walk.device, resolution)
         self.sequential = SequentialProbe(self.walk, self.maths)
         self.seed = seed
 
@@ -105,6 +109,7 @@ class PerturbationEngine:
         the parameters found to be read outside their module's forward."""
         return {
             "paired": self.pairing.paired,
+            "pairing_inconclusive": self.pairing.inconclusive,
             "swept": self.maths.swept,
             "copy_restored": sorted(self.copy_restored),
             "checked": self.sequential.checked,
@@ -112,6 +117,7 @@ class PerturbationEngine:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pairing.paired = state["paired"]
+        self.pairing.inconclusive = state.get("pairing_inconclusive", 0)  # older checkpoints
         self.maths.swept = state["swept"]
         self.sequential.copy_restored = set(state["copy_restored"])
         self.sequential.checked = state["checked"]

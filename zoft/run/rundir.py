@@ -48,7 +48,10 @@ _NON_SEMANTIC = (
 # Keys added after the digest was first pinned, each with the value that computes exactly what runs
 # did before the key existed: at that value the key is left out of the digest, so finished runs
 # stay finished; any other value enters it. Add a key here when it is added to a schema.
-LEGACY_VALUES: dict[str, Any] = {"icl_demo_sets": "shared"}
+LEGACY_VALUES: dict[str, Any] = {
+    "icl_demo_sets": "shared",  # one demonstration set from the run's train subset (issue 17)
+    "optimizer.momentum_init": "zero",  # LOZO-M started from N = 0 (issue 17)
+}
 # Keys that only matter when another key is set (truthy): left out of the digest otherwise
 _ONLY_WITH = {"icl_demo_sets": "icl_demos"}
 
