@@ -7,13 +7,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from zoft.registry import Registry
 from zoft.tasks.io import DataError, parse_label, read_tsv
-
-if TYPE_CHECKING:
-    from zoft.tasks.lmbff import LmBffTemplate
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +38,15 @@ class CausalPrompt:
         return len(self.prompt) + max(len(o) for o in self.options)
 
 
+class PartwiseTemplate(Protocol):
+    """What a masked prompt needs of its template (zoft.tasks.lmbff.LmBffTemplate): the ids and
+    mask position of its sentences, encoded part by part."""
+
+    def encode(
+        self, tokenizer: Any, sentences: Sequence[str], max_length: int
+    ) -> tuple[list[int], int]: ...
+
+
 @dataclass(frozen=True)
 class MaskedPrompt:
     text: str  # contains MASK once
@@ -48,7 +54,7 @@ class MaskedPrompt:
     gold: int
     # the LM-BFF template `text` was rendered from, and its sentences: masked LMs encode the
     # template part by part, as LM-BFF does (built by LmBffTemplate.prompt)
-    template: LmBffTemplate
+    template: PartwiseTemplate
     sentences: tuple[str, ...]
 
     @property
