@@ -101,7 +101,7 @@ def test_loss_scaling_leaves_the_step_unchanged(data_dir, micro_batches):
     plain_loss = plain.step(batch, 0).loss
     torch.manual_seed(0)
     assert scaled.step(batch, 0).loss == plain_loss
-    for (name, p), q in zip(plain_model.named_parameters(), scaled_model.parameters()):
+    for (name, p), q in zip(plain_model.named_parameters(), scaled_model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7, msg=name)
 
 

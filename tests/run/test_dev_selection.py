@@ -25,7 +25,7 @@ ACCURACIES = [0.5, 0.6, 0.8, 0.7]
 @pytest.mark.parametrize("select_by,expected", [("loss", 2), ("metric", 3)])
 def test_the_rule_picks_its_own_evaluation(select_by, expected):
     best = BestDevState({}, "accuracy", select_by)
-    for k, (loss, acc) in enumerate(zip(LOSSES, ACCURACIES), start=1):
+    for k, (loss, acc) in enumerate(zip(LOSSES, ACCURACIES, strict=True), start=1):
         best.offer(k * 100, {"accuracy": acc, DEV_LOSS: loss}, is_last=k == len(LOSSES))
     assert best.step == expected * 100
     assert best.scores == {"accuracy": ACCURACIES[expected - 1], DEV_LOSS: LOSSES[expected - 1]}

@@ -233,9 +233,7 @@ class Trainer:
         self.evaluate, self.metrics = evaluate, record.metrics
         self.checkpointer, self.flags, self.extra = record.checkpointer, record.flags, record.extra
         self.outcome = TrainingOutcome()
-        self.best = BestDevState(
-            optimizer.trainable(), evaluate.task.metric, settings.select_by
-        )
+        self.best = BestDevState(optimizer.trainable(), evaluate.task.metric, settings.select_by)
         self.guard = StepGuard(settings.guard, optimizer)
         self.dev_key = f"dev_{evaluate.task.metric}"
 
@@ -279,7 +277,10 @@ class Trainer:
             if self.splits.dev and (
                 is_last or (settings.eval_every and (step + 1) % settings.eval_every == 0)
             ):
-                dev = {**self.evaluate(self.splits.dev), DEV_LOSS: self.evaluate.loss(self.splits.dev)}
+                dev = {
+                    **self.evaluate(self.splits.dev),
+                    DEV_LOSS: self.evaluate.loss(self.splits.dev),
+                }
                 record[self.dev_key] = dev[self.evaluate.task.metric]
                 record["dev_loss"] = dev[DEV_LOSS]
                 self.best.offer(step + 1, dev, is_last)
