@@ -106,6 +106,13 @@ class NonFinitePolicy(StrEnum):
     skip = "skip"
 
 
+class SelectBy(StrEnum):
+    """Which dev result picks the best-dev state restored after training."""
+
+    metric = "metric"  # highest dev task metric, strictly better (LM-BFF / MeZO medium_models)
+    loss = "loss"  # lowest dev loss, strictly better (HF Trainer load_best_model_at_end: OPT)
+
+
 class WandbMode(StrEnum):
     offline = "offline"  # no account needed; `wandb sync` later
     online = "online"
@@ -262,6 +269,9 @@ class ZoftConfig:
     icl_demos: int = 0  # in-context demonstrations from the train split (evaluation only)
     icl_demo_sets: IclDemoSets = IclDemoSets.per_example  # only read when icl_demos > 0
     objective: Objective = Objective.loss  # the metric ones need a zeroth-order method
+    select_by: SelectBy = SelectBy.metric  # the best-dev rule (zoft.run.trainer.BestDevState)
+    # false keeps each epoch's last short batch (HF / LM-BFF loaders); true drops it (zoft's old rule)
+    drop_last: bool = False
     results_dir: str = "runs"
     output_dir: str | None = None  # default: derived from task/model/optimizer/seeds/config hash
     device: str = "auto"  # auto | cpu | cuda | cuda:N (checked by zoft.run.checks)

@@ -215,3 +215,42 @@ def test_the_zo_phase_pairs_its_probes_through_the_adapters(data_dir, arch, dire
         opt.step(batch, step)
     assert opt.engine.paired is True
     assert opt.stats()["paired_probes"] == 1.0
+
+
+def test_lora_schedule_spans_every_lora_step_of_the_run(data_dir):
+    """lora_steps=k: the linear decay runs over steps·k LoRA steps, so the last run step still
+    trains the factors (a schedule over `steps` alone reaches 0 after steps/k)."""
+    opt, _, batch = _lmao(data_dir, lora_steps=2)  # 10 run steps: 20 LoRA steps
+    rates = []
+    for step in range(10):
+        rates.append(opt.phase.scheduler.get_last_lr()[0])
+        opt.step(batch, step)
+    assert rates == pytest.approx([1e-2 * (20 - 2 * s) / 20 for s in range(10)])
+    assert opt.phase.scheduler.get_last_lr()[0] == pytest.approx(0.0)
+
+
+def test_zo_phase_runs_under_its_autocast(data_dir, monkeypatch):
+    """optimizer.zo_amp: the ZO forwards run under autocast (the official --fp16 does it);
+    the LoRA phase keeps optimizer.amp."""
+    import zoft.optim.lmao as lmao
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return real(*args, **kwargs)
+
+    real = lmao.batch_loss
+    monkeypatch.setattr(lmao, "batch_loss", spy)
+    for zo_amp, expected in [(None, False), ("bf16", True)]:
+        seen.clear()
+        opt, _, batch = _lmao(data_dir, zo_amp=zo_amp, probes="sequential")
+        opt.step(batch, 0)
+        assert seen and all(enabled == expected for enabled, _ in seen)
+        if expected:
+            assert all(dtype == torch.bfloat16 for _, dtype in seen)
+
+
+def test_zo_amp_refuses_an_unknown_dtype():
+    with pytest.raises(ZoftError, match="zo_amp"):
+        LmaoConfig(zo_amp="fp8").check()

@@ -1,5 +1,6 @@
 """The runner tests at the best-dev state: weights after training are those of the best evaluation."""
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -37,7 +38,8 @@ def test_best_dev_weights_are_restored_after_training(data_dir, tmp_path):
     )
     splits = Splits(examples, examples[:4], examples[:4], "test")
     outcome = train(cfg, optimizer, splits, evaluate, MetricsLog(tmp_path / "m.jsonl"))
-    assert (outcome.best_step, outcome.best_dev) == (4, {"accuracy": 0.9})
+    assert (outcome.best_step, outcome.best_dev["accuracy"]) == (4, 0.9)
+    assert set(outcome.best_dev) == {"accuracy", "loss"}  # the dev loss is recorded too
     final = torch.cat([p.detach().flatten() for p in loaded.model.parameters()])
     assert torch.equal(final, evaluate.seen[1])
     assert not torch.equal(final, evaluate.seen[2])
@@ -50,10 +52,46 @@ def test_batches_from_a_start_continue_the_same_order():
 
     from zoft.run.trainer import batches
 
-    examples = list(range(10))  # 3 batches of 3 per epoch (one example left out per epoch)
-    whole = list(islice(batches(examples, 3, seed=7), 8))
-    for start in range(8):
-        assert list(islice(batches(examples, 3, seed=7, start=start), 8 - start)) == whole[start:]
+    examples = list(range(10))  # 3 batches of 3 and a short one of 1 per epoch (dropped: 3)
+    for drop_last in (False, True):
+        whole = list(islice(batches(examples, 3, seed=7, drop_last=drop_last), 8))
+        for start in range(8):
+            tail = batches(examples, 3, seed=7, start=start, drop_last=drop_last)
+            assert list(islice(tail, 8 - start)) == whole[start:]
+
+
+def test_each_epoch_keeps_its_short_last_batch():
+    """HF / LM-BFF loaders (drop_last=False): ceil(n / batch) batches, every example once."""
+    from itertools import islice
+
+    from zoft.run.trainer import batches, steps_per_epoch
+
+    examples = list(range(150))
+    epoch = list(islice(batches(examples, 8, seed=0), 19))
+    assert [len(b) for b in epoch] == [8] * 18 + [6]
+    assert sorted(x for b in epoch for x in b) == examples
+    assert len(next(batches(list(range(32)), 64, seed=0))) == 32  # the sheet's n=32, batch 64
+    dropped = list(islice(batches(examples, 8, seed=0, drop_last=True), 19))
+    assert [len(b) for b in dropped] == [8] * 19  # the old rule: 18 per epoch, then epoch 2
+    assert dropped[:18] == epoch[:18] and dropped[18] != epoch[18]
+    # epoch-based step counts (5 epochs of batch 8): CB 150, COPA 300, WSC 54 train examples
+    assert [5 * steps_per_epoch(n, 8) for n in (150, 300, 54, 1000)] == [95, 190, 35, 625]
+    assert [5 * steps_per_epoch(n, 8, drop_last=True) for n in (150, 300, 54)] == [90, 185, 30]
+
+
+def test_batches_are_identical_when_the_batch_size_divides_the_examples():
+    from itertools import islice
+
+    from zoft.run.trainer import batches
+
+    examples = list(range(32))
+    kept = list(islice(batches(examples, 8, seed=3), 20))
+    assert kept == list(islice(batches(examples, 8, seed=3, drop_last=True), 20))
+    expected = []  # the former rule, written out: permutation (seed, epoch), full batches only
+    for epoch in range(5):
+        order = np.random.RandomState([3, epoch]).permutation(32)
+        expected += [[examples[i] for i in order[o : o + 8]] for o in range(0, 32, 8)]
+    assert kept == expected
 
 
 def test_training_settings_are_read_from_the_run_config():
@@ -70,5 +108,9 @@ def test_training_settings_are_read_from_the_run_config():
         eval_every=2,
         log_every=1,
         checkpoint_every=5,
+        drop_last=True,  # conf/config.yaml's value (its 32 examples fill batches of 8)
         guard=GuardSettings(nonfinite="skip", max_skipped=2),
     )
+    cfg = compose([*overrides, "select_by=loss", "drop_last=false"])
+    settings = TrainingSettings.from_config(cfg)
+    assert (settings.select_by, settings.drop_last) == ("loss", False)

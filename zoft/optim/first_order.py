@@ -63,11 +63,13 @@ AMP_DTYPES = {None: None, Amp.bf16: torch.bfloat16, Amp.fp16: torch.float16}
 
 
 def linear_schedule(warmup: int, total: int, kind: str):
-    """Multiplier on the base rate: linear warm-up, then linear decay to 0 (or constant)."""
+    """Multiplier on the base rate: linear warm-up from 0 (step/warmup, HF 4.28.1's
+    get_linear_schedule_with_warmup, so the first step's rate is 0), then linear decay to 0 (or
+    constant)."""
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
-            return (step + 1) / warmup
+            return step / warmup
         if kind == "constant":
             return 1.0
         return max(0.0, (total - step) / max(1, total - warmup))
@@ -92,7 +94,12 @@ def adamw_for(params: dict[str, nn.Parameter], cfg: Any) -> torch.optim.AdamW:
 class BackpropPhase:
     """One AdamW step on `params` from a forward and backward in train mode: micro-batches sum
     their losses' gradients (normalised by the batch's total loss terms), then clipping, the
-    optimizer step and the schedule. Parameters outside `params` must not require grad."""
+    optimizer step and the schedule. Parameters outside `params` must not require grad.
+
+    Under fp16 loss scaling it follows HF Trainer 4.28.1: the scaled quantity is the batch-mean
+    loss (not the sum), and a step the scaler skips (inf/NaN gradients) does not advance the
+    schedule. `sub_steps` > 1 (LMAO's lora_steps) stretches the schedule and warm-up over that
+    many phase steps per run step, so the rate keeps its shape over the whole run."""
 
     def __init__(
         self,
@@ -101,10 +108,13 @@ class BackpropPhase:
         scorer: Objective,
         params: dict[str, nn.Parameter],
         total_steps: int,
+        sub_steps: int = 1,
     ) -> None:
         self.cfg, self.model, self.scorer, self.params = cfg, model, scorer, params
         self.optimizer = adamw_for(params, cfg)
-        factor = linear_schedule(cfg.warmup_steps, total_steps, cfg.schedule)
+        factor = linear_schedule(
+            cfg.warmup_steps * sub_steps, total_steps * sub_steps, cfg.schedule
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.device_type = next(iter(params.values())).device.type
         # FSDP2 shards (DTensors): gradients arrive reduce-scattered, AdamW moments are shards
@@ -122,13 +132,20 @@ class BackpropPhase:
         self.model.train()
         lr = self.scheduler.get_last_lr()[0]
         amp = AMP_DTYPES[self.cfg.amp]
+        scaling = self.scaler.is_enabled()
         total, weight = 0.0, 0
         for part in micro_batches(distributed.shard(batch), self.cfg.micro_batches):
             with torch.autocast(self.device_type, dtype=amp, enabled=amp is not None):
                 part_sum, part_weight = self.scorer.loss_sum(self.model, part)
-            self.scaler.scale(part_sum).backward()
+            if scaling:  # scale the running mean: the gradients hold d(Σ sums / Σ terms)
+                self._rescale_gradients(weight / (weight + part_weight))
+                self.scaler.scale(part_sum / (weight + part_weight)).backward()
+            else:
+                part_sum.backward()
             total += loss_value(part_sum)
             weight += part_weight
+        if scaling:  # back to the gradient of this rank's summed loss, as the reduction expects
+            self._rescale_gradients(weight)
         if not self.sharded:  # FSDP2 has already reduce-scattered them, averaged over the ranks
             distributed.all_reduce_gradients(list(self.params.values()))
         total, weight = distributed.all_sum([total, weight])
@@ -146,11 +163,20 @@ class BackpropPhase:
         self.scaler.unscale_(self.optimizer)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.max_grad_norm)
+        scale_before = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        if scale_before <= self.scaler.get_scale():  # the scaler ran the optimizer step
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total / weight, lr
+
+    def _rescale_gradients(self, factor: float) -> None:
+        if factor == 1.0:
+            return
+        for p in self.params.values():
+            if p.grad is not None:
+                p.grad.mul_(factor)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoft.config import AdapterKind, DirectionKind, ProbeMode, as_dataclass
+from zoft.config import AdapterKind, Amp, DirectionKind, ProbeMode, as_dataclass
 from zoft.errors import ZoftError
 from zoft.optim.base import (
     Optimizer,
@@ -25,7 +25,7 @@ from zoft.optim.base import (
     weight_resolution,
 )
 from zoft.optim.directions import DIRECTIONS, check_low_rank
-from zoft.optim.first_order import AdamConfig, BackpropPhase
+from zoft.optim.first_order import AMP_DTYPES, AdamConfig, BackpropPhase
 from zoft.optim.perturb import PerturbationEngine
 from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.optim.zeroth_order import check_spsa, engine_stats, spsa_estimates
@@ -50,6 +50,9 @@ class LmaoConfig(AdamConfig):
     zo_first: bool = False  # run the ZO phase before the LoRA phase
     probes: ProbeMode = ProbeMode.auto  # ZO phase (zoft.optim.perturb.PROBE_MODES)
     lora_steps: int = 1  # LoRA (AdamW) steps per ZO step, all on the same batch
+    # autocast of the ZO phase's forwards (weights and z stay as they are): the official LMAO
+    # scripts' --fp16 runs them under fp16 autocast; None: in the weights' dtype
+    zo_amp: Amp | None = None
 
     def check(self) -> None:
         super().check()
@@ -61,6 +64,10 @@ class LmaoConfig(AdamConfig):
         if self.lora_steps < 1:
             raise ZoftError(
                 f"optimizer.lora_steps={self.lora_steps} is invalid: it must be at least 1"
+            )
+        if self.zo_amp not in AMP_DTYPES:
+            raise ZoftError(
+                f"optimizer.zo_amp={self.zo_amp} is not one of {sorted(AMP_DTYPES, key=str)}"
             )
         check_spsa(self.eps, self.queries)
         if self.directions == DirectionKind.lowrank:
@@ -88,7 +95,11 @@ class LMAO(Optimizer):
         self.base = {n: p for n, p in named.items() if not p.requires_grad}
         if not self.adapter or not self.base:
             raise ZoftError("optimizer=lmao needs both LoRA adapters and frozen base weights")
-        self.phase = BackpropPhase(cfg, model, scorer, self.adapter, total_steps)
+        # lora_steps phase steps per run step: the LoRA schedule spans them all
+        self.phase = BackpropPhase(
+            cfg, model, scorer, self.adapter, total_steps, sub_steps=cfg.lora_steps
+        )
+        self.zo_device_type = next(iter(self.base.values())).device.type
         directions = DIRECTIONS.get(cfg.directions).from_config(seed, cfg)
         self.engine = PerturbationEngine(model, self.base, seed, directions, probes=cfg.probes)
         self.steps_taken = 0
@@ -105,11 +116,18 @@ class LMAO(Optimizer):
     def zo_phase(self, batch: Sequence[Example], step: int) -> tuple[list[float], float]:
         self.model.eval()
 
+        amp = AMP_DTYPES[self.cfg.zo_amp]
+
+        def autocast() -> torch.autocast:
+            return torch.autocast(self.zo_device_type, dtype=amp, enabled=amp is not None)
+
         def loss() -> float:
-            return batch_loss(self.scorer, self.model, batch, self.cfg.micro_batches)
+            with autocast():
+                return batch_loss(self.scorer, self.model, batch, self.cfg.micro_batches)
 
         def loss_pair() -> tuple[float, float]:
-            return batch_loss_pair(self.scorer, self.model, batch, self.cfg.micro_batches)
+            with autocast():
+                return batch_loss_pair(self.scorer, self.model, batch, self.cfg.micro_batches)
 
         estimates, loss_plus = spsa_estimates(
             self.engine, loss, loss_pair, step, self.cfg.eps, self.cfg.queries

@@ -51,6 +51,9 @@ _NON_SEMANTIC = (
 LEGACY_VALUES: dict[str, Any] = {
     "icl_demo_sets": "shared",  # one demonstration set from the run's train subset (issue 17)
     "optimizer.momentum_init": "zero",  # LOZO-M started from N = 0 (issue 17)
+    "select_by": "metric",  # best dev step by the task's metric
+    "drop_last": True,  # the short last batch of an epoch was dropped
+    "optimizer.zo_amp": None,  # LMAO's ZO phase without autocast
 }
 # Keys that only matter when another key is set (truthy): left out of the digest otherwise
 _ONLY_WITH = {"icl_demo_sets": "icl_demos"}

@@ -27,21 +27,36 @@ from zoft.tasks.base import Example, Splits, Task
 
 log = logging.getLogger(__name__)
 
+DEV_LOSS = "loss"  # the dev-loss entry of a dev evaluation's scores (result.json best_dev)
+
 
 def batches(
-    examples: Sequence[Example], batch_size: int, seed: int, start: int = 0
+    examples: Sequence[Example],
+    batch_size: int,
+    seed: int,
+    start: int = 0,
+    drop_last: bool = False,
 ) -> Iterator[list[Example]]:
     """Endless mini-batches from batch number `start` on; epoch e is a permutation drawn from
     (seed, e), so the order is rebuilt from (epoch, position) alone and a resumed run continues
-    with the very batch it would have drawn."""
+    with the very batch it would have drawn. Each epoch ends with its short remainder batch, as
+    the HF and LM-BFF loaders do, unless `drop_last`; when batch_size divides the examples both
+    give the same batches."""
     size = min(batch_size, len(examples))
-    per_epoch = len(examples) // size
+    per_epoch = steps_per_epoch(len(examples), batch_size, drop_last)
+    last_offset = len(examples) - size if drop_last else len(examples) - 1
     epoch, position = divmod(start, per_epoch)
     while True:
         order = np.random.RandomState([seed % 2**32, epoch]).permutation(len(examples))
-        for offset in range(position * size, len(order) - size + 1, size):
+        for offset in range(position * size, last_offset + 1, size):
             yield [examples[i] for i in order[offset : offset + size]]
         epoch, position = epoch + 1, 0
+
+
+def steps_per_epoch(examples: int, batch_size: int, drop_last: bool = False) -> int:
+    """Optimizer steps in one pass over `examples` (the experiments' epoch-based step counts)."""
+    size = min(batch_size, examples)
+    return examples // size if drop_last else -(-examples // size)
 
 
 @dataclass
@@ -64,6 +79,26 @@ class Evaluator:
         if not self.replicate:
             predictions = distributed.gather_shards(predictions)
         return self.task.score(predictions, examples)
+
+    @torch.no_grad()
+    def loss(self, examples: Sequence[Example]) -> float:
+        """The training loss (the scorer's, not a metric objective's) over `examples` in eval
+        mode: Σ summed losses / Σ loss terms over eval batches, the HF Trainer's eval_loss that
+        its load_best_model_at_end selects by (ranks add their shards' sums)."""
+        was_training = self.model.training
+        self.model.eval()
+        mine = examples if self.replicate else distributed.shard(examples)
+        total, weight = 0.0, 0
+        for offset in range(0, len(mine), self.batch_size):
+            part_sum, part_weight = self.scorer.loss_sum(
+                self.model, mine[offset : offset + self.batch_size]
+            )
+            total += float(part_sum.float().item())
+            weight += part_weight
+        self.model.train(was_training)
+        if not self.replicate:
+            total, weight = distributed.all_sum([total, weight])
+        return total / max(weight, 1)
 
 
 @dataclass
@@ -91,20 +126,26 @@ class TrainingOutcome:
 
 
 class BestDevState:
-    """The best dev result so far and, when training went on past it, a CPU copy of its weights."""
+    """The best dev result so far and, when training went on past it, a CPU copy of its weights.
+    The rule is `select_by`: the highest task metric, or the lowest dev loss (the HF Trainer's
+    default with load_best_model_at_end); either way only a strict improvement replaces the best,
+    so the earliest of tied evaluations wins."""
 
-    def __init__(self, params: dict[str, torch.nn.Parameter], metric: str) -> None:
+    def __init__(
+        self, params: dict[str, torch.nn.Parameter], metric: str, select_by: str = "metric"
+    ) -> None:
         self.params = params
-        self.metric = metric
-        self.value = float("-inf")
+        self.key, self.sign = (metric, 1.0) if select_by == "metric" else (DEV_LOSS, -1.0)
+        self.value = float("-inf")  # sign × the selected score
         self.step = 0
         self.scores: dict[str, float] = {}
         self.weights: dict[str, torch.Tensor] | None = None
 
     def offer(self, step: int, scores: dict[str, float], is_last: bool) -> None:
-        if scores[self.metric] <= self.value:
+        value = self.sign * scores[self.key]
+        if not value > self.value:  # also refuses NaN
             return
-        self.value, self.step, self.scores = scores[self.metric], step, scores
+        self.value, self.step, self.scores = value, step, scores
         # the current weights are the best ones: a copy is only needed if training goes on
         # (of this rank's shard under FSDP)
         self.weights = (
@@ -143,6 +184,8 @@ class TrainingSettings:
     eval_every: int = 0  # dev evaluation interval in steps; 0 = only after the last step
     log_every: int = 10
     checkpoint_every: int = 0  # 0: checkpoints only on request or before stopping on a signal
+    select_by: str = "metric"  # the best-dev rule: metric (highest) or loss (lowest dev loss)
+    drop_last: bool = False  # drop each epoch's last short batch (zoft's old rule)
     guard: GuardSettings = field(default_factory=GuardSettings)
 
     @classmethod
@@ -155,6 +198,8 @@ class TrainingSettings:
             eval_every=cfg.get("eval_every", 0),
             log_every=cfg.get("log_every", 10),
             checkpoint_every=cfg.get("checkpoint_every", 0),
+            select_by=str(cfg.get("select_by", "metric")),
+            drop_last=cfg.get("drop_last", False),
             guard=GuardSettings(**cfg.get("guard", {})),
         )
 
@@ -188,14 +233,20 @@ class Trainer:
         self.evaluate, self.metrics = evaluate, record.metrics
         self.checkpointer, self.flags, self.extra = record.checkpointer, record.flags, record.extra
         self.outcome = TrainingOutcome()
-        self.best = BestDevState(optimizer.trainable(), evaluate.task.metric)
+        self.best = BestDevState(optimizer.trainable(), evaluate.task.metric, settings.select_by)
         self.guard = StepGuard(settings.guard, optimizer)
         self.dev_key = f"dev_{evaluate.task.metric}"
 
     def run(self, resume: Checkpoint | None = None) -> TrainingOutcome:
         settings = self.settings
         start = self._restore(resume) if resume is not None else 0
-        stream = batches(self.splits.train, settings.batch_size, settings.seed, start=start)
+        stream = batches(
+            self.splits.train,
+            settings.batch_size,
+            settings.seed,
+            start=start,
+            drop_last=settings.drop_last,
+        )
         bar = tqdm(
             total=settings.steps, initial=start, desc="train", disable=None, dynamic_ncols=True
         )
@@ -226,8 +277,12 @@ class Trainer:
             if self.splits.dev and (
                 is_last or (settings.eval_every and (step + 1) % settings.eval_every == 0)
             ):
-                dev = self.evaluate(self.splits.dev)
+                dev = {
+                    **self.evaluate(self.splits.dev),
+                    DEV_LOSS: self.evaluate.loss(self.splits.dev),
+                }
                 record[self.dev_key] = dev[self.evaluate.task.metric]
+                record["dev_loss"] = dev[DEV_LOSS]
                 self.best.offer(step + 1, dev, is_last)
             if (
                 (step + 1) % settings.log_every == 0
