@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import compose
 from zoft.report.collect import collect
-from zoft.run.predictions import read_predictions
+from zoft.run.predictions import is_correct, read_predictions
 from zoft.run.rundir import PREDICTIONS_FILE
 from zoft.run.runner import run
 
@@ -110,3 +110,30 @@ def test_the_table_reads_a_run_directory_holding_predictions(tmp_path, data_dir)
     assert (tmp_path / "sst2" / PREDICTIONS_FILE).is_file()
     found = collect(tmp_path)
     assert [r.task for r in found.results] == ["sst2"] and not found.unreadable
+
+
+def test_examples_with_fewer_candidates_have_only_their_own_scores(tmp_path, data_dir):
+    """ReCoRD's candidate count varies: the batch's -inf filler is not written."""
+    from zoft.tasks import get_task
+    from zoft.tasks.sampling import with_row_ids
+
+    result, lines = _run(
+        tmp_path,
+        data_dir,
+        "task=record",
+        "task.protocol=large",
+        "task.num_eval=4",
+        "task.num_train=4",
+        "task.num_dev=2",
+        "steps=0",
+        "eval_batch_size=4",
+        "data_seed=0",
+    )
+    pool = with_row_ids(get_task("record").load_local("validation", data_dir))
+    by_id = {ex.id: ex for ex in pool}
+    counts = [len(by_id[line["id"]].fields["candidates"]) for line in lines]
+    assert len(set(counts)) > 1  # the batch mixes candidate counts
+    assert [len(line["scores"]) for line in lines] == counts
+    assert all(isinstance(line["gold"], list) and line["gold"] for line in lines)
+    accuracy = sum(is_correct(line) for line in lines) / len(lines)
+    assert accuracy == result["test"]["accuracy"]
