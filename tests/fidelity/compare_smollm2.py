@@ -120,8 +120,8 @@ def main() -> None:
             f"{c['mismatched'][:10]} | {time.time() - started:.0f} |"
         )
         print(lines[-1], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n")  # after every task: a long run keeps its rows
     print(f"written to {args.out}")
 
 
