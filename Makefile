@@ -9,7 +9,7 @@ ZOFT_DATA ?= $(abspath ../shared/data)
 export ZOFT_DATA
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-all lint format clean bench bench-gpu table-zero-shot table-optimizers table-memory \
+.PHONY: fidelity-check help install demo test test-all lint format clean bench bench-gpu table-zero-shot table-optimizers table-memory \
 	tables table-mini $(PAPER_TARGETS)
 
 help:  ## list the targets
@@ -39,6 +39,9 @@ test-all: $(STAMP)  ## every test, slow ones included (GPU tests skip without CU
 
 # Every task with local data (DROP has none), MeZO's large-model protocol, evaluation only.
 ZERO_SHOT_TASKS := sst2,rte,cb,boolq,wsc,wic,multirc,copa,record,snli,mnli,sst5,trec,squad
+
+fidelity-check: $(STAMP)  ## SmolLM2 zero-shot predictions.jsonl vs MeZO's recipe, 7 tasks -> results/fidelity/ (CPU, long)
+	PYTHONPATH=$(CURDIR) $(BIN)/python tests/fidelity/compare_smollm2.py --out results/fidelity/smollm2_zero_shot.md
 
 table-zero-shot: $(STAMP)  ## SmolLM2-135M zero-shot on every local task -> results/tables/ (~30 min)
 	$(BIN)/zoft-run -m model=smollm2-135m task=$(ZERO_SHOT_TASKS) task.protocol=large steps=0 \

@@ -24,6 +24,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "run.log"
 WEIGHTS_FILE = "weights.safetensors"
+# one line per test example of the reported test evaluation: ids, candidate scores, prediction, gold
+PREDICTIONS_FILE = "predictions.jsonl"
 
 # Keys that do not change what a run computes, left out of the config digest.
 _NON_SEMANTIC = (

@@ -28,10 +28,12 @@ from zoft.run.checks import validate
 from zoft.run.environment import environment
 from zoft.run.loggers import MetricsLog, attach_file_log, build_sinks
 from zoft.run.memory import MemoryTracker
+from zoft.run.predictions import write_predictions
 from zoft.run.record import SCHEMA_VERSION, MethodRecord, RunResult
 from zoft.run.rundir import (
     CONFIG_FILE,
     METRICS_FILE,
+    PREDICTIONS_FILE,
     RESULT_FILE,
     WEIGHTS_FILE,
     atomic_write,
@@ -186,13 +188,17 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
         scorer.context, splits.test, result["icl_demos"] = icl.context, icl.test, icl.used
     evaluate = Evaluator(task, scorer, loaded.model, cfg.eval_batch_size, replicate=cfg.fsdp)
     earlier = resume.state["extra"] if resume is not None else {}
+    test_records: list[dict[str, Any]] | None = None  # predictions.jsonl of the reported test
     if "zero_shot" in earlier:
         result["zero_shot"] = earlier["zero_shot"]
     elif cfg.zero_shot:
         label = "icl" if cfg.icl_demos else "zero-shot"
         log.info("%s evaluation of %s on %d test examples", label, cfg.model.name, len(splits.test))
         with tracker.phase("zero_shot"):
-            result["zero_shot"] = evaluate(splits.test)
+            if cfg.steps:
+                result["zero_shot"] = evaluate(splits.test)
+            else:  # the reported test: its predictions are written
+                result["zero_shot"], test_records = evaluate.test_pass(splits.test)
         log.info("%s test %s", label, result["zero_shot"])
     outcome, stats = TrainingOutcome(), {}
     if cfg.steps:
@@ -211,9 +217,13 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
             outcome = trainer.run(resume)
         stats = optimizer.stats()
     with tracker.phase("eval"):
-        untrained = outcome.steps == 0 and "zero_shot" in result
-        result["test"] = result["zero_shot"] if untrained else evaluate(splits.test)
+        if outcome.steps == 0 and test_records is not None:
+            result["test"] = result["zero_shot"]
+        else:
+            result["test"], test_records = evaluate.test_pass(splits.test)
     log.info("test %s", result["test"])
+    if distributed.is_main():
+        write_predictions(ctx.out_dir / PREDICTIONS_FILE, test_records)
     if cfg.save_weights:
         _save_weights(loaded.model, ctx.out_dir)
     result.update(_outcome_fields(outcome), optimizer_stats=stats)

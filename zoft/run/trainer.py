@@ -21,8 +21,9 @@ from zoft.run import distributed
 from zoft.run.checkpoint import Checkpoint, Checkpointer, capture_rng, load_weights, restore_rng
 from zoft.run.guards import GuardSettings, StepGuard
 from zoft.run.loggers import MetricsLog
+from zoft.run.predictions import prediction_records
 from zoft.run.signals import Interrupted, SignalFlags
-from zoft.scoring.base import Scorer
+from zoft.scoring.base import ScoredPredictions, Scorer
 from zoft.tasks.base import Example, Splits, Task
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,22 @@ class Evaluator:
         if not self.replicate:
             total, weight = distributed.all_sum([total, weight])
         return total / max(weight, 1)
+
+    def test_pass(
+        self, examples: Sequence[Example]
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """The task metric and, from the same forwards, one predictions.jsonl record per
+        example (every rank returns all of them; the main rank writes them)."""
+        was_training = self.model.training
+        mine = examples if self.replicate else distributed.shard(examples)
+        scored = self.scorer.predict_scored(self.model, mine, self.batch_size)
+        self.model.train(was_training)
+        if not self.replicate:
+            gathered = distributed.gather_shards(scored.predictions)
+            scores = None if scored.scores is None else distributed.gather_shards(scored.scores)
+            scored = ScoredPredictions(gathered, scores)
+        records = prediction_records(self.task, scored, examples)
+        return self.task.score(scored.predictions, examples), records
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
@@ -81,6 +82,23 @@ def chunks(count: int, chunk: int, paired: bool) -> list[list[int]]:
     ]
 
 
+@dataclass
+class ScoredPredictions:
+    """Predictions of a list of examples, in its order, and each example's candidate scores
+    (None for generated answers, which have no candidates)."""
+
+    predictions: list[Any]
+    scores: list[list[float]] | None = None
+
+
+def _without_padding(row: list[float]) -> list[float]:
+    """A score row without the -inf filler of candidates the example does not have."""
+    end = len(row)
+    while end > 0 and row[end - 1] == float("-inf"):
+        end -= 1
+    return row[:end]
+
+
 class Scorer(ABC):
     """Loss and predictions of one model kind on one task; an Objective (objective=loss)."""
 
@@ -144,14 +162,24 @@ class Scorer(ABC):
         self, model: torch.nn.Module, examples: Sequence[Example], batch_size: int
     ) -> list[int]:
         """Argmax predictions in eval mode (the caller restores the mode), batched by length."""
+        return self.predict_scored(model, examples, batch_size).predictions
+
+    @torch.no_grad()
+    def predict_scored(
+        self, model: torch.nn.Module, examples: Sequence[Example], batch_size: int
+    ) -> ScoredPredictions:
+        """The argmax predictions and, from the same forwards, every candidate's score (in the
+        task's candidate order), so predictions.jsonl shows what the metric was computed from."""
         model.eval()
         prompts = self.prompts(examples)
         predictions: list[int] = [0] * len(prompts)
+        scores: list[list[float]] = [[] for _ in prompts]
         for batch in length_batches([p.size for p in prompts], batch_size):
-            best = self.predict_prompts(model, [prompts[i] for i in batch])
-            for i, choice in zip(batch, best, strict=True):
-                predictions[i] = choice
-        return predictions
+            table = self.score_prompts(model, [prompts[i] for i in batch])
+            best = table.argmax(-1).tolist()
+            for i, choice, row in zip(batch, best, table.tolist(), strict=True):
+                predictions[i], scores[i] = choice, _without_padding(row)
+        return ScoredPredictions(predictions, scores)
 
     @torch.no_grad()
     def predict_prompts(self, model: torch.nn.Module, prompts: Sequence[Any]) -> list[Any]:

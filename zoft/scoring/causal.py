@@ -10,7 +10,16 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from zoft.models.loading import model_device
-from zoft.scoring.base import SCORERS, Doubled, LossSum, Scorer, chunks, halves, length_batches
+from zoft.scoring.base import (
+    SCORERS,
+    Doubled,
+    LossSum,
+    ScoredPredictions,
+    Scorer,
+    chunks,
+    halves,
+    length_batches,
+)
 from zoft.scoring.generation import StopAtNewline, answer_text, greedy_generate, left_pad
 from zoft.scoring.icl import CONTEXT_FIELD
 from zoft.tasks.base import CausalPrompt, Example, Task
@@ -196,6 +205,13 @@ class GenerationScorer(CausalLMScorer):
             ):
                 answers[i] = answer
         return answers
+
+    @torch.no_grad()
+    def predict_scored(
+        self, model: torch.nn.Module, examples: Sequence[Example], batch_size: int
+    ) -> ScoredPredictions:
+        """Generated answers have no candidate scores."""
+        return ScoredPredictions(self.predict(model, examples, batch_size))
 
     @torch.no_grad()
     def predict_prompts(self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -21,6 +21,9 @@ MASK = "<mask>"  # placeholder in masked-LM templates; the scorer swaps in the t
 class Example:
     fields: dict[str, Any]
     label: int  # index into the task's label_names (or its candidates)
+    # the example's id in the official file (SuperGLUE's `idx`, else its 0-based data row), so
+    # predictions.jsonl can be matched example by example against another scorer
+    id: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,7 @@ class Task(ABC):
         if not folder.is_dir():
             return None
         return {
-            split: self.read_kshot_file(folder / filename)
+            split: with_row_ids(self.read_kshot_file(folder / filename))
             for split, filename in self.kshot_files.items()
         }
 
@@ -204,6 +207,11 @@ class Task(ABC):
             return {self.metric: float("nan")}
         correct = sum(int(p == e.label) for p, e in zip(predictions, examples, strict=True))
         return {self.metric: correct / len(examples)}
+
+
+def with_row_ids(examples: Sequence[Example]) -> list[Example]:
+    """Examples without an official id get their 0-based row in the list read from the file."""
+    return [ex if ex.id is not None else replace(ex, id=n) for n, ex in enumerate(examples)]
 
 
 def label_map(task: type[Task] | Task) -> dict[str, int]:

@@ -46,7 +46,7 @@ class COPA(Task):
             "question": row["question"],
             "candidates": (row["choice1"], row["choice2"]),
         }
-        return Example(fields, label)
+        return Example(fields, label, id=row.get("idx"))
 
     def load_local(self, split: str, data_dir: Path) -> list[Example]:
         keys = ("premise", "choice1", "choice2", "question", "label")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from zoft.config import enum_value
-from zoft.tasks.base import Example, Splits, Task
+from zoft.tasks.base import Example, Splits, Task, with_row_ids
 from zoft.tasks.io import HUB, DataError
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,10 @@ def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
 
     def official(split: str) -> list[Example]:
         if not data_dir:
-            return task.load_hub(split)
+            return with_row_ids(task.load_hub(split))
         if split in task.local_notes and task.local_notes[split] not in notes:
             notes.append(task.local_notes[split])
-        return task.load_local(split, data_dir)
+        return with_row_ids(task.load_local(split, data_dir))
 
     if protocol == "kshot":
         ready = task.load_kshot_ready(data_dir, cfg.k, data_seed) if data_dir else None

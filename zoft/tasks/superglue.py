@@ -55,7 +55,11 @@ class SuperGlueTask(Task):
 
     def load_local(self, split: str, data_dir: Path) -> list[Example]:
         return [
-            Example(self.row_fields(row), parse_label(row["label"], self.raw_labels, path, line))
+            Example(
+                self.row_fields(row),
+                parse_label(row["label"], self.raw_labels, path, line),
+                id=row.get("idx"),
+            )
             for path, line, row in superglue_rows(
                 data_dir, self.local_dir, split, self.local_keys()
             )
@@ -64,7 +68,7 @@ class SuperGlueTask(Task):
     def from_hub_row(self, row: dict[str, Any]) -> Example | None:
         if int(row["label"]) < 0:  # the hub's unlabelled test rows
             return None
-        return Example(self.row_fields(row), int(row["label"]))
+        return Example(self.row_fields(row), int(row["label"]), id=row.get("idx"))
 
 
 def yes_no(
