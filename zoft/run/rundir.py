@@ -47,7 +47,7 @@ _NON_SEMANTIC = (
 # Keys added after the digest was first pinned, each with the value that computes exactly what runs
 # did before the key existed: at that value the key is left out of the digest, so finished runs
 # stay finished; any other value enters it. Add a key here when it is added to a schema.
-LEGACY_VALUES: dict[str, Any] = {}
+LEGACY_VALUES: dict[str, Any] = {"task.generation_stop": "first_newline"}
 
 
 def _pop(data: dict[str, Any], key: str, only_if: Any = ...) -> None:
