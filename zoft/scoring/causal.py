@@ -39,11 +39,10 @@ class _OptionRows:
         """One option row; its input is shared with an input added since index `since` (the
         same example's earlier options) when they are equal; `since` None: never shared."""
         key = full[:-1]
-        try:
-            if since is None:
-                raise ValueError
-            at = self.inputs.index(key, since)
-        except ValueError:
+        earlier = self.inputs[since:] if since is not None else []
+        if key in earlier:
+            at = (since or 0) + earlier.index(key)
+        else:
             at = len(self.inputs)
             self.inputs.append(key)
         self.input_of_row.append(at)
