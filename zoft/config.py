@@ -182,6 +182,10 @@ class TaskConfig:
     k: int = 16
     kshot_test_cap: int = 1000
     template: str = "mezo"  # causal-LM prompt: a name the task registers (zoft.run.checks)
+    # generative tasks: what ends a greedy answer (zoft.scoring.generation.GENERATION_STOPS):
+    # "mezo" = only the "\n" token or EOS, answer just stripped (the official rule; the SQuAD
+    # and DROP task configs set it); "first_newline" = any token holding a newline, answer cut
+    generation_stop: str = "first_newline"
 
 
 @dataclass

@@ -7,10 +7,18 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import tiny
+from tests.conftest import compose, tiny
 from zoft.scoring import build_scorer
 from zoft.scoring.causal import GenerationScorer
-from zoft.scoring.generation import StopAtNewline, answer_text, greedy_generate, left_pad
+from zoft.scoring.generation import (
+    GENERATION_STOPS,
+    StopAtNewline,
+    StopAtNewlineToken,
+    answer_text,
+    answer_text_uncut,
+    greedy_generate,
+    left_pad,
+)
 from zoft.tasks import get_task
 from zoft.tasks.io import DataError
 
@@ -188,10 +196,72 @@ def test_generation_scorer_limits_new_tokens_and_truncates_prompts_left(
     assert answers == [answer_text(tok, g) for g in seen["out"]]
     for ex, prompt in zip(squad_examples, seen["prompts"], strict=True):
         full = tok(get_task("squad").causal_prompt(ex, "mezo").prompt).input_ids
-        assert prompt == full[-(64 - 3) :]  # the tail: "...\nAnswer:" survives
+        # MeZO: the start token, then the tail ("...\nAnswer:") of what fits
+        assert prompt == full[:1] + full[1:][-(64 - 3 - 1) :]
+        assert prompt[0] == tok.bos_token_id
 
 
 @pytest.mark.parametrize("kind", ["masked_lm", "classifier"])
 def test_generative_tasks_need_a_causal_lm(kind):
     with pytest.raises(DataError, match="causal LM"):
         build_scorer(kind, get_task("squad"), tiny("opt").tokenizer, "mezo", 64)
+
+
+class _Vocab:
+    """A tokenizer with OPT's two newline tokens: "\n" (50118) and the merged "\n\n" (50140)."""
+
+    eos_token_id = 2
+    words = {2: "</s>", 50118: "\n", 50140: "\n\n", 7: " Paris", 8: ".\n"}
+
+    def encode(self, text, add_special_tokens=True):
+        return [next(i for i, w in self.words.items() if w == text)]
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(self.words[i] for i in ids)
+
+
+def test_mezo_stop_is_only_the_newline_token_or_eos():
+    vocab = _Vocab()
+    mezo, zoft = StopAtNewlineToken(vocab), StopAtNewline(vocab)
+    assert mezo.stop_ids == {50118, 2}
+    assert [mezo(t) for t in (50118, 2, 50140, 8, 7)] == [True, True, False, False, False]
+    assert [zoft(t) for t in (50118, 2, 50140, 8, 7)] == [True, True, True, True, False]
+    tok = tiny("opt").tokenizer
+    (newline,) = tok.encode("\n", add_special_tokens=False)
+    assert StopAtNewlineToken(tok).stop_ids == {newline, tok.eos_token_id}
+
+
+def test_mezo_answer_is_only_stripped():
+    tok = tiny("opt").tokenizer
+
+    def ids(text):
+        return tok.encode(text, add_special_tokens=False)
+
+    assert answer_text_uncut(tok, ids("  Paris\n")) == "Paris"
+    assert answer_text_uncut(tok, ids(" Denver\n\nthe film")) == "Denver\n\nthe film"
+    assert answer_text_uncut(tok, [*ids(" great"), tok.eos_token_id]) == "great"
+
+
+def test_generation_stop_rules_are_registered_and_switchable(squad_examples):
+    loaded = tiny("opt")
+    scorer = build_scorer("causal_lm", get_task("squad"), loaded.tokenizer, "mezo", 256)
+    assert scorer.generation_stop is GENERATION_STOPS.get("first_newline")  # library default
+    scorer.use_generation_stop("mezo")
+    assert isinstance(scorer._is_stop, StopAtNewlineToken)
+    answers = scorer.predict(loaded.model, squad_examples, batch_size=2)
+    assert all(a == a.strip() for a in answers)
+
+
+def test_squad_and_drop_configs_use_the_official_stop_and_the_default_stays_legacy():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from zoft.config import TaskConfig
+    from zoft.run.rundir import LEGACY_VALUES
+
+    task_dir = Path(__file__).parents[2] / "conf" / "task"
+    for name in ("squad", "drop"):
+        assert OmegaConf.load(task_dir / f"{name}.yaml").generation_stop == "mezo"
+    assert TaskConfig.generation_stop == LEGACY_VALUES["task.generation_stop"] == "first_newline"
+    assert compose(["task=sst2"]).task.generation_stop == "first_newline"

@@ -73,15 +73,15 @@ def test_more_demonstrations_than_train_examples_uses_them_all(sst2_train):
 
 
 def _manual_scores(model, tok, task, examples, context, window):
-    """Mean option log-probs of context + prompt + option, scored one row at a time on the last
-    `window` tokens."""
+    """Mean option log-probs of context + prompt + option, scored one row at a time on the start
+    token and the last `window` - 1 tokens (MeZO's left truncation)."""
     table = torch.empty(len(examples), 2)
     for i, ex in enumerate(examples):
         p = task.causal_prompt(ex, "mezo")
         for j, option in enumerate(p.options):
             full = tok(context + p.prompt + option).input_ids
             n = len(full) - len(tok(context + p.prompt).input_ids)
-            ids = full[-window:]
+            ids = full if len(full) <= window else full[:1] + full[1:][-(window - 1) :]
             logits = model(input_ids=torch.tensor([ids])).logits[0].float()
             lp = logits[:-1].log_softmax(-1).gather(-1, torch.tensor(ids[1:])[:, None])
             table[i, j] = lp[-n:].mean()
@@ -118,7 +118,8 @@ def test_truncated_input_ends_with_the_prompt_and_option(sst2_train):
         p = task.causal_prompt(sst2_train[ex_i], "mezo")
         tail = tok(p.prompt + p.options[option_i], add_special_tokens=False).input_ids[:-1]
         fed = rows.inputs[key]
-        assert len(fed) == 23 and fed[-len(tail) :] == tail[-23:]
+        assert len(fed) == 23 and fed[0] == tok.bos_token_id  # the start token is kept
+        assert fed[-len(tail) :][-22:] == tail[-22:]
 
 
 def test_runner_icl_mode_records_mode_and_demonstrations(tmp_path, data_dir, monkeypatch):

@@ -1,6 +1,13 @@
 """RTE: golden prompt strings from the real data, loaders, labels."""
 
+import json
+
+import pytest
+
 from zoft.tasks import get_task
+from zoft.tasks.base import Example
+from zoft.tasks.io import DataError
+from zoft.tasks.superglue import fix_wsc_spans
 
 PREMISE = "No Weapons of Mass Destruction Found in Iraq Yet."
 HYPOTHESIS = "Weapons of Mass Destruction Found in Iraq."
@@ -101,13 +108,30 @@ def test_boolq_causal_prompt_is_golden(data_dir):
     ex = get_task("boolq").load_local("train", data_dir)[11]
     assert ex.fields["question"] == "is northwest florida state college a 4 year college"
     p = get_task("boolq").causal_prompt(ex, "mezo")
+    # MeZO's google/boolq passages have no title: SuperGLUE's "<title> -- " is dropped
     assert p.prompt == (
-        "Northwest Florida State College -- The school voted to change its name to "
+        "The school voted to change its name to "
         "Okaloosa-Walton Community College in 1988, and gained four-year status in 2003, thus "
         "changing its name to Okaloosa-Walton College. "
         "Is northwest florida state college a 4 year college?\n"
     )
     assert p.options == ("No", "Yes") and p.gold == 1
+    titled = get_task("boolq").causal_prompt(ex, "titled")
+    assert titled.prompt == "Northwest Florida State College -- " + p.prompt
+
+
+def test_boolq_title_comes_from_the_title_column_or_the_passage_front(data_dir):
+    task = get_task("boolq")
+    val = task.load_local("validation", data_dir)
+    assert all(ex.fields["title"] for ex in val)  # every SuperGLUE passage has a title
+    google = task.row_fields({"question": "is x true", "passage": "A -- B.", "title": "T"})
+    assert google == {"question": "is x true", "title": "T", "passage": "A -- B."}
+    p = task.causal_prompt(Example(google, 1), "mezo")
+    assert p.prompt == "A -- B. Is x true?\n"  # the sheet's golden form, passage untouched
+    untitled = task.row_fields({"question": "q", "passage": "No title here."})
+    assert untitled["title"] == "" and untitled["passage"] == "No title here."
+    ex = val[0]
+    assert task.pair_input(ex).text_pair.startswith(f"{ex.fields['title']} -- ")
 
 
 def test_boolq_question_mark_is_not_doubled():
@@ -159,6 +183,80 @@ def test_wsc_causal_prompt_lower_cases_the_pronoun(data_dir):
         'In the previous sentence, does the pronoun "he" refer to Mark? Yes or No?\n'
     )
     assert p.options == ("No", "Yes") and p.gold == 0
+
+
+@pytest.mark.parametrize(
+    ("split", "file", "changed"), [("train", "train", 88), ("validation", "val", 8)]
+)
+def test_wsc_local_spans_are_fixed_as_wsc_fixed_fixes_them(data_dir, split, file, changed):
+    task = get_task("wsc")
+    path = data_dir / "superglue" / "WSC" / f"{file}.jsonl"
+    raw = [json.loads(line)["target"] for line in path.read_text().splitlines()]
+    examples = task.load_local(split, data_dir)
+    differ = [
+        ex
+        for ex, target in zip(examples, raw, strict=True)
+        if (ex.fields["span1_text"], ex.fields["span2_text"])
+        != (target["span1_text"], target["span2_text"])
+    ]
+    assert len(differ) == changed
+    assert all(
+        ex.fields["span1_text"] in ex.fields["text"]
+        and ex.fields["span2_text"] in ex.fields["text"]
+        for ex in examples
+    )
+
+
+def test_wsc_fix_matches_the_upstream_rules():
+    text = "the boys laughed.\nThey said so"
+    fixed = fix_wsc_spans(
+        {
+            "text": text,
+            "span1_text": "The boys.",
+            "span1_index": 0,
+            "span2_text": "they",
+            "span2_index": 3,
+        }
+    )
+    assert (fixed["span1_text"], fixed["span2_text"]) == ("the boys", "They")  # case, final "."
+    assert (
+        fix_wsc_spans(
+            {
+                "text": "a b c",
+                "span1_text": "b\nc",
+                "span1_index": 1,
+                "span2_text": "a",
+                "span2_index": 0,
+            }
+        )["span1_text"]
+        == "b c"
+    )  # newline -> space
+    kept = {
+        "text": "x",
+        "span1_text": "Kamenev and Zinoviev",
+        "span1_index": 0,
+        "span2_text": "x",
+        "span2_index": 0,
+    }
+    assert fix_wsc_spans(kept) == kept  # the two unfixable spans stay as they are
+    scold = {
+        "text": "The mothers theyscold the kids x y z w v u t",
+        "span1_text": "The mothers",
+        "span1_index": 0,
+        "span2_text": "theyscold.",
+        "span2_index": 2,
+    }
+    fixed = fix_wsc_spans(scold)
+    # upstream's text replace is discarded: the text keeps "theyscold"; span2_index becomes 10
+    assert (fixed["text"], fixed["span2_text"], fixed["span2_index"]) == (
+        scold["text"],
+        "theyscold",
+        10,
+    )
+    with pytest.raises(DataError, match="no word index"):
+        fix_wsc_spans({**scold, "span2_index": None})
+    with pytest.raises(DataError, match="even after the fix"):
+        fix_wsc_spans({**kept, "span1_text": "y", "span1_index": 0})
 
 
 def test_wsc_hub_row_reads_the_flat_spans():

@@ -188,6 +188,8 @@ def load_model(cfg: Any, dtype: str, device: str, num_labels: int | None = None)
         model.to(resolve_device(device))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if (start := START_TOKENS.get(getattr(model.config, "model_type", ""))) is not None:
+        use_start_token(tokenizer, start)
     if kind == "classifier" and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, source=origin, notes=notes)
@@ -208,6 +210,26 @@ def refuse_offloaded_weights(model: torch.nn.Module, name: str) -> None:
             "offloaded weights. Give the whole model room on its devices: raise or drop "
             "model.max_memory, use a smaller dtype (dtype=bf16), or more or larger GPUs"
         )
+
+
+# The token every sequence starts with, by model type: MeZO's run.py sets OPT's bos_token_id to 0
+# (<s>), where OPT's own tokenizer starts sequences with </s>.
+START_TOKENS: dict[str, str] = {"opt": "<s>"}
+
+
+def use_start_token(tokenizer: PreTrainedTokenizerBase, token: str) -> None:
+    """Make `token` the start token the tokenizer prepends to every text."""
+    from tokenizers import processors
+
+    tokenizer.bos_token = token
+    start = tokenizer.convert_tokens_to_ids(token)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{token} $A", pair=f"{token} $A $B", special_tokens=[(token, start)]
+        )
+    if tokenizer("a").input_ids[:1] != [start]:
+        raise ModelLoadError(f"could not make {token!r} (id {start}) the tokenizer's start token")
 
 
 def memory_caps(caps: str) -> dict[int | str, str]:

@@ -56,6 +56,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "select_by": "metric",  # best dev step by the task's metric
     "drop_last": True,  # the short last batch of an epoch was dropped
     "optimizer.zo_amp": None,  # LMAO's ZO phase without autocast
+    "task.generation_stop": "first_newline",  # generation stopped at the first newline
 }
 # Keys that only matter when another key is set (truthy): left out of the digest otherwise
 _ONLY_WITH = {"icl_demo_sets": "icl_demos"}

@@ -171,6 +171,8 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
     )
     kind = enum_value(cfg.model.kind)
     scorer = build_scorer(kind, task, loaded.tokenizer, cfg.task.template, cfg.model.max_length)
+    if task.generative:
+        scorer.use_generation_stop(cfg.task.generation_stop)
     if cfg.icl_demos:
         icl = icl_setup(
             enum_value(cfg.icl_demo_sets),

@@ -20,11 +20,17 @@ from zoft.scoring.base import (
     halves,
     length_batches,
 )
-from zoft.scoring.generation import StopAtNewline, answer_text, greedy_generate, left_pad
+from zoft.scoring.generation import (
+    GENERATION_STOPS,
+    greedy_generate,
+    left_pad,
+)
 from zoft.scoring.icl import CONTEXT_FIELD
 from zoft.tasks.base import CausalPrompt, Example, Task
 from zoft.tasks.io import DataError
 
+# The stop rule of a generation scorer built without a config (zoft's rule before issue 17)
+LEGACY_GENERATION_STOP = "first_newline"
 # Largest logits slice (rows x kept positions x vocabulary) scored in one forward.
 LOGIT_BUDGET = 2**26
 
@@ -41,13 +47,16 @@ class _OptionRows:
     example_index: list[int] = field(default_factory=list)
     option_index: list[int] = field(default_factory=list)
 
-    def add(self, full: list[int], n_option: int, example: int, option: int, since: int) -> None:
+    def add(
+        self, full: list[int], n_option: int, example: int, option: int, since: int | None
+    ) -> None:
         """One option row; its input is shared with an input added since index `since` (the
-        same example's earlier options) when they are equal."""
+        same example's earlier options) when they are equal; `since` None: never shared."""
         key = full[:-1]
-        try:
-            at = self.inputs.index(key, since)
-        except ValueError:
+        earlier = self.inputs[since:] if since is not None else []
+        if key in earlier:
+            at = (since or 0) + earlier.index(key)
+        else:
             at = len(self.inputs)
             self.inputs.append(key)
         self.input_of_row.append(at)
@@ -56,13 +65,51 @@ class _OptionRows:
         self.option_index.append(option)
 
 
+def mezo_texts(context: str, prompt: CausalPrompt, option: str, strip_option: bool = True):
+    """(prompt text, verbalized text, full text) as MeZO's encode_prompt builds them: the
+    prompt and prompt+option stripped of spaces (not newlines), the demonstrations put in
+    front and the whole left-stripped of all whitespace and stripped of spaces at both ends.
+    The option's length is counted on the first two, which carry no demonstrations."""
+    verbalized = prompt.prompt + option
+    if strip_option:
+        verbalized = verbalized.strip(" ")
+    return prompt.prompt.strip(" "), verbalized, (context + verbalized).lstrip().strip(" ")
+
+
+def keep_start_truncate(ids: list[int], max_length: int, keep_first: bool) -> list[int]:
+    """Left truncation to `max_length`; a tokenizer's start token is kept in front (MeZO:
+    the first token, then the last max_length-1 of the rest)."""
+    if len(ids) <= max_length:
+        return ids
+    if keep_first:
+        return ids[:1] + ids[1:][-(max_length - 1) :]
+    return ids[-max_length:]
+
+
+def dropout_active(model: torch.nn.Module) -> bool:
+    """Whether a forward of `model` draws dropout masks: in train mode with a dropout module
+    or a dropout probability of the config above 0 (OPT applies its `dropout` functionally)."""
+    if not model.training:
+        return False
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        return True
+    config = getattr(model, "config", None)
+    settings = config.to_dict() if config is not None else {}
+    return any(
+        isinstance(v, float) and v > 0 and ("dropout" in k or k.endswith("pdrop"))
+        for k, v in settings.items()
+    )
+
+
 @SCORERS.register("causal_lm")
 class CausalLMScorer(Scorer):
-    """Mean option log-probability per candidate; option tokens = tokens(prompt+option) minus
-    tokens(prompt). Inputs are left-padded so every option ends at the last position and only
-    the last K positions go through the output projection."""
+    """Mean option log-probability per candidate, with MeZO's texts and counts (mezo_texts):
+    option tokens = the last len(tokens(verbalized)) - len(tokens(prompt)) tokens of the full
+    text. Inputs are left-padded so every option ends at the last position and only the last K
+    positions go through the output projection."""
 
     context: str = ""  # prepended to every prompt (ICL demonstrations)
+    strip_option: bool = True  # MeZO strips the verbalized text of classification prompts
 
     def __init__(
         self, task: Task, tokenizer: PreTrainedTokenizerBase, template: str, max_length: int
@@ -72,6 +119,7 @@ class CausalLMScorer(Scorer):
         self._strip_eos = len(probe) > 1 and probe[-1] == tokenizer.eos_token_id
         start = tokenizer.bos_token_id
         self._start_id = tokenizer.eos_token_id if start is None else start
+        self._adds_start = start is not None and len(probe) > 1 and probe[0] == start
 
     def _ids(self, text: str) -> list[int]:
         """Token ids with the tokenizer's leading specials but never a trailing EOS."""
@@ -80,21 +128,35 @@ class CausalLMScorer(Scorer):
             ids[:-1] if self._strip_eos and ids and ids[-1] == self.tokenizer.eos_token_id else ids
         )
 
-    def _rows(self, prompts: Sequence[CausalPrompt], gold_only: bool) -> _OptionRows:
+    def _window(self) -> int:
+        """Tokens an input may hold."""
+        return self.max_length
+
+    def _truncate(self, ids: list[int], window: int) -> list[int]:
+        return keep_start_truncate(ids, window, self._adds_start)
+
+    def _rows(
+        self, prompts: Sequence[CausalPrompt], gold_only: bool, share_inputs: bool = True
+    ) -> _OptionRows:
+        """`share_inputs`: options whose inputs are equal share one forward row (never while
+        dropout is active: MeZO gives every option its own sequence, so its own mask)."""
         rows = _OptionRows()
-        for i, p in enumerate(prompts):
-            prompt_len, since = len(self._ids(p.prompt)), len(rows.inputs)
+        for i, given in enumerate(prompts):
+            context, p = self._split_context(given)
+            since = len(rows.inputs)
             for j, option in enumerate(p.options):
                 if gold_only and j != p.gold:
                     continue
-                full = self._ids(p.prompt + option)
-                n_option = len(full) - prompt_len
+                prompt_text, verbalized, text = mezo_texts(context, p, option, self.strip_option)
+                prompt_len = len(self._ids(prompt_text))
+                n_option = len(self._ids(verbalized)) - prompt_len
                 if n_option < 1:
                     raise DataError(f"task {self.task.name}: option {option!r} adds no tokens")
-                if prompt_len == 0:  # nothing to condition the first option token on
+                full = self._ids(text)
+                if prompt_len == 0 and not context:  # nothing to condition the option on
                     full = [self._start_id, *full]
-                full = full[-self.max_length :]  # truncated from the left
-                rows.add(full, min(n_option, len(full) - 1), i, j, since)
+                full = self._truncate(full, self._window())
+                rows.add(full, min(n_option, len(full) - 1), i, j, since if share_inputs else None)
         return rows
 
     def _option_logprobs(
@@ -137,10 +199,17 @@ class CausalLMScorer(Scorer):
             return made
         return [replace(p, prompt=c + p.prompt) for p, c in zip(made, contexts, strict=True)]
 
+    def _split_context(self, prompt: CausalPrompt) -> tuple[str, CausalPrompt]:
+        """(ICL context, the task's own prompt): MeZO counts option tokens without the
+        demonstrations and strips the task's prompt on its own."""
+        if self.context and prompt.prompt.startswith(self.context):
+            return self.context, replace(prompt, prompt=prompt.prompt[len(self.context) :])
+        return "", prompt
+
     def score_prompts(
         self, model: torch.nn.Module, prompts: Sequence[CausalPrompt]
     ) -> torch.Tensor:
-        rows = self._rows(prompts, gold_only=False)
+        rows = self._rows(prompts, gold_only=False, share_inputs=not dropout_active(model))
         token_lp = self._option_logprobs(model, rows, paired=isinstance(prompts, Doubled))
         lengths = torch.tensor([len(t) for t in rows.targets], device=token_lp.device)
         per_row = token_lp.sum(-1) / lengths
@@ -181,16 +250,26 @@ def _right_aligned(
 
 @SCORERS.register("causal_lm_generation")
 class GenerationScorer(CausalLMScorer):
-    """Generative tasks: predictions are greedy answers (at most `max_new_tokens`, cut at the
-    first newline); the training loss is the LM loss on the gold answer."""
+    """Generative tasks: predictions are greedy answers (at most `max_new_tokens`, ended and
+    read off by the task.generation_stop rule); the training loss is the LM loss on the gold
+    answer. Inputs leave room for the new tokens, in training too (MeZO)."""
 
     max_new_tokens: int = 50
+    strip_option: bool = False  # MeZO strips the gold verbalization only as a whole text
 
     def __init__(
         self, task: Task, tokenizer: PreTrainedTokenizerBase, template: str, max_length: int
     ) -> None:
         super().__init__(task, tokenizer, template, max_length)
-        self._is_stop = StopAtNewline(tokenizer)
+        self.use_generation_stop(LEGACY_GENERATION_STOP)
+
+    def use_generation_stop(self, name: str) -> None:
+        """Switch to the registered stop rule `name` (GENERATION_STOPS)."""
+        self.generation_stop = GENERATION_STOPS.get(name)
+        self._is_stop = self.generation_stop.is_stop(self.tokenizer)
+
+    def _window(self) -> int:
+        return max(self.max_length - self.max_new_tokens, 1)
 
     @torch.no_grad()
     def predict(
@@ -218,8 +297,14 @@ class GenerationScorer(CausalLMScorer):
         return self._answers(model, self._prompt_ids(prompts))
 
     def _prompt_ids(self, prompts: Sequence[CausalPrompt]) -> list[list[int]]:
-        room = max(self.max_length - self.max_new_tokens, 1)  # prompts truncated from the left
-        return [self._ids(p.prompt)[-room:] for p in prompts]
+        """MeZO's evaluation text (demonstrations, then the space-stripped prompt), truncated
+        from the left to leave room for the answer."""
+        ids = []
+        for given in prompts:
+            context, p = self._split_context(given)
+            text = (context + p.prompt.strip(" ")).lstrip().strip(" ")
+            ids.append(self._truncate(self._ids(text), self._window()))
+        return ids
 
     def _answers(self, model: torch.nn.Module, ids: list[list[int]]) -> list[str]:
         """Greedy answers of one batch of token ids (one forward per token for all rows, so a
@@ -227,4 +312,4 @@ class GenerationScorer(CausalLMScorer):
         generated = greedy_generate(
             model, ids, self.tokenizer.pad_token_id, self.max_new_tokens, self._is_stop
         )
-        return [answer_text(self.tokenizer, tokens) for tokens in generated]
+        return [self.generation_stop.answer(self.tokenizer, tokens) for tokens in generated]

@@ -1,13 +1,16 @@
 """Batched greedy decoding with a KV cache, stopping per row at a stop token (DESIGN §5.3:
-at most 50 new tokens, stop at "\\n")."""
+at most 50 new tokens), and the stop rules that say which tokens end an answer."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from zoft.models.loading import model_device
+from zoft.registry import Registry
 
 
 def left_pad(
@@ -66,7 +69,7 @@ def greedy_generate(
 
 
 class StopAtNewline:
-    """Whether a token ends an answer: the EOS token or any token whose text holds a newline."""
+    """zoft's rule: the EOS token or any token whose text holds a newline ends an answer."""
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
@@ -79,6 +82,37 @@ class StopAtNewline:
         return self._known[token]
 
 
+class StopAtNewlineToken:
+    """MeZO's rule: only the id of "\n" itself (the last id of its encoding) or EOS ends an
+    answer; a merged token such as "\n\n" does not."""
+
+    def __init__(self, tokenizer) -> None:
+        newline = tokenizer.encode("\n", add_special_tokens=False)[-1]
+        self.stop_ids = frozenset({newline, tokenizer.eos_token_id})
+
+    def __call__(self, token: int) -> bool:
+        return token in self.stop_ids
+
+
 def answer_text(tokenizer, tokens: list[int]) -> str:
-    """The generated answer: decoded, cut at the first newline, stripped."""
+    """zoft's answer: decoded, cut at the first newline, stripped."""
     return tokenizer.decode(tokens, skip_special_tokens=True).split("\n", 1)[0].strip()
+
+
+def answer_text_uncut(tokenizer, tokens: list[int]) -> str:
+    """MeZO's answer: the decoded new tokens, stripped of surrounding whitespace only."""
+    return tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+
+@dataclass(frozen=True)
+class GenerationStop:
+    """When greedy decoding stops (built per tokenizer) and how the answer is read off."""
+
+    is_stop: Callable[[Any], Callable[[int], bool]]
+    answer: Callable[[Any, list[int]], str]
+
+
+# task.generation_stop -> rule; "mezo" is the official one, "first_newline" zoft's earlier rule
+GENERATION_STOPS: Registry[GenerationStop] = Registry("generation stop")
+GENERATION_STOPS.register("mezo")(GenerationStop(StopAtNewlineToken, answer_text_uncut))
+GENERATION_STOPS.register("first_newline")(GenerationStop(StopAtNewline, answer_text))

@@ -21,6 +21,8 @@ def _copa_choice(choice: str) -> str:
 
 
 def _copa_mezo(task: Task, ex: Example) -> CausalPrompt:
+    """premise + " so " / " because " + choice; the scorer strips the trailing space as MeZO
+    does, so the space joins the choice's first word (" so" + " the ...")."""
     premise = ex.fields["premise"].rstrip()
     premise = premise[:-1] if premise.endswith(".") else premise
     conjunction = {"effect": " so ", "cause": " because "}[ex.fields["question"]]
@@ -32,6 +34,8 @@ def _copa_mezo(task: Task, ex: Example) -> CausalPrompt:
 class COPA(Task):
     name = "copa"
     label_names = ("choice1", "choice2")
+    # 2: MeZO's space strip, so the first word of each choice is scored (" so the ...")
+    revision = 2
     has_candidates = True
     hub_path = "aps/super_glue"
     hub_config = "copa"

@@ -130,9 +130,37 @@ class CB(SuperGlueTask):
         return PairInput(ex.fields["premise"], ex.fields["hypothesis"], ex.label)
 
 
-def _boolq_prompt(f: dict[str, Any]) -> str:
+TITLE_SEPARATOR = " -- "  # SuperGLUE's BoolQ passages are "<title> -- <passage>"
+
+
+def _boolq_question(f: dict[str, Any]) -> str:
     question = f["question"] if f["question"].endswith("?") else f"{f['question']}?"
-    return f"{f['passage']} {first_upper(question)}\n"
+    return first_upper(question)
+
+
+def _boolq_prompt(f: dict[str, Any]) -> str:
+    """MeZO's BoolQTemplateV3 on google/boolq, whose passages carry no title."""
+    return f"{f['passage']} {_boolq_question(f)}\n"
+
+
+def _boolq_titled_prompt(f: dict[str, Any]) -> str:
+    """The same prompt on SuperGLUE's passages, title kept in front."""
+    return f"{_titled_passage(f)} {_boolq_question(f)}\n"
+
+
+def _titled_passage(f: dict[str, Any]) -> str:
+    return f"{f['title']}{TITLE_SEPARATOR}{f['passage']}" if f["title"] else f["passage"]
+
+
+def boolq_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """question, title and passage apart: from google/boolq's own title column, or split off
+    the front of a SuperGLUE passage ("<title> -- <passage>")."""
+    if "title" in row:
+        title, passage = row["title"], row["passage"]
+    else:
+        title, sep, rest = row["passage"].partition(TITLE_SEPARATOR)
+        title, passage = (title, rest) if sep else ("", row["passage"])
+    return {"question": row["question"], "title": title, "passage": passage}
 
 
 @TASKS.register("boolq")
@@ -140,10 +168,12 @@ class BoolQ(SuperGlueTask):
     name = "boolq"
     label_names = ("False", "True")
     hub_path = "google/boolq"  # MeZO's load_dataset("boolq"), not super_glue's copy
+    # 2: the MeZO prompt drops SuperGLUE's passage title (google/boolq has none)
+    revision = 2
     local_dir = "BoolQ"
     fields = ("question", "passage")
     raw_labels = _BOOL_LABELS
-    causal_templates = {"mezo": yes_no(_boolq_prompt)}
+    causal_templates = {"mezo": yes_no(_boolq_prompt), "titled": yes_no(_boolq_titled_prompt)}
     local_notes = {
         "train": "local BoolQ train is a subset: the 32 FewGLUE examples of the official 9,427",
     }
@@ -152,8 +182,11 @@ class BoolQ(SuperGlueTask):
         """google/boolq rows: question, passage and a bool `answer` (no title, no label)."""
         return Example(self.row_fields(row), int(bool(row["answer"])))
 
+    def row_fields(self, row: dict[str, Any]) -> dict[str, Any]:
+        return boolq_fields(row)
+
     def pair_input(self, ex: Example) -> PairInput:
-        return PairInput(ex.fields["question"], ex.fields["passage"], ex.label)
+        return PairInput(ex.fields["question"], _titled_passage(ex.fields), ex.label)
 
 
 @TASKS.register("wic")
@@ -178,9 +211,37 @@ class WiC(SuperGlueTask):
         return PairInput(f"{f['word']}: {f['sentence1']}", f["sentence2"], ex.label)
 
 
+# Spans wsc.fixed leaves alone: their words are not contiguous in the text.
+_UNFIXABLE_WSC_SPANS = ("Kamenev and Zinoviev", "Kamenev, Zinoviev, and Stalin")
+
+
+def fix_wsc_spans(ex: dict[str, Any]) -> dict[str, Any]:
+    """The spans of the hub's `wsc.fixed` config (MeZO's WSC): a span that is not a substring
+    of the text gets the case of the text's word at its index, loses its trailing periods and
+    has newlines turned into spaces. As upstream, a "theyscold" span sets span2_index to 10
+    and the text itself is never changed (upstream's replace is discarded)."""
+    ex = dict(ex)
+    for span in ("span1", "span2"):
+        text, index = ex[f"{span}_text"], ex[f"{span}_index"]
+        if text in ex["text"] or text in _UNFIXABLE_WSC_SPANS:
+            continue
+        if index is None:
+            raise DataError(f"WSC span {text!r} is not in its text and has no word index")
+        if "theyscold" in text:
+            ex["span2_index"] = 10
+        word = ex["text"].split()[index]
+        text = (text[:1].lower() if word[0].islower() else text[:1].upper()) + text[1:]
+        text = text.rstrip(".").replace("\n", " ")
+        if text not in ex["text"]:
+            raise DataError(f"WSC span {text!r} is not in its text even after the fix")
+        ex[f"{span}_text"] = text
+    return ex
+
+
 @TASKS.register("wsc")
 class WSC(SuperGlueTask):
     name = "wsc"
+    revision = 2  # 2: spans fixed as wsc.fixed fixes them
     label_names = ("False", "True")
     hub_config = "wsc.fixed"
     local_dir = "WSC"
@@ -196,12 +257,16 @@ class WSC(SuperGlueTask):
     }
 
     def row_fields(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The text and its two spans, fixed as the hub's wsc.fixed config fixes them."""
         spans = row.get("target", row)  # local jsonl nests the spans; the hub row is flat
-        return {
-            "text": row["text"],
-            "span1_text": spans["span1_text"],
-            "span2_text": spans["span2_text"],
-        }
+        fixed = fix_wsc_spans(
+            {
+                "text": row["text"],
+                **{k: spans[k] for k in ("span1_text", "span2_text")},
+                **{k: spans.get(k) for k in ("span1_index", "span2_index")},
+            }
+        )
+        return {k: fixed[k] for k in ("text", "span1_text", "span2_text")}
 
     def local_keys(self) -> tuple[str, ...]:
         return ("text", "target", "label")
@@ -215,6 +280,7 @@ class WSC(SuperGlueTask):
 class MultiRC(SuperGlueTask):
     name = "multirc"
     label_names = ("False", "True")
+    revision = 2  # 2: MeZO's space strip (some paragraphs start with a space)
     hub_config = "multirc"
     local_dir = "MultiRC"
     fields = ("paragraph", "question", "answer")
