@@ -13,22 +13,17 @@ from zoft.run.rundir import PREDICTIONS_FILE
 from zoft.run.runner import run
 
 MAX_LENGTH = 2048  # MeZO's; the tiny model's 256 would truncate BoolQ passages
-FIXED_BY_P1 = pytest.mark.xfail(
-    strict=False, reason="fixed by P1 (zoft's COPA strip rule, BoolQ title, WSC spans)"
-)
 CASES = [
     ("sst2", 6),
     ("rte", 6),
     ("cb", 6),
     ("wic", 6),
-    # zoft's COPA prompt keeps the trailing space of " so " / " because ": one option token
-    # fewer is scored than MeZO's len(enc(full)) - len(enc(prompt.strip(" "))) (every example)
-    pytest.param("copa", 6, marks=FIXED_BY_P1),
-    # without _fix_wst 8 of 104 WSC val spans keep a capital ("The woman" for "the woman");
-    # 13 examples include idx 51, one of them
-    pytest.param("wsc", 13, marks=FIXED_BY_P1),
-    # zoft keeps SuperGLUE's "Title -- " passage prefix; HF "boolq" (MeZO) has no title
-    pytest.param("boolq", 3, marks=FIXED_BY_P1),
+    # MeZO strips the trailing space of " so " / " because ": the option is " " + choice
+    ("copa", 6),
+    # _fix_wst changes 8 of 104 WSC val spans ("The woman" -> "the woman"); 13 include idx 51
+    ("wsc", 13),
+    # HF "boolq" (MeZO's) has no "Title -- " passage prefix
+    ("boolq", 3),
 ]
 
 
