@@ -82,6 +82,7 @@ class MNLI(ThreeWayNLI):
     hub_config = "mnli"
     hub_splits = {"train": "train", "validation": "validation_matched"}
     kshot_dir = "MNLI"
+    revision = 2  # 2: MeZO's space strip (some train hypotheses end with a space)
     lmbff = MNLI_LMBFF
     kshot_files = {"train": "train.tsv", "dev": "dev_matched.tsv"}  # LM-BFF's MNLI dev file name
     local_dir = "MNLI"
