@@ -77,7 +77,7 @@ class Amp(StrEnum):
 
 
 class ProbeMode(StrEnum):
-    """How a two-point estimate's probes run (zoft.optim.perturb.PROBE_MODES)."""
+    """How a two-point estimate's probes run (zoft.optim.probes)."""
 
     auto = "auto"
     paired = "paired"

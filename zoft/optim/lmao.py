@@ -48,7 +48,7 @@ class LmaoConfig(AdamConfig):
     rank: int = 2  # lowrank directions only
     interval: int = 50  # lowrank directions only
     zo_first: bool = False  # run the ZO phase before the LoRA phase
-    probes: ProbeMode = ProbeMode.auto  # ZO phase (zoft.optim.perturb.PROBE_MODES)
+    probes: ProbeMode = ProbeMode.auto  # ZO phase (zoft.optim.probes)
     lora_steps: int = 1  # LoRA (AdamW) steps per ZO step, all on the same batch
     # autocast of the ZO phase's forwards (weights and z stay as they are): the official LMAO
     # scripts' --fp16 runs them under fp16 autocast; None: in the weights' dtype

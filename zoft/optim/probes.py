@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 
+from zoft.config import ProbeMode
 from zoft.errors import ZoftError
 
 __all__ = ["PROBE_MODES", "PairedProbeUnsupported", "PairingPolicy", "pairs_by_default"]
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 # wherever it runs. Either way the first paired step is compared with sequential probes, and a
 # model that cannot be paired falls back (auto) or is an error (paired). sequential: two
 # forwards at batch B.
-PROBE_MODES = ("auto", "paired", "sequential")
+PROBE_MODES = tuple(mode.value for mode in ProbeMode)
 # How far the paired estimate L+ − L− may sit from the sequential one at the first step. fp32:
 # 1% of it (plus 1e-5 of the loss). Half precision: 2% of it plus the dtype's resolution of a
 # loss, half an ulp of the weight dtype at |L| (the sequential path rounds θ ± εz into the

@@ -33,7 +33,7 @@ from zoft.tasks.base import Example
 class ZerothOrderConfig(OptimizerConfig):
     eps: float = 1e-3
     queries: int = 1  # n-SPSA: directions per step, their estimates averaged into one update
-    probes: ProbeMode = ProbeMode.auto  # zoft.optim.perturb.PROBE_MODES
+    probes: ProbeMode = ProbeMode.auto  # zoft.optim.probes
 
     def check(self) -> None:
         super().check()
