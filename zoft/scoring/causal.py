@@ -144,11 +144,13 @@ class CausalLMScorer(Scorer):
         for i, given in enumerate(prompts):
             context, p = self._split_context(given)
             since = len(rows.inputs)
+            prompt_len = None  # the stripped prompt's length: the same for every option
             for j, option in enumerate(p.options):
                 if gold_only and j != p.gold:
                     continue
                 prompt_text, verbalized, text = mezo_texts(context, p, option, self.strip_option)
-                prompt_len = len(self._ids(prompt_text))
+                if prompt_len is None:
+                    prompt_len = len(self._ids(prompt_text))
                 n_option = len(self._ids(verbalized)) - prompt_len
                 if n_option < 1:
                     raise DataError(f"task {self.task.name}: option {option!r} adds no tokens")
