@@ -211,6 +211,7 @@ def test_multirun_writes_one_complete_run_directory_per_cell(basic_multirun):
     assert found["mezo"][1]["backward_passes"] == 0
     assert found["ft"][1]["backward_passes"] == 2
     assert "Launching 2 jobs locally" in output
+    assert not (runs / "multirun").exists()  # Hydra's sweep folder is results_dir itself
 
 
 def test_zoft_table_writes_md_csv_tex_with_both_methods(basic_multirun, capsys):
