@@ -3,6 +3,8 @@
 An experiment's cells are the union of Cartesian blocks (see zoft.sweep.grid). Cells whose run directory
 already holds a complete result are skipped before launching, so re-running a table only launches
 what is missing (on SLURM: no job for a finished cell). `dry_run=true` lists the cells and stops.
+The package also holds zoft's submitit launchers (`launchers.py`: `hydra/launcher=slurm`,
+`hydra/launcher=slurm_local`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hydra_plugins.zoft_grid.launchers import INTERRUPTED
 from zoft.sweep.grid import Cell, expand_cells, record_failed
 
 log = logging.getLogger("zoft.sweep.grid")
@@ -45,6 +48,10 @@ class GridSweeper(Sweeper):
     ) -> None:
         from hydra.core.plugins import Plugins
 
+        from hydra_plugins.zoft_grid.launchers import LAUNCHERS
+
+        for launcher in LAUNCHERS:  # an editable install's plugin scan does not find them
+            Plugins.instance().register(launcher)
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -90,12 +97,19 @@ class GridSweeper(Sweeper):
             for cell, job in zip(batch, launched, strict=True):
                 if _failed(job):
                     record_failed(cell)
+                    if job.status == JobStatus.COMPLETED and job.return_value == INTERRUPTED:
+                        log.warning(
+                            "cell %s: interrupted with a checkpoint; launching the sweep again "
+                            "resumes it",
+                            " ".join(cell),
+                        )
             returns.append(launched)
         return returns
 
 
 def _failed(job: JobReturn) -> bool:
-    """A job that raised, or whose run recorded a failure (zoft-run returns the run's status)."""
+    """A job that raised, whose run recorded a failure (zoft-run returns the run's status), or
+    that a signal stopped in a launcher that runs each cell as its own job."""
     if job.status == JobStatus.FAILED:
         return True
-    return job.return_value == "failed"
+    return job.return_value in ("failed", INTERRUPTED)
