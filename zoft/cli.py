@@ -18,7 +18,7 @@ from tabulate import tabulate
 from zoft.errors import ZoftError
 from zoft.run.record import RunResult
 from zoft.run.schemas import register_base_configs
-from zoft.sweep.grid import sweep_failures
+from zoft.sweep.grid import sweep_failures, sweep_locked
 
 log = logging.getLogger("zoft")
 
@@ -72,6 +72,7 @@ def _hydra_entry(cfg: DictConfig) -> str:
     """One run; returns its status. In a sweep a failed cell is recorded in its result.json and
     the sweep goes on; a stop signal ends the whole sweep (its cell keeps a checkpoint)."""
     from zoft.run import distributed
+    from zoft.run.lock import LOCKED_EXIT, RunLocked
     from zoft.run.runner import run
     from zoft.run.signals import Interrupted
 
@@ -83,6 +84,11 @@ def _hydra_entry(cfg: DictConfig) -> str:
     except Interrupted as err:
         log.warning("%s", err)
         sys.exit(128 + err.signum)
+    except RunLocked as err:  # another process runs this very cell: not a failure of it
+        log.error("%s", err)
+        if sweeping:
+            return "locked"
+        sys.exit(LOCKED_EXIT)
     except ZoftError as err:
         log.error("%s", err)
         if sweeping:
@@ -132,7 +138,14 @@ def run_main() -> None:
         _hydra_entry()
     finally:
         distributed.teardown()
-    failed = sweep_failures()
+    locked, failed = sweep_locked(), sweep_failures()
+    if locked:
+        log.warning(
+            "%d cell(s) of the sweep skipped: another process is writing their run folder "
+            "(re-run the same command once it is done):\n  %s",
+            len(locked),
+            "\n  ".join(locked),
+        )
     if failed:
         log.error(
             "%d cell(s) of the sweep failed; each records why in its result.json (re-running "
@@ -141,6 +154,10 @@ def run_main() -> None:
             "\n  ".join(failed),
         )
         sys.exit(1)
+    if locked:
+        from zoft.run.lock import LOCKED_EXIT
+
+        sys.exit(LOCKED_EXIT)
 
 
 def _experiment_info(name: str) -> DictConfig:

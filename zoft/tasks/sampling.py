@@ -94,6 +94,12 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
     return path
 
 
+def data_source(task: Task, data_dir: Path | None) -> str:
+    """Where a run's data comes from, as result.json's `data_source` records it: the local data
+    root, or the hub dataset."""
+    return str(data_dir) if data_dir else f"hub:{task.hub_path}/{task.hub_config or ''}"
+
+
 def official_split(task: Task, cfg: Any, split: str) -> list[Example]:
     """The whole official `split` ("train" or "validation") from where cfg.data_dir says, e.g.
     the pool MeZO draws ICL demonstrations from (not the run's train subset)."""
@@ -104,7 +110,7 @@ def official_split(task: Task, cfg: Any, split: str) -> list[Example]:
 def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
     """Train / dev / test for one run, following cfg.protocol."""
     data_dir = resolve_data_dir(cfg.data_dir)
-    source = str(data_dir) if data_dir else f"hub:{task.hub_path}/{task.hub_config or ''}"
+    source = data_source(task, data_dir)
     protocol = enum_value(cfg.protocol)
 
     notes: list[str] = []
