@@ -18,9 +18,9 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.zoft_grid.launchers import INTERRUPTED
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hydra_plugins.zoft_grid.launchers import INTERRUPTED
 from zoft.sweep.grid import Cell, expand_cells, record_failed, record_locked
 
 log = logging.getLogger("zoft.sweep.grid")
@@ -48,7 +48,6 @@ class GridSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         from hydra.core.plugins import Plugins
-
         from hydra_plugins.zoft_grid.launchers import LAUNCHERS
 
         for launcher in LAUNCHERS:  # an editable install's plugin scan does not find them
