@@ -72,6 +72,16 @@ def summary_table(result: dict) -> str:
     return tabulate(rows, tablefmt="simple")
 
 
+def summary_line(result: dict) -> str:
+    """One line of a run's outcome (a sweep prints one per cell)."""
+    from zoft.run.record import RunResult
+
+    record = RunResult.from_json(result)
+    scores = ", ".join(f"{m} {v:.4f}" for m, v in (record.test or {}).items())
+    name = f"{record.task} / {record.model} / {record.method_record.name}"
+    return f"{name}: {record.status}, test {scores or '-'} -> {record.output_dir}"
+
+
 def _one_run(cfg: DictConfig) -> str:
     """One run; returns its status. In a sweep a failed cell is recorded in its result.json and
     the sweep goes on; a stop signal ends the whole sweep (its cell keeps a checkpoint). Log lines
@@ -103,8 +113,8 @@ def _one_run(cfg: DictConfig) -> str:
         if sweeping:
             return "failed"
         raise
-    if distributed.is_main():
-        print(summary_table(result), flush=True)
+    if distributed.is_main():  # a sweep's cell: one line, not a table per cell
+        print(summary_line(result) if sweeping else summary_table(result), flush=True)
     return result["status"]
 
 
