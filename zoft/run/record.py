@@ -256,6 +256,7 @@ class RunResult:
     packages: dict[str, Any] | None = None
     git_commit: str | None = None
     device_name: str | None = None
+    torch_threads: int | None = None  # torch's CPU threads during the run
     world_size: int | None = None
     num_train: int | None = None
     num_dev: int | None = None

@@ -25,6 +25,7 @@ from zoft.optim import OPTIMIZERS, build_optimizer
 from zoft.run import distributed
 from zoft.run.checkpoint import Checkpoint, Checkpointer
 from zoft.run.checks import validate
+from zoft.run.console import run_header, to_file_only
 from zoft.run.environment import environment
 from zoft.run.fingerprint import Reuse, data_fingerprint, reusable_result
 from zoft.run.lock import RunLock
@@ -161,8 +162,6 @@ class _RunContext:
 def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
     result, resume = ctx.result, ctx.resume
     tracker, started = MemoryTracker(), time.time()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     task = get_task(cfg.task.name)
     splits = _load_data(cfg, task, result)
@@ -237,6 +236,20 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
     result.update(memory=tracker.phases, wall_time_s=round(time.time() - started, 2))
 
 
+def _apply_threads(cfg: DictConfig) -> None:
+    """torch's CPU threads as `threads` asks (0 keeps torch's default)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+
+def _announce(cfg: DictConfig, out_dir: Path, handler: logging.Handler | None) -> None:
+    """The console gets one header line; run.log also gets the whole resolved config."""
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = auto if cfg.device == "auto" else cfg.device
+    log.info("%s", run_header(cfg, out_dir, _method_record(cfg).name, device))
+    to_file_only(handler, log, "resolved config:\n" + OmegaConf.to_yaml(cfg, resolve=True).rstrip())
+
+
 def _save_weights(model: torch.nn.Module, out_dir: Path) -> None:
     """The trained model's parameters (adapters included), as safetensors."""
     from safetensors.torch import save_file
@@ -307,8 +320,8 @@ def _run_locked(cfg: DictConfig, out_dir: Path, main: bool, rerun: str = "") -> 
     handler = attach_file_log(out_dir) if main else None
     if rerun:
         log.warning("%s", rerun)
-    log.info("run directory %s", out_dir)
-    log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
+    _apply_threads(cfg)  # before environment() records the thread count
+    _announce(cfg, out_dir, handler)
     result = {**_base_result(cfg), "output_dir": str(out_dir), **environment()}
     result["world_size"] = distributed.world_size()
     metrics = MetricsLog(out_dir / METRICS_FILE if main else None)

@@ -39,6 +39,7 @@ def large_model_split(
         )
         if kept_train < kept_dev:  # WSC: 54 train / 500 dev
             note += f"; for a saner split lower task.num_dev (e.g. task.num_dev={len(order) // 5})"
+            note = DataWarning(note)
         notes.append(note)
     drawn = [train_pool[i] for i in order]
     cut = max(len(drawn) - num_dev, 0)
@@ -69,7 +70,12 @@ def kshot_split(
     for label in sorted(by_label):
         pool = by_label[label]
         if len(pool) < 2 * k:
-            notes.append(f"label {label} has {len(pool)} train examples, fewer than 2k = {2 * k}")
+            notes.append(
+                DataWarning(
+                    f"label {label} has {len(pool)} train examples, fewer than 2k = {2 * k}: "
+                    "its train and dev examples are fewer than k (lower task.k)"
+                )
+            )
         train.extend(pool[:k])
         dev.extend(pool[k : 2 * k])
     return train, dev, capped_test(test_pool, test_cap), notes
@@ -147,6 +153,14 @@ def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
     return Splits(train, dev, test, source, notes)
 
 
+class DataWarning(str):
+    """A data note that asks the user to act (a split too small for what was asked, with the
+    fix): logged as a WARNING. Every other note (where the data came from, a local file's known
+    differences, the protocol's usual caps) is a fact recorded in result.json's data_notes and
+    logged at INFO, so a normal run prints no warning."""
+
+
 def _log_notes(task: Task, notes: list[str]) -> None:
     for note in notes:
-        log.warning("%s: %s", task.name, note)
+        level = logging.WARNING if isinstance(note, DataWarning) else logging.INFO
+        log.log(level, "%s: %s", task.name, note)
