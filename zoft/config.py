@@ -6,11 +6,16 @@ start-up instead of being silently ignored.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, is_dataclass
 from enum import StrEnum
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
+
+from zoft.errors import RunConfigError
 
 # Every option with a fixed set of values is a StrEnum, so composing a config with a bad value
 # fails at once with OmegaConf's message naming the key and the allowed values. A member equals
@@ -138,19 +143,125 @@ def as_dataclass(cfg: Any) -> Any:
     return cfg if is_dataclass(cfg) else OmegaConf.to_object(cfg)
 
 
+RANGE = "zoft_range"  # the field-metadata key of a numeric key's valid range
+SEED_MAX = 2**32 - 1  # numpy's RandomState (the samplers) takes seeds in [0, 2**32 - 1]
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric key: `low`/`high` bounds (None: unbounded), each included
+    unless `*_open`. Declared once on the schema field (`ranged`), checked by `check_ranges`."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (
+            self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        )
+
+    def __str__(self) -> str:
+        """The words after "it must be": "> 0", ">= 1", "in [0, 1)"."""
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{_number(self.low)}, {_number(self.high)}{right}"
+
+
+def _number(value: float | None) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def ranged(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A dataclass field with its valid range: ranged(1e-6, gt=0) is "a number > 0"."""
+    valid = Range(
+        low=gt if gt is not None else ge,
+        high=lt if lt is not None else le,
+        low_open=gt is not None,
+        high_open=lt is not None,
+    )
+    return field(default=default, metadata={RANGE: valid})
+
+
+def field_range(schema: type, name: str) -> Range | None:
+    """The range declared for `name` on `schema` or the first base class that declares one (a
+    subclass redeclaring a field to change its default keeps its base's range)."""
+    for klass in schema.__mro__:
+        declared = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if declared is not None and RANGE in declared.metadata:
+            return declared.metadata[RANGE]
+    return None
+
+
+def out_of_range(key: str, value: Any, valid: Range | str) -> str:
+    """The one wording of a range error: the key, its value and what it must be."""
+    shown = str(value).lower() if isinstance(value, bool) else value
+    return f"{key}={shown} is out of range: it must be {valid}"
+
+
+def check_ranges(
+    schema: type, values: Any, prefix: str = "", nested: Mapping[str, type] | None = None
+) -> None:
+    """Refuse (RunConfigError) the first numeric key of `values` (a config node or a dataclass
+    instance of `schema`) outside its declared range, then check its dataclass-typed sub-nodes;
+    `nested` gives the schema of untyped (Any) sub-nodes by name (the run's model, task, ...)."""
+    for declared in dataclasses.fields(schema):
+        key = f"{prefix}{declared.name}"
+        child = (nested or {}).get(declared.name) or _dataclass_default(declared)
+        valid = field_range(schema, declared.name)
+        if child is None and valid is None:
+            continue
+        value = _get(values, declared.name)
+        if value is None:
+            continue
+        if child is not None:
+            check_ranges(child, value, f"{key}.")
+        elif not isinstance(value, bool | str) and value not in valid:
+            raise RunConfigError(out_of_range(key, value, valid))
+
+
+def _dataclass_default(declared: dataclasses.Field) -> type | None:
+    """The schema of a field whose default is a dataclass instance (guard, optimizer.lora)."""
+    factory = declared.default_factory
+    return factory if isinstance(factory, type) and is_dataclass(factory) else None
+
+
+def _get(values: Any, name: str) -> Any:
+    """A key of a config node or mapping, or an attribute of a dataclass instance (None when
+    absent: a partial config checks what it has)."""
+    if isinstance(values, Mapping) or (hasattr(values, "keys") and hasattr(values, "get")):
+        return values.get(name)
+    return getattr(values, name, None)
+
+
 @dataclass
 class TinyConfig:
     """Sizes of a random-weight test model; ffn_dim None means the architecture's usual ratio."""
 
     arch: TinyArch = TinyArch.opt
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2  # llama
-    ffn_dim: int | None = None
-    max_positions: int = 512
-    vocab_size: int = 600
-    init_seed: int = 0
+    hidden_size: int = ranged(64, ge=1)
+    num_layers: int = ranged(2, ge=1)
+    num_heads: int = ranged(4, ge=1)
+    num_kv_heads: int = ranged(2, ge=1)  # llama
+    ffn_dim: int | None = ranged(None, ge=1)
+    max_positions: int = ranged(512, ge=2)
+    vocab_size: int = ranged(600, ge=1)
+    init_seed: int = ranged(0, ge=0, le=SEED_MAX)
 
 
 @dataclass
@@ -164,7 +275,7 @@ class ModelConfig:
     package_subdir: str = ""  # the model directory inside the package (source=package_dir)
     gguf_file: str | None = None  # the GGUF file inside the package (source=gguf_package)
     tiny: TinyConfig = field(default_factory=TinyConfig)  # used when source=tiny
-    max_length: int = 512  # tokens per input; longer inputs are truncated
+    max_length: int = ranged(512, ge=2)  # tokens per input; longer inputs are truncated
     lora_targets: list[str] = field(default_factory=list)  # modules LoRA adapts by default
     device_map: str | None = None  # "auto" spreads a large model over every visible device
     # per-device caps for device_map=auto, "device:size" pairs: "0:70GiB 1:70GiB cpu:200GiB"
@@ -176,11 +287,12 @@ class TaskConfig:
     name: str = MISSING  # the task's registered name (zoft.tasks)
     data_dir: str | None = None  # local data root (the layout of ../shared/data); else the hub
     protocol: Protocol = Protocol.large  # how train / dev / test are sampled
-    num_train: int = 1000  # protocol=large: train examples drawn from the train split
-    num_dev: int = 500  # protocol=large: dev examples drawn from the train split
-    num_eval: int = 1000  # protocol=large: test examples drawn from the validation split
-    k: int = 16  # protocol=kshot: train (and dev) examples per label
-    kshot_test_cap: int = 1000  # protocol=kshot: at most this many test examples
+    num_train: int = ranged(1000, ge=0)  # protocol=large: train examples drawn from the train split
+    num_dev: int = ranged(500, ge=0)  # protocol=large: dev examples drawn from the train split
+    # protocol=large: test examples drawn from the validation split
+    num_eval: int = ranged(1000, ge=1)
+    k: int = ranged(16, ge=1)  # protocol=kshot: train (and dev) examples per label
+    kshot_test_cap: int = ranged(1000, ge=1)  # protocol=kshot: at most this many test examples
     template: str = "mezo"  # causal-LM prompt: a name the task registers (zoft.run.checks)
     # generative tasks: what ends a greedy answer (zoft.scoring.generation.GENERATION_STOPS):
     # "mezo" = only the "\n" token or EOS, answer just stripped (the official rule; the SQuAD
@@ -192,9 +304,9 @@ class TaskConfig:
 class LoraConfig:
     """peft LoRA adapters (paper defaults r=8, α=16); targets default to model.lora_targets."""
 
-    r: int = 8  # the adapters' rank
-    alpha: int = 16  # scaling: the update is alpha / r times the adapters' product
-    dropout: float = 0.0  # dropout on the adapters' input
+    r: int = ranged(8, ge=1)  # the adapters' rank
+    alpha: int = ranged(16, gt=0)  # scaling: the update is alpha / r times the adapters' product
+    dropout: float = ranged(0.0, ge=0, lt=1)  # dropout on the adapters' input
     targets: list[str] | None = None  # modules to adapt; null: model.lora_targets
 
 
@@ -203,20 +315,27 @@ class OptimizerConfig:
     """Fields every optimizer has; each optimizer's schema extends this one."""
 
     name: str = MISSING  # the method's registered name (zoft.optim)
-    lr: float = 1e-6  # learning rate η
-    weight_decay: float = 0.0  # decoupled weight decay λ
+    lr: float = ranged(1e-6, gt=0)  # learning rate η
+    weight_decay: float = ranged(0.0, ge=0)  # decoupled weight decay λ
     # what is trained: "none" = the model's own parameters; "lora" = LoRA adapters added to
     # model.lora_targets (LMAO trains both: the adapters by backprop, the rest by ZO)
     adapter: AdapterKind = AdapterKind.none
     lora: LoraConfig = field(default_factory=LoraConfig)
     # the mini-batch is evaluated in this many micro-batches (same perturbation / summed
     # gradients, one update): the same step as the whole batch, with less activation memory
-    micro_batches: int = 1
+    micro_batches: int = ranged(1, ge=1)
 
     def check(self) -> None:
         """Refuse settings of this method that cannot work together (ZoftError). One place per
         rule: zoft.run.checks.validate calls it before anything is loaded, and the method's
-        constructor calls it for library use. Subclasses extend it (calling super().check())."""
+        constructor calls it for library use. Subclasses extend it (calling super().check()).
+        Here: every key within the range its field declares (`ranged`)."""
+        check_ranges(type(self), self, "optimizer.")
+
+    def direction_rank(self) -> int | None:
+        """The rank of the method's low-rank perturbation directions (LOZO's r; checked against
+        the model's matrices once it is loaded), None for dense Gaussian ones (or none)."""
+        return None
 
     def check_run(self, run: Any) -> None:
         """Refuse this method's settings that conflict with the run's (`run`: the run config:
@@ -239,8 +358,10 @@ class GuardConfig:
     """What a bad step does (zoft.run.guards)."""
 
     nonfinite: NonFinitePolicy = NonFinitePolicy.stop  # a NaN/inf loss or projected gradient
-    max_skipped: int = 10  # skip: stop after more skipped batches than this (0: no limit)
-    divergence: float = 0.0  # stop when the recent mean loss exceeds this × the first (0: off)
+    # skip: stop after more skipped batches than this (0: no limit)
+    max_skipped: int = ranged(10, ge=0)
+    # stop when the recent mean loss exceeds this × the first (0: off)
+    divergence: float = ranged(0.0, ge=0)
 
 
 @dataclass
@@ -262,15 +383,19 @@ class ZoftConfig:
     task: Any = MISSING
     optimizer: Any = MISSING
     logger: Any = MISSING
-    seed: int = 0  # noise / training-order seed
-    data_seed: int = 0  # sampling seed
-    steps: int = 100  # optimizer steps; 0: evaluate only (zero-shot, or ICL with icl_demos)
-    batch_size: int = 16  # training examples per step
-    eval_batch_size: int = 32  # examples per forward when evaluating (no effect on the scores)
-    eval_every: int = 0  # dev evaluation interval in steps; 0 = only after the last step
-    log_every: int = 10  # steps between training log lines and metrics.jsonl records
+    seed: int = ranged(0, ge=0, le=SEED_MAX)  # noise / training-order seed
+    data_seed: int = ranged(0, ge=0, le=SEED_MAX)  # sampling seed
+    # optimizer steps; 0: evaluate only (zero-shot, or ICL with icl_demos)
+    steps: int = ranged(100, ge=0)
+    batch_size: int = ranged(16, ge=1)  # training examples per step
+    # examples per forward when evaluating (no effect on the scores)
+    eval_batch_size: int = ranged(32, ge=1)
+    # dev evaluation interval in steps; 0 = only after the last step
+    eval_every: int = ranged(0, ge=0)
+    log_every: int = ranged(10, ge=1)  # steps between training log lines and metrics.jsonl records
     zero_shot: bool = True  # evaluate the test set at step 0
-    icl_demos: int = 0  # in-context demonstrations from the train split (evaluation only)
+    # in-context demonstrations from the train split (evaluation only)
+    icl_demos: int = ranged(0, ge=0)
     icl_demo_sets: IclDemoSets = IclDemoSets.per_example  # only read when icl_demos > 0
     objective: Objective = Objective.loss  # the metric ones need a zeroth-order method
     select_by: SelectBy = SelectBy.metric  # the best-dev rule (zoft.run.trainer.BestDevState)
@@ -280,8 +405,10 @@ class ZoftConfig:
     output_dir: str | None = None  # default: derived from task/model/optimizer/seeds/config hash
     device: str = "auto"  # auto | cpu | cuda | cuda:N (checked by zoft.run.checks)
     dtype: DType = DType.fp32  # the weights' dtype
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default (set it for parallel CPU jobs)
-    checkpoint_every: int = 0  # steps between checkpoints; 0: only on SIGTERM/SIGINT/SIGUSR1
+    # torch CPU threads; 0 keeps torch's default (set it for parallel CPU jobs)
+    threads: int = ranged(0, ge=0)
+    # steps between checkpoints; 0: only on SIGTERM/SIGINT/SIGUSR1
+    checkpoint_every: int = ranged(0, ge=0)
     resume: bool = True  # continue from the run directory's checkpoint (false: start over)
     save_weights: bool = False  # write the trained parameters to weights.safetensors
     fsdp: bool = False  # FT / FT-LoRA under torchrun: shard parameters with FSDP2

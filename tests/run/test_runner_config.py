@@ -80,7 +80,7 @@ def test_digest_of_the_default_run_is_stable(monkeypatch):
             ["optimizer=mezo", "optimizer.lora.r=16"],
             r"optimizer\.lora\.r is set, but optimizer=mezo",
         ),
-        (["checkpoint_every=-5"], r"checkpoint_every=-5 is invalid"),
+        (["checkpoint_every=-5"], r"checkpoint_every=-5 is out of range: it must be >= 0"),
     ],
 )
 def test_impossible_combinations_are_refused(overrides, message):

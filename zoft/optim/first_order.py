@@ -9,7 +9,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoft.config import AdapterKind, Amp, DType, OptimizerConfig, Schedule, as_dataclass
+from zoft.config import (
+    AdapterKind,
+    Amp,
+    DType,
+    OptimizerConfig,
+    Schedule,
+    as_dataclass,
+    ranged,
+)
 from zoft.errors import RunConfigError, ZoftError
 from zoft.optim.base import (
     NonFiniteStep,
@@ -30,12 +38,12 @@ class AdamConfig(OptimizerConfig):
     name: str = "ft"
     lr: float = 1e-5
     weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    adam_eps: float = 1e-8
-    warmup_steps: int = 0
+    beta1: float = ranged(0.9, ge=0, lt=1)
+    beta2: float = ranged(0.999, ge=0, lt=1)
+    adam_eps: float = ranged(1e-8, gt=0)
+    warmup_steps: int = ranged(0, ge=0)
     schedule: Schedule = Schedule.linear
-    max_grad_norm: float = 1.0  # 0 disables clipping
+    max_grad_norm: float = ranged(1.0, ge=0)  # 0 disables clipping
     amp: Amp | None = None  # autocast compute over fp32 weights (the papers' FT)
     gradient_checkpointing: bool = False  # recompute activations in the backward: less memory
 
@@ -43,11 +51,6 @@ class AdamConfig(OptimizerConfig):
         super().check()
         if self.amp not in AMP_DTYPES:
             raise ZoftError(f"optimizer.amp={self.amp} is not one of {sorted(AMP_DTYPES, key=str)}")
-        if self.warmup_steps < 0 or self.max_grad_norm < 0:
-            raise ZoftError(
-                f"optimizer.warmup_steps={self.warmup_steps} and optimizer.max_grad_norm="
-                f"{self.max_grad_norm} must be at least 0 (0: no warm-up, no clipping)"
-            )
 
     def check_run(self, run: Any) -> None:
         super().check_run(run)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoft.config import AdapterKind, Amp, DirectionKind, ProbeMode, as_dataclass
+from zoft.config import AdapterKind, Amp, DirectionKind, ProbeMode, as_dataclass, ranged
 from zoft.errors import ZoftError
 from zoft.optim.base import (
     Optimizer,
@@ -24,11 +24,11 @@ from zoft.optim.base import (
     check_finite,
     weight_resolution,
 )
-from zoft.optim.directions import DIRECTIONS, check_low_rank
+from zoft.optim.directions import DIRECTIONS
 from zoft.optim.first_order import AMP_DTYPES, AdamConfig, BackpropPhase
 from zoft.optim.perturb import PerturbationEngine
 from zoft.optim.registry import OPTIMIZERS, MethodFacts
-from zoft.optim.zeroth_order import check_spsa, engine_stats, spsa_estimates
+from zoft.optim.zeroth_order import engine_stats, spsa_estimates
 from zoft.scoring.base import Objective
 from zoft.tasks.base import Example
 
@@ -40,19 +40,22 @@ class LmaoConfig(AdamConfig):
     name: str = "lmao"
     adapter: AdapterKind = AdapterKind.lora
     lr: float = 1e-5  # η_lora (OPT: linear decay; RoBERTa: schedule=constant)
-    zo_lr: float = 1e-6  # η_base, constant
-    eps: float = 1e-3
-    zo_weight_decay: float = 0.0
-    queries: int = 1  # n-SPSA queries in the ZO phase
+    zo_lr: float = ranged(1e-6, gt=0)  # η_base, constant
+    eps: float = ranged(1e-3, gt=0)
+    zo_weight_decay: float = ranged(0.0, ge=0)
+    queries: int = ranged(1, ge=1)  # n-SPSA queries in the ZO phase
     directions: DirectionKind = DirectionKind.gaussian  # lowrank: LOZO directions in the ZO phase
-    rank: int = 2  # lowrank directions only
-    interval: int = 50  # lowrank directions only
+    rank: int = ranged(2, ge=1)  # lowrank directions only
+    interval: int = ranged(50, ge=1)  # lowrank directions only
     zo_first: bool = False  # run the ZO phase before the LoRA phase
     probes: ProbeMode = ProbeMode.auto  # ZO phase (zoft.optim.probes)
-    lora_steps: int = 1  # LoRA (AdamW) steps per ZO step, all on the same batch
+    lora_steps: int = ranged(1, ge=1)  # LoRA (AdamW) steps per ZO step, all on the same batch
     # autocast of the ZO phase's forwards (weights and z stay as they are): the official LMAO
     # scripts' --fp16 runs them under fp16 autocast; None: in the weights' dtype
     zo_amp: Amp | None = None
+
+    def direction_rank(self) -> int | None:
+        return self.rank if self.directions == DirectionKind.lowrank else None
 
     def check(self) -> None:
         super().check()
@@ -61,17 +64,10 @@ class LmaoConfig(AdamConfig):
                 f"optimizer=lmao trains LoRA adapters by backprop, but optimizer.adapter="
                 f"{self.adapter}; set optimizer.adapter=lora"
             )
-        if self.lora_steps < 1:
-            raise ZoftError(
-                f"optimizer.lora_steps={self.lora_steps} is invalid: it must be at least 1"
-            )
         if self.zo_amp not in AMP_DTYPES:
             raise ZoftError(
                 f"optimizer.zo_amp={self.zo_amp} is not one of {sorted(AMP_DTYPES, key=str)}"
             )
-        check_spsa(self.eps, self.queries)
-        if self.directions == DirectionKind.lowrank:
-            check_low_rank(self.rank, self.interval)
 
 
 @OPTIMIZERS.register(

@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 
+from zoft.config import ranged
 from zoft.errors import ZoftError
 from zoft.optim.arithmetic import add_low_rank_rows
-from zoft.optim.directions import Directions, LowRankDirections, check_low_rank
+from zoft.optim.directions import Directions, LowRankDirections
 from zoft.optim.registry import OPTIMIZERS, MethodFacts
 from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
 
@@ -24,12 +25,12 @@ class LozoConfig(ZerothOrderConfig):
     name: str = "lozo"
     lr: float = 1e-6
     eps: float = 1e-3
-    rank: int = 2  # r: columns of U and V
-    interval: int = 50  # ν: V is resampled every ν steps
+    # r: columns of U and V (at most the widest min(m, n) of the perturbed matrices: on load)
+    rank: int = ranged(2, ge=1)
+    interval: int = ranged(50, ge=1)  # ν: V is resampled every ν steps
 
-    def check(self) -> None:
-        super().check()
-        check_low_rank(self.rank, self.interval)
+    def direction_rank(self) -> int | None:
+        return self.rank
 
 
 # How the momentum starts. first_estimate: N₁ = c₁U₁ (and m₁ = c₁z₁), as the official LOZO code
@@ -41,13 +42,12 @@ MOMENTUM_INITS = ("first_estimate", "zero")
 @dataclass
 class LozoMConfig(LozoConfig):
     name: str = "lozo-m"
-    beta: float = 0.9  # momentum (LOZO scripts 0.9; the official code's default is 0.7)
+    # momentum (LOZO scripts 0.9; the official code's default is 0.7)
+    beta: float = ranged(0.9, ge=0, lt=1)
     momentum_init: str = "first_estimate"  # see MOMENTUM_INITS
 
     def check(self) -> None:
         super().check()
-        if not 0.0 <= self.beta < 1.0:
-            raise ZoftError(f"optimizer.beta={self.beta} is invalid: it must lie in [0, 1)")
         if self.momentum_init not in MOMENTUM_INITS:
             raise ZoftError(
                 f"optimizer.momentum_init={self.momentum_init!r} is invalid: use one of "

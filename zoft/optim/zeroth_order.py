@@ -13,8 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoft.config import OptimizerConfig, ProbeMode, as_dataclass
-from zoft.errors import ZoftError
+from zoft.config import OptimizerConfig, ProbeMode, as_dataclass, ranged
 from zoft.optim.base import (
     Optimizer,
     StepResult,
@@ -31,21 +30,10 @@ from zoft.tasks.base import Example
 
 @dataclass
 class ZerothOrderConfig(OptimizerConfig):
-    eps: float = 1e-3  # ε: the perturbation scale of the two-point estimate
-    queries: int = 1  # n-SPSA: directions per step, their estimates averaged into one update
+    eps: float = ranged(1e-3, gt=0)  # ε: the perturbation scale of the two-point estimate
+    # n-SPSA: directions per step, their estimates averaged into one update
+    queries: int = ranged(1, ge=1)
     probes: ProbeMode = ProbeMode.auto  # zoft.optim.probes
-
-    def check(self) -> None:
-        super().check()
-        check_spsa(self.eps, self.queries)
-
-
-def check_spsa(eps: float, queries: int) -> None:
-    """The two-point estimate divides by 2ε and averages `queries` estimates."""
-    if queries < 1:
-        raise ZoftError(f"optimizer.queries={queries} is invalid: it must be at least 1")
-    if not eps > 0:
-        raise ZoftError(f"optimizer.eps={eps} is invalid: it must be greater than 0")
 
 
 def spsa_estimates(

@@ -7,11 +7,26 @@ here tie fields together. A method's own rules live with its config dataclass (i
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from zoft.config import LoraConfig, ModelKind, OptimizerConfig, as_dataclass, enum_value
+from zoft.config import (
+    LoggerConfig,
+    LoraConfig,
+    ModelConfig,
+    ModelKind,
+    OptimizerConfig,
+    Protocol,
+    Range,
+    TaskConfig,
+    ZoftConfig,
+    as_dataclass,
+    check_ranges,
+    enum_value,
+    out_of_range,
+)
 from zoft.errors import RunConfigError
 from zoft.optim import OPTIMIZERS
 from zoft.run import distributed
@@ -25,17 +40,13 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 def validate(cfg: DictConfig) -> None:
     """Reject run settings that would fail later with an obscure error."""
-    for key, least in (
-        ("steps", 0),
-        ("batch_size", 1),
-        ("eval_batch_size", 1),
-        ("eval_every", 0),
-        ("log_every", 1),
-    ):
-        if cfg[key] < least:
-            raise RunConfigError(f"{key}={cfg[key]} is invalid: it must be at least {least}")
-    if cfg.icl_demos < 0:
-        raise RunConfigError(f"icl_demos={cfg.icl_demos} is invalid: it must be at least 0")
+    _check_method_keys(cfg.optimizer)
+    check_ranges(ZoftConfig, cfg, nested=run_schemas(cfg))
+    if cfg.task.protocol == Protocol.large and cfg.steps and not cfg.task.num_train:
+        raise RunConfigError(
+            f"task.num_train=0 with steps={cfg.steps}: there is nothing to train on; set "
+            "task.num_train >= 1, or steps=0 to only evaluate"
+        )
     if cfg.icl_demos and cfg.steps:
         raise RunConfigError(
             f"icl_demos={cfg.icl_demos} with steps={cfg.steps}: in-context learning is an "
@@ -55,10 +66,14 @@ def validate(cfg: DictConfig) -> None:
             f"optimizer={cfg.optimizer.name} needs optimizer.adapter={required} (got "
             f"{cfg.optimizer.adapter}); drop the override"
         )
-    if cfg.optimizer.micro_batches < 1 or cfg.optimizer.micro_batches > cfg.batch_size:
+    if cfg.optimizer.micro_batches > cfg.batch_size:
         raise RunConfigError(
-            f"optimizer.micro_batches={cfg.optimizer.micro_batches} is invalid: it must lie "
-            f"between 1 and batch_size={cfg.batch_size}"
+            out_of_range(
+                "optimizer.micro_batches",
+                cfg.optimizer.micro_batches,
+                Range(1, cfg.batch_size),
+            )
+            + f" (batch_size={cfg.batch_size})"
         )
     task = get_task(cfg.task.name)
     check_objective(cfg.objective, task, zeroth_order)
@@ -73,6 +88,29 @@ def validate(cfg: DictConfig) -> None:
     method.check_run(cfg)
 
 
+def run_schemas(cfg: DictConfig) -> dict[str, type]:
+    """The schema of each untyped node of a run config (its groups)."""
+    return {
+        "model": ModelConfig,
+        "task": TaskConfig,
+        "optimizer": OPTIMIZERS.config(cfg.optimizer.name),
+        "logger": LoggerConfig,
+    }
+
+
+def _check_method_keys(node: DictConfig) -> None:
+    """A key another method has (`+optimizer.rank=4` with optimizer=ft) would be accepted and
+    silently ignored; refuse it and list the method's keys."""
+    schema = OPTIMIZERS.config(node.name)
+    known = {f.name for f in dataclasses.fields(schema)}
+    extra = sorted(set(node.keys()) - known)
+    if extra:
+        raise RunConfigError(
+            f"optimizer.{extra[0]} does not exist for optimizer={node.name}; its keys are "
+            f"{', '.join('optimizer.' + k for k in sorted(known))}"
+        )
+
+
 def method_config(cfg: DictConfig) -> OptimizerConfig:
     """cfg.optimizer as an instance of its method's config dataclass (from the registry)."""
     schema = OPTIMIZERS.config(cfg.optimizer.name)
@@ -84,11 +122,6 @@ def method_config(cfg: DictConfig) -> OptimizerConfig:
 
 def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
     """Settings that each work alone but not together."""
-    if cfg.checkpoint_every < 0:
-        raise RunConfigError(
-            f"checkpoint_every={cfg.checkpoint_every} is invalid: use a number of steps, or 0 "
-            "for checkpoints only on SIGTERM/SIGINT/SIGUSR1"
-        )
     GuardSettings(**cfg.guard)
     if cfg.fsdp and zeroth_order:
         raise RunConfigError(
