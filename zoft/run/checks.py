@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from zoft.config import (
     LoggerConfig,
@@ -149,3 +151,47 @@ def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
             f"LoRA adapters (optimizer.adapter=none); use a LoRA method ({lora_methods}) "
             "or drop the optimizer.lora overrides"
         )
+
+
+def check_ranks(cfg: DictConfig, model: nn.Module) -> None:
+    """Ranks need the model's shapes, so they are checked once it is loaded, before any
+    evaluation or training. LoRA's r is refused above min(in, out) of the smallest targeted
+    matrix (more columns add nothing there). Low-rank directions (LOZO's r) are one rank for
+    every perturbed matrix, so a matrix narrower than r merely gets a full-rank z (RoBERTa's
+    1×1024 token-type embedding under the papers' r = 4); r is refused only above min(m, n) of
+    the widest, where it costs more and perturbs nothing more."""
+    method = method_config(cfg)
+    if method.adapter == "lora":
+        targets = list(method.lora.targets or cfg.model.lora_targets or [])
+        shapes = {
+            f"{name}.weight": _matrix(module.weight)
+            for name, module in model.named_modules()
+            if any(name == t or name.endswith(f".{t}") for t in targets)
+            and isinstance(getattr(module, "weight", None), torch.Tensor)
+            and module.weight.ndim >= 2
+        }
+        if shapes:
+            name, (m, n) = min(shapes.items(), key=lambda item: min(item[1]))
+            if method.lora.r > min(m, n):
+                raise RunConfigError(
+                    out_of_range("optimizer.lora.r", method.lora.r, Range(1, min(m, n)))
+                    + f" for model {cfg.model.name}: its smallest LoRA target {name} is {m}×{n}; "
+                    f"lower optimizer.lora.r (the papers use 8)"
+                )
+    rank = method.direction_rank()
+    if rank is not None:
+        shapes = {n: _matrix(p) for n, p in model.named_parameters() if p.ndim >= 2}
+        if shapes:
+            name, (m, n) = max(shapes.items(), key=lambda item: min(item[1]))
+            if rank > min(m, n):
+                raise RunConfigError(
+                    out_of_range("optimizer.rank", rank, Range(1, min(m, n)))
+                    + f" for model {cfg.model.name}: its widest perturbed matrix {name} is "
+                    f"{m}×{n}, and z = UVᵀ cannot have a rank above {min(m, n)}; lower "
+                    "optimizer.rank (the LOZO papers use 1 to 8)"
+                )
+
+
+def _matrix(param: torch.Tensor) -> tuple[int, int]:
+    """A parameter as the m × n matrix low-rank directions see (n: the trailing dimensions)."""
+    return int(param.shape[0]), int(param[0].numel())

@@ -24,7 +24,7 @@ from zoft.models.loading import load_model
 from zoft.optim import OPTIMIZERS, build_optimizer
 from zoft.run import distributed
 from zoft.run.checkpoint import Checkpoint, Checkpointer
-from zoft.run.checks import validate
+from zoft.run.checks import check_ranks, validate
 from zoft.run.console import run_header, to_file_only
 from zoft.run.environment import environment
 from zoft.run.fingerprint import Reuse, data_fingerprint, reusable_result
@@ -167,6 +167,8 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
     splits = _load_data(cfg, task, result)
     with tracker.phase("load"):
         loaded = load_model(cfg.model, enum_value(cfg.dtype), cfg.device, len(task.label_names))
+    if cfg.steps:
+        check_ranks(cfg, loaded.model)  # needs the shapes; before any evaluation or training
     result.update(
         model_source=loaded.source,
         model_notes=loaded.notes,
