@@ -25,19 +25,25 @@ from zoft.run.overrides import OverrideError, check_overrides
         (["guard.nonfinit=skip"], r"Did you mean 'guard\.nonfinite'"),
         (
             ["steps=abc"],
-            r"Wrong type for 'steps' \(steps=abc\): it takes an integer \(default steps=100\)",
+            r"Wrong type for 'steps' \(steps=abc\): it takes an integer \(default steps=40\)",
         ),
-        (["optimizer.lr=fast"], r"'optimizer\.lr' \(optimizer\.lr=fast\): it takes a number\."),
+        (
+            ["optimizer.lr=fast"],  # the default run's optimizer (ft) and its default
+            r"'optimizer\.lr' \(optimizer\.lr=fast\): it takes a number \(default optimizer\.lr=1e-05\)\.",
+        ),
         (
             ["dtype=fp8"],
             r"'dtype' \(dtype=fp8\): it takes one of fp32, bf16, fp16 \(default dtype=fp32\)",
         ),
         (
-            ["optimizer.probes=paried"],
+            ["optimizer=mezo", "optimizer.probes=paried"],
             r"Invalid value for 'optimizer\.probes' \(optimizer\.probes=paried\): it takes one of "
-            r"auto, paired, sequential\. Did you mean 'paired'\?",
+            r"auto, paired, sequential \(default optimizer\.probes=auto\)\. Did you mean 'paired'\?",
         ),
-        (["optimizer.schedule=cosine"], r"'optimizer\.schedule'.*one of linear, constant\."),
+        (
+            ["optimizer.schedule=cosine"],
+            r"'optimizer\.schedule'.*one of linear, constant \(default optimizer\.schedule=linear\)\.",
+        ),
         (["optimizer.amp=fp8"], r"'optimizer\.amp'.*one of bf16, fp16, null\. Did you mean 'fp16'"),
         (["objective=acc"], r"one of loss, accuracy, f1 \(default objective=loss\)\. Did you mean"),
         (["model.tiny.arch=gpt"], r"'model\.tiny\.arch'.*one of opt, llama, roberta"),
@@ -73,11 +79,11 @@ def test_valid_command_lines_pass(arguments):
     "argument,message",
     [
         ("model=smollm2", "zoft-run: Unknown model 'smollm2'"),
-        ("optimizer.probes=paried", "Did you mean 'paired'?"),
+        ("optimizer=mezo optimizer.probes=paried", "Did you mean 'paired'?"),
     ],
 )
 def test_zoft_run_prints_the_message_and_exits_2(tmp_path, argument, message):
-    cmd = [sys.executable, "-m", "zoft", argument, f"results_dir={tmp_path}"]
+    cmd = [sys.executable, "-m", "zoft", *argument.split(), f"results_dir={tmp_path}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ, timeout=300)
     assert proc.returncode == 2
     assert message in proc.stderr

@@ -14,7 +14,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoft.config import (
@@ -26,6 +26,8 @@ from zoft.config import (
     TaskConfig,
     TinyConfig,
     ZoftConfig,
+    field_range,
+    out_of_range,
 )
 from zoft.errors import ZoftError
 
@@ -53,20 +55,111 @@ def group_options(group: str) -> list[str]:
 
 
 def check_overrides(arguments: list[str]) -> None:
-    """Refuse unknown group options, unknown keys and values of the wrong type."""
+    """Refuse unknown group options, unknown keys, values of the wrong type or out of range."""
     overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
         raise OverrideError(f"could not parse the command line: {err}") from err
+    line = _CommandLine.of(parsed)
     for override in parsed:
         key = override.key_or_group
-        if key.startswith("hydra") or override.is_delete():
+        if override.is_delete():
             continue
-        if key in GROUPS:
+        if key.startswith("hydra/"):
+            _check_hydra_group(key, override)
+        elif key.startswith("hydra"):
+            continue
+        elif key in GROUPS:
             _check_group(key, override)
         else:
-            _check_key(key, override)
+            _check_key(key, override, line)
+
+
+@dataclasses.dataclass
+class _CommandLine:
+    """What the command line selects: each config group's options, the optimizers (None when
+    an experiment may sweep them), and the effective defaults, composed only when an error
+    quotes one."""
+
+    groups: dict[str, list[str]]
+    optimizers: list[str] | None
+    _defaults: Any = None
+
+    @classmethod
+    def of(cls, parsed: list[Override]) -> _CommandLine:
+        groups = {
+            o.key_or_group: [str(v) for v in _values(o)]
+            for o in parsed
+            if o.key_or_group in GROUPS and not o.is_delete()
+        }
+        optimizers = groups.get("optimizer")
+        if optimizers is None and "experiment" not in groups:
+            optimizers = [_root_default("optimizer")]
+        return cls(groups, optimizers)
+
+    def default(self, key: str) -> Any:
+        """The value `key` takes in the run this command line composes (not the schema's), or
+        None when it cannot be told: an experiment (its grid sets values per cell), or a key of
+        a group whose option is swept."""
+        group = key.partition(".")[0]
+        if "experiment" in self.groups or len(self.groups.get(group, [None])) > 1:
+            return None
+        if self._defaults is None:
+            chosen = [f"{g}={v[0]}" for g, v in self.groups.items() if len(v) == 1]
+            self._defaults = _compose(chosen) or False
+        if self._defaults is False:
+            return None
+        return OmegaConf.select(self._defaults, key, default=None)
+
+
+def _root_default(group: str) -> str:
+    """The option conf/config.yaml's defaults list selects for `group`."""
+    root = OmegaConf.load(importlib.resources.files("zoft.conf") / "config.yaml")
+    for entry in root.defaults:
+        if isinstance(entry, DictConfig) and group in entry:
+            return str(entry[group])
+    raise OverrideError(f"conf/config.yaml selects no {group}")
+
+
+def _compose(overrides: list[str]) -> DictConfig | None:
+    """The run config of these group selections (None where it cannot be composed here)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return None
+    try:
+        with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except Exception:  # only the quoted default is lost; the error itself stands
+        return None
+
+
+def hydra_group_options(group: str) -> list[str]:
+    """The options of one of Hydra's own groups (hydra/launcher: its plugins' and zoft's)."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    if GlobalHydra.instance().is_initialized():
+        loader = GlobalHydra.instance().config_loader()
+        return loader.get_group_options(group, results_filter=ObjectType.CONFIG)
+    with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        return loader.get_group_options(group, results_filter=ObjectType.CONFIG)
+
+
+def _check_hydra_group(group: str, override: Override) -> None:
+    options = hydra_group_options(group)
+    if not options:
+        return  # not a group: Hydra's own error names it
+    for value in _values(override):
+        if str(value) not in options:
+            raise OverrideError(
+                f"Unknown {group} '{value}' ({override.input_line}).{_close(str(value), options)} "
+                f"Known options of {group}: {', '.join(options)}."
+            )
 
 
 def _values(override: Override) -> list[Any]:
@@ -94,13 +187,19 @@ def _check_group(group: str, override: Override) -> None:
             )
 
 
-def _schemas(parent: str) -> list[type]:
+def _optimizer_schemas(names: list[str] | None) -> dict[str, type]:
+    """The schema of each named optimizer (every optimizer's when the names are unknown)."""
+    from zoft.optim import OPTIMIZERS
+
+    known = list(OPTIMIZERS)
+    return {n: OPTIMIZERS.config(n) for n in (names or known) if n in known}
+
+
+def _schemas(parent: str, line: _CommandLine) -> list[type]:
     if parent == "":
         return [ZoftConfig]
     if parent == "optimizer":
-        from zoft.optim import OPTIMIZERS
-
-        return [OPTIMIZERS.config(name) for name in OPTIMIZERS]
+        return list(_optimizer_schemas(line.optimizers).values())
     return _NESTED.get(parent, [])
 
 
@@ -112,9 +211,27 @@ def _fields(schemas: list[type]) -> dict[str, type]:
     return found
 
 
-def _check_key(key: str, override: Override) -> None:
+def _check_method_key(key: str, leaf: str, override: Override, line: _CommandLine) -> None:
+    """optimizer.<leaf> must exist for every optimizer the command line runs: Hydra would ask
+    for `+optimizer.<leaf>`, after which the key would be accepted and ignored."""
+    every = _optimizer_schemas(None)
+    owners = [n for n, schema in every.items() if leaf in _fields([schema])]
+    for name, schema in _optimizer_schemas(line.optimizers).items():
+        if leaf in _fields([schema]) or not owners:
+            continue
+        keys = ", ".join(f"optimizer.{n}" for n in sorted(_fields([schema])))
+        raise OverrideError(
+            f"'{key}' ({override.input_line}) does not exist for optimizer={name}; it is a key "
+            f"of {', '.join(f'optimizer={o}' for o in owners)}. Keys of optimizer={name}: {keys}."
+        )
+
+
+def _check_key(key: str, override: Override, line: _CommandLine | None = None) -> None:
+    line = line or _CommandLine({}, None)
     parent, _, leaf = key.rpartition(".")
-    schemas = _schemas(parent)
+    if parent == "optimizer":
+        _check_method_key(key, leaf, override, line)
+    schemas = _schemas(parent, line)
     if not schemas:
         raise OverrideError(f"Unknown config key '{key}' ({override.input_line}).")
     fields = _fields(schemas)
@@ -129,23 +246,22 @@ def _check_key(key: str, override: Override) -> None:
     if leaf in GROUPS or (parent == "" and leaf == "guard"):
         return
     for value in _values(override):
-        # an optimizer key's default differs per optimizer: show none rather than a wrong one
-        _check_type(fields[leaf], leaf, key, value, override.input_line, parent != "optimizer")
+        _check_value(fields[leaf], leaf, key, value, override.input_line, line)
 
 
-def _check_type(
-    schema: type, leaf: str, key: str, value: Any, line: str, show_default: bool
+def _check_value(
+    schema: type, leaf: str, key: str, value: Any, line: str, command: _CommandLine
 ) -> None:
+    """The value's type, then its declared range; a message quotes the effective default."""
     if isinstance(value, str) and "${" in value:
         return  # an interpolation, resolved by Hydra
     node = OmegaConf.structured(schema)
-    default = node[leaf]
     try:
         node[leaf] = value
     except OmegaConfBaseException as err:
         expected = typing.get_type_hints(schema)[leaf]
-        shown = show_default and default is not None
-        example = f" (default {key}={_plain(default)})" if shown else ""
+        default = command.default(key)
+        example = f" (default {key}={_plain(default)})" if default is not None else ""
         choices = _enum_of(expected)
         if choices is not None:  # a closed set: name the close matches and every valid value
             valid = [str(m.value) for m in choices]
@@ -157,6 +273,12 @@ def _check_type(
         raise OverrideError(
             f"Wrong type for '{key}' ({line}): it takes {_type_name(expected)}{example}. {detail}"
         ) from None
+    valid = field_range(schema, leaf)
+    converted = node[leaf]
+    if valid is not None and isinstance(converted, int | float) and converted not in valid:
+        default = command.default(key)
+        example = f" (default {key}={_plain(default)})" if default is not None else ""
+        raise OverrideError(f"{out_of_range(key, converted, valid)}{example}.")
 
 
 def _plain(value: Any) -> str:
