@@ -115,10 +115,11 @@ def _one_run(cfg: DictConfig) -> str:
             return "failed"
         sys.exit(1)
     except Exception:
+        # the traceback once, here (and in run.log); re-raising would make Hydra print it again
         log.exception("the run failed (result.json records the reason)")
         if sweeping:
             return "failed"
-        raise
+        sys.exit(1)
     if distributed.is_main():  # a sweep's cell: one line, not a table per cell
         print(summary_line(result) if sweeping else summary_table(result), flush=True)
     return result["status"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, is_dataclass
 from enum import StrEnum
 from typing import Any
@@ -215,13 +215,18 @@ def out_of_range(key: str, value: Any, valid: Range | str) -> str:
 
 
 def check_ranges(
-    schema: type, values: Any, prefix: str = "", nested: Mapping[str, type] | None = None
+    schema: type,
+    values: Any,
+    prefix: str = "",
+    nested: Mapping[str, type] | None = None,
+    spell: Callable[[str], str] | None = None,
 ) -> None:
     """Refuse (RunConfigError) the first numeric key of `values` (a config node or a dataclass
     instance of `schema`) outside its declared range, then check its dataclass-typed sub-nodes;
-    `nested` gives the schema of untyped (Any) sub-nodes by name (the run's model, task, ...)."""
+    `nested` gives the schema of untyped (Any) sub-nodes by name (the run's model, task, ...),
+    `spell` how the user writes a field's key (a command-line flag: --seq-len)."""
     for declared in dataclasses.fields(schema):
-        key = f"{prefix}{declared.name}"
+        key = f"{prefix}{spell(declared.name) if spell else declared.name}"
         child = (nested or {}).get(declared.name) or _dataclass_default(declared)
         valid = field_range(schema, declared.name)
         if child is None and valid is None:

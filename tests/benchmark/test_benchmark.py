@@ -78,8 +78,12 @@ def test_the_command_writes_markdown_and_json(tmp_path, capsys):
 def test_bad_settings_are_refused_before_anything_runs():
     with pytest.raises(SystemExit, match="Unknown benchmark method 'mezzo'"):
         bench_main(["--methods", "forward,mezzo"])
-    with pytest.raises(SystemExit, match="--warmup >= 1"):
+    with pytest.raises(SystemExit, match="--warmup=0 is out of range: it must be >= 1"):
         bench_main(["--warmup", "0"])
+    with pytest.raises(SystemExit, match="--batch=0 is out of range: it must be >= 1"):
+        bench_main(["--batch", "0"])
+    with pytest.raises(SystemExit, match="--device tpu is invalid"):
+        bench_main(["--device", "tpu"])
 
 
 def test_the_reference_pattern_moves_weights_as_minus_lr_g_z():

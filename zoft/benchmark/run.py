@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import torch
 
 from zoft.benchmark.methods import BENCH_METHODS, DEFAULT_METHODS, BenchContext, SyntheticScorer
 from zoft.benchmark.models import BENCH_MODELS
+from zoft.config import check_ranges, ranged
 from zoft.errors import ZoftError
 from zoft.run.environment import environment
 from zoft.run.memory import MemoryTracker
@@ -23,14 +25,20 @@ from zoft.run.memory import MemoryTracker
 @dataclass
 class BenchSettings:
     model: str = "tiny-opt"
-    batch: int = 16
-    seq_len: int = 64
+    batch: int = ranged(16, ge=1)
+    seq_len: int = ranged(64, ge=2)  # tokens per example: the loss needs a next token
     dtype: str = "fp32"
     device: str = "cpu"
-    repeats: int = 5
-    warmup: int = 2  # at least 1: a paired run's first step also probes sequentially, to compare
+    repeats: int = ranged(5, ge=1)
+    # a paired run's first step also probes sequentially, to compare
+    warmup: int = ranged(2, ge=1)
     methods: tuple[str, ...] = DEFAULT_METHODS
-    threads: int | None = None
+    threads: int | None = ranged(None, ge=1)
+
+
+def bench_flag(name: str) -> str:
+    """The command-line flag of a BenchSettings field (seq_len: --seq-len)."""
+    return "--" + name.replace("_", "-")
 
 
 @dataclass
@@ -60,11 +68,9 @@ class BenchResult:
 
 def run_benchmark(settings: BenchSettings) -> BenchResult:
     """Every method of `settings.methods`, each on a fresh copy of the model (same weights)."""
-    if settings.warmup < 1 or settings.repeats < 1:
-        raise ZoftError(
-            f"zoft-bench needs --warmup >= 1 and --repeats >= 1 (got {settings.warmup}, "
-            f"{settings.repeats}): the first step of a paired method also checks its pairing"
-        )
+    check_ranges(BenchSettings, settings, spell=bench_flag)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", settings.device):
+        raise ZoftError(f"--device {settings.device} is invalid: use cpu, cuda or cuda:N")
     for name in settings.methods:
         BENCH_METHODS.get(name)  # unknown names fail before anything runs
     BENCH_MODELS.get(settings.model)

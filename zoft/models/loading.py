@@ -78,6 +78,24 @@ def _package_dir(package: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def check_model_dir(path: str | Path, name: str) -> None:
+    """model.path must be a model directory (config.json, weights, tokenizer): refused before
+    anything is loaded, with what is there, rather than a tokenizer's or the hub's error."""
+    folder = Path(path)
+    wanted = f"give the directory holding config.json, the weights and the tokenizer of '{name}'"
+    if not folder.exists():
+        raise ModelLoadError(f"model.path={path} does not exist; {wanted}.")
+    if not folder.is_dir():
+        raise ModelLoadError(f"model.path={path} is a file, not a model directory; {wanted}.")
+    if not (folder / "config.json").is_file():
+        present = sorted(p.name for p in folder.iterdir())
+        found = f"it holds {', '.join(present[:8])}{' ...' if len(present) > 8 else ''}"
+        raise ModelLoadError(
+            f"model.path={path}: no config.json here ({found if present else 'it is empty'}), "
+            f"so it is not a Hugging Face model directory; {wanted} (as save_pretrained writes)."
+        )
+
+
 def _from_dir(directory: str | Path, cls: Any, **kwargs: Any) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = cls.from_pretrained(directory, **kwargs)
@@ -95,11 +113,22 @@ def _load_hub(cfg: Any, cls: Any, kwargs: dict[str, Any]) -> tuple[Any, Any, str
     try:
         model, tok = _from_dir(target, cls, **kwargs)
     except (OSError, ValueError) as err:
+        if cfg.path:  # a local copy: the hub is not involved, and advice about it would mislead
+            raise ModelLoadError(
+                f"Could not load model '{cfg.name}' from model.path={cfg.path}: {err}\n"
+                "The directory needs config.json, the weights (model.safetensors or "
+                "pytorch_model.bin) and the tokenizer files, as save_pretrained writes them."
+            ) from err
+        offline = (
+            ""
+            if os.environ.get("HF_HUB_OFFLINE") == "1"
+            else (" Set HF_HUB_OFFLINE=1 to fail at once instead of retrying.")
+        )
         raise ModelLoadError(
             f"Could not load model '{cfg.name}' from '{target}': {err}\n"
             f"Without access to the Hugging Face hub, download '{cfg.hub_id}' on a machine that has "
             f"it and point zoft at the copy with model.path=/path/to/{cfg.name} (a directory with "
-            "config.json and the weights). Set HF_HUB_OFFLINE=1 to fail at once instead of retrying."
+            f"config.json and the weights).{offline}"
         ) from err
     return model, tok, str(target)
 
@@ -183,11 +212,8 @@ def load_model(cfg: Any, dtype: str, device: str, num_labels: int | None = None)
         notes.append(
             "encoder without an MLM head: a linear classification head (random init) is trained"
         )
-    if cfg.path and not Path(cfg.path).exists():
-        raise ModelLoadError(
-            f"model.path={cfg.path} does not exist; give a directory holding config.json and the "
-            f"weights of '{cfg.name}'."
-        )
+    if cfg.path:
+        check_model_dir(cfg.path, cfg.name)
     if cfg.device_map:
         kwargs["device_map"] = cfg.device_map
         if cfg.max_memory:

@@ -19,6 +19,7 @@ from zoft.config import (
     LoraConfig,
     ModelConfig,
     ModelKind,
+    ModelSource,
     OptimizerConfig,
     Protocol,
     Range,
@@ -30,6 +31,7 @@ from zoft.config import (
     out_of_range,
 )
 from zoft.errors import RunConfigError
+from zoft.models.loading import check_model_dir
 from zoft.optim import OPTIMIZERS
 from zoft.run import distributed
 from zoft.run.guards import GuardSettings
@@ -58,6 +60,10 @@ def validate(cfg: DictConfig) -> None:
         raise RunConfigError(
             f"icl_demos needs a causal LM; model {cfg.model.name} is {enum_value(cfg.model.kind)}"
         )
+    if cfg.model.path:
+        check_model_dir(cfg.model.path, cfg.model.name)
+    if cfg.model.source == ModelSource.tiny:
+        _check_tiny(cfg.model.tiny)
     if not DEVICE_PATTERN.fullmatch(cfg.device):
         raise RunConfigError(f"device={cfg.device} is invalid: use auto, cpu, cuda or cuda:N")
     facts = OPTIMIZERS.facts(cfg.optimizer.name)
@@ -88,6 +94,20 @@ def validate(cfg: DictConfig) -> None:
     method = method_config(cfg)
     method.check()
     method.check_run(cfg)
+
+
+def _check_tiny(tiny: DictConfig) -> None:
+    """Attention splits the hidden size over the heads, and (llama) the heads over KV heads."""
+    if tiny.hidden_size % tiny.num_heads:
+        raise RunConfigError(
+            f"model.tiny.hidden_size={tiny.hidden_size} is not a multiple of "
+            f"model.tiny.num_heads={tiny.num_heads}; choose heads that divide it"
+        )
+    if tiny.arch == "llama" and tiny.num_heads % tiny.num_kv_heads:
+        raise RunConfigError(
+            f"model.tiny.num_heads={tiny.num_heads} is not a multiple of "
+            f"model.tiny.num_kv_heads={tiny.num_kv_heads}; choose KV heads that divide it"
+        )
 
 
 def run_schemas(cfg: DictConfig) -> dict[str, type]:

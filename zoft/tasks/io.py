@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from zoft.errors import ZoftError
 
@@ -74,10 +74,24 @@ def require_file(path: Path) -> Path:
     return path
 
 
+@contextmanager
+def open_text(path: Path, **kwargs: Any) -> Iterator[IO[str]]:
+    """A data file opened as UTF-8 text; bytes that are not UTF-8 (a binary or mis-encoded file)
+    are a DataError naming the file, not a bare UnicodeDecodeError naming none."""
+    with require_file(path).open(encoding="utf-8", **kwargs) as f:
+        try:
+            yield f
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{path}: not UTF-8 text ({err.reason}); is it a binary or differently encoded "
+                "file? Replace it with the original text file"
+            ) from None
+
+
 def read_jsonl_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line, so later errors can name the line."""
     rows = []
-    with require_file(path).open(encoding="utf-8") as f:
+    with open_text(path) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -93,7 +107,7 @@ def read_jsonl_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 def read_tsv(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) of a headed, unquoted TSV; the last header field may repeat."""
-    with require_file(path).open(encoding="utf-8") as f:
+    with open_text(path) as f:
         header = f.readline().rstrip("\n").split("\t")
         missing = [c for c in required if c not in header]
         if missing:
@@ -129,7 +143,7 @@ def require_keys(row: dict[str, Any], keys: tuple[str, ...], path: Path, line: i
 
 def read_headless_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) of a CSV without header (LM-BFF's sst-5 and trec files)."""
-    with require_file(path).open(encoding="utf-8", newline="") as f:
+    with open_text(path, newline="") as f:
         reader = csv.reader(f)
         for fields in reader:
             if not fields:
@@ -144,7 +158,7 @@ def read_headless_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[in
 
 def read_json(path: Path) -> Any:
     """A whole JSON document (SQuAD, DROP), with an error naming the file and position."""
-    with require_file(path).open(encoding="utf-8") as f:
+    with open_text(path) as f:
         try:
             return json.load(f)
         except json.JSONDecodeError as err:
