@@ -12,6 +12,7 @@ import importlib.resources
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -270,10 +271,16 @@ def _table_parser() -> argparse.ArgumentParser:
     parser.add_argument("--title", help="a heading above the table")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 (writing no table) when any result.json is skipped: damaged (truncated, "
+        "unreadable, wrong schema) or incomplete (failed, interrupted, still running)",
+    )
+    parser.add_argument(
         "--paper-csv",
         type=Path,
-        default=Path("results/paper/paper_results.csv"),
-        help="the published numbers (long format)",
+        help="the published numbers (long format; default: results/paper/paper_results.csv as "
+        "installed with zoft; paper_memory.csv and paper_speed.csv are read beside it)",
     )
     parser.add_argument(
         "--by", choices=("task", "run"), default="task",
@@ -284,6 +291,16 @@ def _table_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _published(path: Path) -> Path:
+    """A published-number table that must exist (a message, not pandas' FileNotFoundError)."""
+    if not path.is_file():
+        raise SystemExit(
+            f"zoft-table: the published numbers {path} are missing; give --paper-csv "
+            "pointing at a copy of results/paper/paper_results.csv (its siblings beside it)"
+        )
+    return path
+
+
 def _cost_table(args: argparse.Namespace, info: DictConfig, results: list[RunResult]) -> None:
     """A memory or speed experiment: our peaks / seconds per step beside the paper's."""
     from zoft.report import costs
@@ -292,7 +309,7 @@ def _cost_table(args: argparse.Namespace, info: DictConfig, results: list[RunRes
 
     exp = info.experiment
     build = costs.memory_table if exp.measure == "memory" else costs.speed_table
-    reference = args.paper_csv.with_name(f"paper_{exp.measure}.csv")
+    reference = _published(args.paper_csv.with_name(f"paper_{exp.measure}.csv"))
     table = build(aggregate.runs_frame(results), reference, exp.paper, exp.table)
     title = args.title or f"{args.experiment}: ours vs {exp.paper} {exp.table}"
     line = provenance(results, "see below")
@@ -313,13 +330,24 @@ def table_main(argv: list[str] | None = None) -> None:
 
     parser = _table_parser()
     args = parser.parse_args(argv)
+    args.paper_csv = args.paper_csv or aggregate.paper_csv()
     info = _experiment_info(args.experiment) if args.experiment else None
     runs = args.runs or (Path(info.results_dir) if info else None)
     if runs is None:
         parser.error("give a runs folder or --experiment")
     found = collect(runs)
-    for reason in found.unreadable:
-        print(f"zoft-table: skipped {reason}", file=sys.stderr)
+    for skipped in found.skipped:
+        print(f"zoft-table: skipped {skipped}", file=sys.stderr)
+    if found.skipped:
+        kinds = Counter(s.why for s in found.skipped)
+        print(
+            f"zoft-table: {len(found.skipped)} of {len(found.skipped) + len(found.results)} "
+            f"result.json files under {runs} skipped ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))})"
+            + ("" if args.strict else "; --strict makes this an error"),
+            file=sys.stderr,
+        )
+        if args.strict:
+            parser.exit(1, "zoft-table: --strict: no table written while runs are skipped\n")
     results = found.results
     if not results:
         parser.exit(1, f"zoft-table: no complete runs under {runs}\n")
@@ -338,7 +366,7 @@ def table_main(argv: list[str] | None = None) -> None:
     if info is not None and info.experiment.paper:
         exp = info.experiment
         reference = aggregate.load_reference(
-            args.paper_csv, exp.paper, exp.table, exp.model, exp.setting
+            _published(args.paper_csv), exp.paper, exp.table, exp.model, exp.setting
         )
         paper = f"{exp.paper} {exp.table} ({exp.model}{', ' + exp.setting if exp.setting else ''})"
     selected = aggregate.select_best_dev(aggregate.runs_frame(results))

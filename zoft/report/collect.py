@@ -4,9 +4,12 @@ comparisons; aggregated tables are zoft.report.select / zoft.report.render."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import statistics
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,33 +27,101 @@ log = logging.getLogger(__name__)
 Result = RunResult | dict[str, Any]  # a record, or a result.json dict (tests, older callers)
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A result.json the tables leave out, and why: truncated, unreadable, wrong schema (a file
+    that cannot be read as a result), or incomplete (a run that did not finish with a test)."""
+
+    path: Path
+    why: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.why}" + (f" ({self.detail})" if self.detail else "")
+
+
 @dataclass
 class Collection:
-    """The complete runs under a folder, and why any result.json there could not be read."""
+    """The complete runs under a folder, and every result.json there that was left out."""
 
     results: list[RunResult] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def unreadable(self) -> list[str]:
+        """The files that could not be read as results (damaged, not merely unfinished)."""
+        return [str(s) for s in self.skipped if s.why != INCOMPLETE]
+
+
+INCOMPLETE = "incomplete"
 
 
 def collect(root: Path) -> Collection:
-    """Every complete result under `root` (one per run directory), and the unreadable ones."""
+    """Every complete result under `root` (one per run directory), and every file left out."""
     found = Collection()
     by_dir: dict[str, RunResult] = {}
     for path in sorted(Path(root).rglob(RESULT_FILE)):
         outcome = read_record(path)
-        if outcome.record is None:
-            found.unreadable.append(outcome.reason)
-            log.warning("skipping %s", outcome.reason)
+        record = outcome.record
+        if record is None:
+            found.skipped.append(Skipped(path, outcome.kind, outcome.detail))
             continue
-        if outcome.record.complete and outcome.record.test:
-            by_dir[str(path.parent.resolve())] = outcome.record
+        problem = _schema_problem(record)
+        if problem:
+            found.skipped.append(Skipped(path, "wrong schema", problem))
+        elif not record.complete:
+            reason = f": {record.reason}" if record.reason else ""
+            found.skipped.append(Skipped(path, INCOMPLETE, f"status {record.status}{reason}"))
+        elif not record.test:
+            found.skipped.append(Skipped(path, INCOMPLETE, "complete but no test result"))
+        else:
+            by_dir[str(path.parent.resolve())] = record
     found.results = list(by_dir.values())
     return found
 
 
+def _schema_problem(record: RunResult) -> str:
+    """The first field of a record whose value is not of its declared type (RunResult's
+    annotations, one level into dicts and lists), so a table never trips over it later."""
+    hints = typing.get_type_hints(RunResult)
+    for f in dataclasses.fields(RunResult):
+        value = getattr(record, f.name)
+        if value is not None and not _of_type(value, hints[f.name]):
+            return f"{f.name} is {value!r}, not {_type_words(hints[f.name])}"
+    return ""
+
+
+def _of_type(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_of_type(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool) and hint in (int, float):
+        return False
+    if hint is float:
+        return isinstance(value, int | float)
+    origin, args = typing.get_origin(hint) or hint, typing.get_args(hint)
+    if not isinstance(value, origin):
+        return False
+    if origin is dict and args:
+        return all(_of_type(v, args[1]) for v in value.values())
+    if origin is list and args:
+        return all(_of_type(v, args[0]) for v in value)
+    return True
+
+
+def _type_words(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace(" | None", "").replace("<class '", "")[:60]
+
+
 def collect_results(root: Path) -> list[RunResult]:
-    """Every complete result under `root` (unreadable files are logged and left out)."""
-    return collect(root).results
+    """Every complete result under `root` (damaged files are logged and left out)."""
+    found = collect(root)
+    for reason in found.unreadable:
+        log.warning("skipping %s", reason)
+    return found.results
 
 
 def primary_metric(result: Result) -> str:

@@ -7,6 +7,7 @@ put beside the published number. Nothing is imputed: a cell without runs stays m
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import math
 from collections.abc import Iterable
@@ -137,6 +138,21 @@ def summarize(selected: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def paper_dir() -> Path:
+    """The folder of the published numbers: the installed package zoft.paper (results/paper/,
+    shipped as package data, so zoft-table works from any folder), else this checkout's copy (a
+    source tree on PYTHONPATH, or an editable install made before zoft.paper existed)."""
+    try:
+        return Path(str(importlib.resources.files("zoft.paper")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "results" / "paper"
+
+
+def paper_csv(name: str = "paper_results.csv") -> Path:
+    """One of the published-number tables: paper_results.csv, paper_memory.csv, paper_speed.csv."""
+    return paper_dir() / name
 
 
 def read_paper_csv(path: Path, paper: str, table: str) -> pd.DataFrame:

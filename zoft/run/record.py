@@ -364,31 +364,43 @@ def _group(name: str) -> str:
 
 @dataclass(frozen=True)
 class ReadOutcome:
-    """A result.json read back: the record, or why there is none."""
+    """A result.json read back: the record, or why there is none: `reason` names the file,
+    `kind` is missing, unreadable, truncated or wrong schema, and `detail` the error."""
 
     record: RunResult | None
     reason: str = ""
+    kind: str = ""
+    detail: str = ""
+
+
+def _unread(path: Path, kind: str, words: str, detail: str = "") -> ReadOutcome:
+    shown = detail.removeprefix(f"{words}: ")
+    reason = f"{path}: {words}" + (f" ({shown})" if shown else "")
+    return ReadOutcome(None, reason, kind, detail or words)
 
 
 def read_record(path: Path) -> ReadOutcome:
-    """result.json at `path` (a file or a run directory); a missing, truncated or unreadable file
-    is a reason, never an exception."""
+    """result.json at `path` (a file or a run directory); a missing, truncated, unreadable or
+    malformed file is a reason, never an exception."""
     path = Path(path)
     if path.is_dir():
         path = path / "result.json"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        return ReadOutcome(None, f"{path}: no result.json")
-    except (OSError, UnicodeDecodeError) as err:
-        return ReadOutcome(None, f"{path}: unreadable ({err})")
+        return _unread(path, "missing", "no result.json")
+    except UnicodeDecodeError as err:
+        return _unread(path, "unreadable", "unreadable", f"binary, not UTF-8 text: {err}")
+    except OSError as err:
+        return _unread(path, "unreadable", "unreadable", str(err))
     except json.JSONDecodeError as err:
-        return ReadOutcome(None, f"{path}: truncated or not JSON ({err})")
+        return _unread(path, "truncated", "truncated or not JSON", str(err))
     if not isinstance(data, dict):
-        return ReadOutcome(None, f"{path}: not a result object")
+        return _unread(path, "wrong schema", "not a result object", f"a JSON {type(data).__name__}")
     try:
         record = RunResult.from_json(data)
-    except TypeError as err:
-        return ReadOutcome(None, f"{path}: not a result.json of any known version ({err})")
+    except (TypeError, AttributeError, KeyError, ValueError) as err:
+        words = "not a result.json of any known version"
+        return _unread(path, "wrong schema", words, f"{words}: {err}")
     record.run_dir = str(path.parent)
     return ReadOutcome(record)
