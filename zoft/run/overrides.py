@@ -84,7 +84,7 @@ class _CommandLine:
 
     groups: dict[str, list[str]]
     optimizers: list[str] | None
-    _defaults: Any = None
+    _defaults: dict[bool, DictConfig | None] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, parsed: list[Override]) -> _CommandLine:
@@ -105,12 +105,16 @@ class _CommandLine:
         group = key.partition(".")[0]
         if "experiment" in self.groups or len(self.groups.get(group, [None])) > 1:
             return None
-        if self._defaults is None:
-            chosen = [f"{g}={v[0]}" for g, v in self.groups.items() if len(v) == 1]
-            self._defaults = _compose(chosen) or False
-        if self._defaults is False:
-            return None
-        return OmegaConf.select(self._defaults, key, default=None)
+        with_method = group == "optimizer"  # its schema imports the method (torch): only then
+        if with_method not in self._defaults:
+            chosen = [
+                f"{g}={v[0]}"
+                for g, v in self.groups.items()
+                if len(v) == 1 and (with_method or g != "optimizer")
+            ]
+            self._defaults[with_method] = _compose(chosen, with_method)
+        composed = self._defaults[with_method]
+        return None if composed is None else OmegaConf.select(composed, key, default=None)
 
 
 def _root_default(group: str) -> str:
@@ -122,16 +126,21 @@ def _root_default(group: str) -> str:
     raise OverrideError(f"conf/config.yaml selects no {group}")
 
 
-def _compose(overrides: list[str]) -> DictConfig | None:
-    """The run config of these group selections (None where it cannot be composed here)."""
+def _compose(overrides: list[str], with_method: bool) -> DictConfig | None:
+    """The run config of these group selections (None where it cannot be composed here);
+    without the method, the optimizer node is left out, as zoft-table does (torch-free)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from zoft.run.schemas import register_base_configs, register_configs
+
     if GlobalHydra.instance().is_initialized():
         return None
+    register_configs() if with_method else register_base_configs()
     try:
         with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
+            extra = [] if with_method else ["~optimizer"]
+            return compose(config_name="config", overrides=[*overrides, *extra])
     except Exception:  # only the quoted default is lost; the error itself stands
         return None
 
