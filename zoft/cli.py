@@ -80,16 +80,16 @@ def _hydra_entry(cfg: DictConfig) -> str:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         result = run(cfg)
-    except Interrupted as err:
+    except Interrupted as err:  # not an Exception: a stop ends the sweep too
         log.warning("%s", err)
-        sys.exit(128 + err.signum)
+        sys.exit(err.exit_code)
     except ZoftError as err:
         log.error("%s", err)
         if sweeping:
             return "failed"
         sys.exit(1)
     except Exception:
-        log.exception("the run failed (result.json records the reason)")
+        log.exception("the run failed")
         if sweeping:
             return "failed"
         raise
@@ -130,6 +130,9 @@ def run_main() -> None:
         sys.exit(2)
     try:
         _hydra_entry()
+    except KeyboardInterrupt:  # Ctrl-C before a run's handlers were installed or after
+        print("zoft-run: interrupted (Ctrl-C); re-run the same command to go on", file=sys.stderr)
+        sys.exit(130)
     finally:
         distributed.teardown()
     failed = sweep_failures()
