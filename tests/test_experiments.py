@@ -169,9 +169,9 @@ def test_slurm_launcher_config():
         ["+experiment=mezo_opt13b_table1", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"]
     )
     launcher = cfg.hydra.launcher
-    assert (
-        launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-    )
+    # zoft's subclass of hydra-submitit-launcher's: a preempted cell checkpoints, then is requeued
+    assert launcher._target_ == "hydra_plugins.zoft_grid.launchers.ZoftSlurmLauncher"
+    assert launcher.max_num_timeout == 3 and launcher.signal_delay_s == 300
     assert launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1
     assert launcher.partition == "gpu"
     assert launcher.submitit_folder == "runs/mezo_opt13b_table1/.submitit/%j"

@@ -1,4 +1,9 @@
-"""Thin entry points: zoft-run (Hydra) and zoft-table."""
+"""Thin entry points: zoft-run (Hydra) and zoft-table.
+
+Imports are deferred into the functions that need them: `zoft-run --help` and a bad override must
+answer in well under a second and a half, so importing this module loads no torch, transformers,
+tabulate or Hydra (tests/faults/test_console.py checks it).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,18 @@ import logging
 import os
 import sys
 from pathlib import Path
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
-from tabulate import tabulate
+from typing import TYPE_CHECKING
 
 from zoft.errors import ZoftError
-from zoft.run.record import RunResult
-from zoft.run.schemas import register_base_configs
-from zoft.sweep.grid import sweep_failures
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from zoft.run.record import RunResult
 
 log = logging.getLogger("zoft")
 
-# zoft-table composes experiments without methods (no torch); zoft-run adds the methods' schemas.
-register_base_configs()
+HELP_FLAGS = ("-h", "--help")  # zoft's own help; --hydra-help is Hydra's
 
 
 def _register_grid_sweeper() -> None:
@@ -37,6 +38,10 @@ def _register_grid_sweeper() -> None:
 
 def summary_table(result: dict) -> str:
     """A small human table of one run's outcome."""
+    from tabulate import tabulate
+
+    from zoft.run.record import RunResult
+
     record = RunResult.from_json(result)
     method = record.method_record.name  # the optimizer, else the evaluation-only mode
     rows = [
@@ -67,11 +72,26 @@ def summary_table(result: dict) -> str:
     return tabulate(rows, tablefmt="simple")
 
 
-@hydra.main(version_base="1.3", config_path="pkg://zoft.conf", config_name="config")
-def _hydra_entry(cfg: DictConfig) -> str:
+def summary_line(result: dict) -> str:
+    """One line of a run's outcome (a sweep prints one per cell)."""
+    from zoft.run.record import RunResult
+
+    record = RunResult.from_json(result)
+    scores = ", ".join(f"{m} {v:.4f}" for m, v in (record.test or {}).items())
+    name = f"{record.task} / {record.model} / {record.method_record.name}"
+    return f"{name}: {record.status}, test {scores or '-'} -> {record.output_dir}"
+
+
+def _one_run(cfg: DictConfig) -> str:
     """One run; returns its status. In a sweep a failed cell is recorded in its result.json and
-    the sweep goes on; a stop signal ends the whole sweep (its cell keeps a checkpoint)."""
+    the sweep goes on; a stop signal ends the whole sweep (its cell keeps a checkpoint). Log lines
+    are written above the progress bars (tqdm.contrib.logging)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from zoft.run import distributed
+    from zoft.run.lock import LOCKED_EXIT, RunLocked
     from zoft.run.runner import run
     from zoft.run.signals import Interrupted
 
@@ -79,10 +99,16 @@ def _hydra_entry(cfg: DictConfig) -> str:
     if os.environ.get("RANK", "0") != "0":  # torchrun: ranks other than 0 log warnings only
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        result = run(cfg)
+        with logging_redirect_tqdm():
+            result = run(cfg)
     except Interrupted as err:  # not an Exception: a stop ends the sweep too
         log.warning("%s", err)
         sys.exit(err.exit_code)
+    except RunLocked as err:  # another process runs this very cell: not a failure of it
+        log.error("%s", err)
+        if sweeping:
+            return "locked"
+        sys.exit(LOCKED_EXIT)
     except ZoftError as err:
         log.error("%s", err)
         if sweeping:
@@ -93,9 +119,17 @@ def _hydra_entry(cfg: DictConfig) -> str:
         if sweeping:
             return "failed"
         raise
-    if distributed.is_main():
-        print(summary_table(result), flush=True)
+    if distributed.is_main():  # a sweep's cell: one line, not a table per cell
+        print(summary_line(result) if sweeping else summary_table(result), flush=True)
     return result["status"]
+
+
+def _hydra_entry() -> None:
+    """Hydra's main on _one_run (decorated here, not at import, so importing zoft.cli stays
+    light; the task function stays a module-level one that launchers can pickle)."""
+    import hydra
+
+    hydra.main(version_base="1.3", config_path="pkg://zoft.conf", config_name="config")(_one_run)()
 
 
 def quiet_libraries() -> None:
@@ -107,11 +141,56 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _help(args: list[str]) -> None:
+    """zoft-run [overrides] --help: generated from the schemas, at the effective values."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from zoft.run.usage import run_help
+
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        text = run_help(overrides)
+    except (HydraException, OmegaConfBaseException) as err:  # what check_overrides lets pass
+        print(f"zoft-run: {str(err).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+    print(text, end="")
+
+
+def _hydra_help() -> None:
+    """Hydra's own help. Hydra composes only its own config for it (no app overrides, no
+    optimizer), so the methods (torch) are not imported."""
+    from zoft.run.schemas import register_base_configs
+
+    register_base_configs()
+    sys.argv = [sys.argv[0], "--hydra-help"]  # Hydra refuses app overrides here
+    _hydra_entry()
+
+
 def run_main() -> None:
-    """zoft-run: one experiment, or a sweep with -m."""
-    from zoft.run import distributed
+    """zoft-run: one experiment, or a sweep with -m. The command line is checked (and --help
+    answered) before torch, transformers or the methods are imported."""
     from zoft.run.overrides import check_overrides
+
+    args = sys.argv[1:]
+    try:
+        check_overrides(args)
+    except ZoftError as err:
+        print(f"zoft-run: {err}", file=sys.stderr)
+        sys.exit(2)
+    if set(HELP_FLAGS) & set(args):
+        _help(args)
+        return
+    if "--hydra-help" in args:
+        _hydra_help()
+        return
+    if "--dry-run" in args:  # list the cells (of a sweep, or the one run) and run nothing
+        args = [arg for arg in args if arg != "--dry-run"]
+        multirun = [] if {"-m", "--multirun"} & set(args) else ["-m"]
+        sys.argv = [sys.argv[0], *multirun, *args, "hydra.sweeper.dry_run=true"]
+    from zoft.run import distributed
     from zoft.run.schemas import register_configs
+    from zoft.sweep.grid import sweep_failures, sweep_locked
 
     register_configs()
     logging.basicConfig(
@@ -119,15 +198,6 @@ def run_main() -> None:
     )
     quiet_libraries()
     _register_grid_sweeper()
-    if "--dry-run" in sys.argv:  # list the cells (of a sweep, or the one run) and run nothing
-        args = [arg for arg in sys.argv[1:] if arg != "--dry-run"]
-        multirun = [] if {"-m", "--multirun"} & set(args) else ["-m"]
-        sys.argv = [sys.argv[0], *multirun, *args, "hydra.sweeper.dry_run=true"]
-    try:
-        check_overrides(sys.argv[1:])
-    except ZoftError as err:
-        print(f"zoft-run: {err}", file=sys.stderr)
-        sys.exit(2)
     try:
         _hydra_entry()
     except KeyboardInterrupt:  # Ctrl-C before a run's handlers were installed or after
@@ -135,7 +205,14 @@ def run_main() -> None:
         sys.exit(130)
     finally:
         distributed.teardown()
-    failed = sweep_failures()
+    locked, failed = sweep_locked(), sweep_failures()
+    if locked:
+        log.warning(
+            "%d cell(s) of the sweep skipped: another process is writing their run folder "
+            "(re-run the same command once it is done):\n  %s",
+            len(locked),
+            "\n  ".join(locked),
+        )
     if failed:
         log.error(
             "%d cell(s) of the sweep failed; each records why in its result.json (re-running "
@@ -144,6 +221,10 @@ def run_main() -> None:
             "\n  ".join(failed),
         )
         sys.exit(1)
+    if locked:
+        from zoft.run.lock import LOCKED_EXIT
+
+        sys.exit(LOCKED_EXIT)
 
 
 def _experiment_info(name: str) -> DictConfig:
@@ -151,6 +232,9 @@ def _experiment_info(name: str) -> DictConfig:
     from hydra import compose, initialize_config_module
     from hydra.errors import MissingConfigException
 
+    from zoft.run.schemas import register_base_configs
+
+    register_base_configs()  # no methods: their schemas would import torch
     with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
         try:
             # no optimizer: its schema would import the methods (torch); a table needs none

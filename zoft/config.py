@@ -155,17 +155,17 @@ class TinyConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
-    kind: ModelKind = ModelKind.causal_lm
-    source: ModelSource = ModelSource.hub
-    hub_id: str | None = None
+    name: str = MISSING  # the model's name in run directories and tables
+    kind: ModelKind = ModelKind.causal_lm  # how it scores: LM head, MLM head (LM-BFF), classifier
+    source: ModelSource = ModelSource.hub  # where the weights come from
+    hub_id: str | None = None  # Hugging Face hub id (source=hub)
     path: str | None = None  # a local model directory; overrides the source
     package: str | None = None  # Python package holding the weights (packaged models)
-    package_subdir: str = ""
-    gguf_file: str | None = None
+    package_subdir: str = ""  # the model directory inside the package (source=package_dir)
+    gguf_file: str | None = None  # the GGUF file inside the package (source=gguf_package)
     tiny: TinyConfig = field(default_factory=TinyConfig)  # used when source=tiny
-    max_length: int = 512
-    lora_targets: list[str] = field(default_factory=list)
+    max_length: int = 512  # tokens per input; longer inputs are truncated
+    lora_targets: list[str] = field(default_factory=list)  # modules LoRA adapts by default
     device_map: str | None = None  # "auto" spreads a large model over every visible device
     # per-device caps for device_map=auto, "device:size" pairs: "0:70GiB 1:70GiB cpu:200GiB"
     max_memory: str | None = None
@@ -173,14 +173,14 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = MISSING
+    name: str = MISSING  # the task's registered name (zoft.tasks)
     data_dir: str | None = None  # local data root (the layout of ../shared/data); else the hub
-    protocol: Protocol = Protocol.large
-    num_train: int = 1000
-    num_dev: int = 500
-    num_eval: int = 1000
-    k: int = 16
-    kshot_test_cap: int = 1000
+    protocol: Protocol = Protocol.large  # how train / dev / test are sampled
+    num_train: int = 1000  # protocol=large: train examples drawn from the train split
+    num_dev: int = 500  # protocol=large: dev examples drawn from the train split
+    num_eval: int = 1000  # protocol=large: test examples drawn from the validation split
+    k: int = 16  # protocol=kshot: train (and dev) examples per label
+    kshot_test_cap: int = 1000  # protocol=kshot: at most this many test examples
     template: str = "mezo"  # causal-LM prompt: a name the task registers (zoft.run.checks)
     # generative tasks: what ends a greedy answer (zoft.scoring.generation.GENERATION_STOPS):
     # "mezo" = only the "\n" token or EOS, answer just stripped (the official rule; the SQuAD
@@ -192,19 +192,19 @@ class TaskConfig:
 class LoraConfig:
     """peft LoRA adapters (paper defaults r=8, α=16); targets default to model.lora_targets."""
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    targets: list[str] | None = None
+    r: int = 8  # the adapters' rank
+    alpha: int = 16  # scaling: the update is alpha / r times the adapters' product
+    dropout: float = 0.0  # dropout on the adapters' input
+    targets: list[str] | None = None  # modules to adapt; null: model.lora_targets
 
 
 @dataclass
 class OptimizerConfig:
     """Fields every optimizer has; each optimizer's schema extends this one."""
 
-    name: str = MISSING
-    lr: float = 1e-6
-    weight_decay: float = 0.0
+    name: str = MISSING  # the method's registered name (zoft.optim)
+    lr: float = 1e-6  # learning rate η
+    weight_decay: float = 0.0  # decoupled weight decay λ
     # what is trained: "none" = the model's own parameters; "lora" = LoRA adapters added to
     # model.lora_targets (LMAO trains both: the adapters by backprop, the rest by ZO)
     adapter: AdapterKind = AdapterKind.none
@@ -264,11 +264,11 @@ class ZoftConfig:
     logger: Any = MISSING
     seed: int = 0  # noise / training-order seed
     data_seed: int = 0  # sampling seed
-    steps: int = 100
-    batch_size: int = 16
-    eval_batch_size: int = 32
+    steps: int = 100  # optimizer steps; 0: evaluate only (zero-shot, or ICL with icl_demos)
+    batch_size: int = 16  # training examples per step
+    eval_batch_size: int = 32  # examples per forward when evaluating (no effect on the scores)
     eval_every: int = 0  # dev evaluation interval in steps; 0 = only after the last step
-    log_every: int = 10
+    log_every: int = 10  # steps between training log lines and metrics.jsonl records
     zero_shot: bool = True  # evaluate the test set at step 0
     icl_demos: int = 0  # in-context demonstrations from the train split (evaluation only)
     icl_demo_sets: IclDemoSets = IclDemoSets.per_example  # only read when icl_demos > 0
@@ -276,10 +276,10 @@ class ZoftConfig:
     select_by: SelectBy = SelectBy.metric  # the best-dev rule (zoft.run.trainer.BestDevState)
     # false keeps each epoch's last short batch (HF / LM-BFF loaders); true drops it (zoft's old rule)
     drop_last: bool = False
-    results_dir: str = "runs"
+    results_dir: str = "runs"  # the root of the run directories (and of a sweep's)
     output_dir: str | None = None  # default: derived from task/model/optimizer/seeds/config hash
     device: str = "auto"  # auto | cpu | cuda | cuda:N (checked by zoft.run.checks)
-    dtype: DType = DType.fp32
+    dtype: DType = DType.fp32  # the weights' dtype
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (set it for parallel CPU jobs)
     checkpoint_every: int = 0  # steps between checkpoints; 0: only on SIGTERM/SIGINT/SIGUSR1
     resume: bool = True  # continue from the run directory's checkpoint (false: start over)

@@ -45,6 +45,7 @@ def test_missing_model_path_is_a_clear_error(tmp_path):
 def test_packaged_smollm2_loads_and_scores_sst2_dev(data_dir):
     loaded = load_model(model_cfg("smollm2-135m"), "fp32", "cpu")
     assert sum(p.numel() for p in loaded.model.parameters()) == 134_515_008
+    assert any("a Q4_1 GGUF quantisation, dequantised" in note for note in loaded.notes)
     task = get_task("sst2")
     dev = task.load_local("validation", data_dir)[:24]
     scorer = build_scorer("causal_lm", task, loaded.tokenizer, "review", 512)

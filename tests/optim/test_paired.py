@@ -188,7 +188,7 @@ def test_a_model_that_mixes_rows_falls_back_to_sequential_probes(caplog):
     engine = PerturbationEngine(model, _params(model), seed=0, probes="auto")
     engine.paired = None  # as on CUDA, where auto pairs
     loss, loss_pair = _row_mixer_losses(model)
-    with caplog.at_level(logging.WARNING, logger="zoft.optim.probes"), torch.no_grad():
+    with caplog.at_level(logging.INFO, logger="zoft.optim.probes"), torch.no_grad():
         values = engine.two_point(0, 1e-2, loss, loss_pair)
         assert values == engine._sequential(0, 1e-2, loss, 0)  # the step used sequential probes
     assert engine.paired is False
@@ -325,7 +325,7 @@ def test_a_swapped_pairing_falls_back_under_auto_in_half_precision(caplog):
                                 directions=DIRECTIONS["gaussian"](), probes="auto")  # fmt: skip
     engine.paired = None  # as on CUDA, where auto pairs
     loss = lambda: batch_loss(scorer, model, batch, 1)  # noqa: E731
-    with caplog.at_level(logging.WARNING, logger="zoft.optim.probes"), torch.no_grad():
+    with caplog.at_level(logging.INFO, logger="zoft.optim.probes"), torch.no_grad():
         values = engine.two_point(3, 1e-3, loss, _swapped(scorer, model, batch))
     assert engine.paired is False and values == engine._sequential(3, 1e-3, loss, 0)
     assert "paired probes are off for this run" in caplog.text

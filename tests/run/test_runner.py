@@ -75,10 +75,12 @@ def test_run_writes_a_complete_result(finished_run):
     assert "test" in proc.stdout  # the summary table
 
 
-def test_without_a_terminal_progress_is_log_lines_after_the_resolved_config(finished_run):
-    _, _, _, proc = finished_run
+def test_without_a_terminal_progress_is_log_lines_after_a_one_line_header(finished_run):
+    _, _, run_dir, proc = finished_run
     log = proc.stderr
-    assert "resolved config:" in log and "optimizer:" in log.split("resolved config:")[1]
+    assert "sst2 / tiny-opt / mezo: lr 1e-06" in log and f"-> {run_dir}" in log
+    assert "resolved config:" not in log  # it heads run.log (and is config.yaml)
+    assert "resolved config:" in (run_dir / "run.log").read_text()
     assert "\rtrain" not in log and "it/s]" not in log  # no progress bar without a terminal
     assert "step 6/6 loss" in log and "s/step," in log and "left)" in log
 

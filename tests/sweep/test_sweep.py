@@ -211,6 +211,11 @@ def test_multirun_writes_one_complete_run_directory_per_cell(basic_multirun):
     assert found["mezo"][1]["backward_passes"] == 0
     assert found["ft"][1]["backward_passes"] == 2
     assert "Launching 2 jobs locally" in output
+    assert not (runs / "multirun").exists()  # Hydra's sweep folder is results_dir itself
+    # the console: per cell one header and one result line, no resolved config, no table
+    assert output.count("(full config: config.yaml, run.log)") == 2
+    assert "resolved config" not in output and "peak RSS MiB" not in output
+    assert output.count(": complete, test accuracy ") == 2
 
 
 def test_zoft_table_writes_md_csv_tex_with_both_methods(basic_multirun, capsys):

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -122,6 +123,21 @@ def _load_gguf_package(cfg: Any, cls: Any, kwargs: dict[str, Any]) -> tuple[Any,
     return model, tok, f"{cfg.package}/{cfg.gguf_file} (cached at {cached})"
 
 
+def gguf_note(gguf_file: str) -> str:
+    """The model_notes line of a packaged GGUF (result.json): quantised weights are dequantised
+    on load, so the model is not the original checkpoint and its numbers are not the hub model's.
+    The type comes from the file name (GGUF's <name>.<type>.gguf convention): reading the file's
+    header takes seconds."""
+    found = re.search(r"\.(I?Q\d\w*)\.gguf$", gguf_file, re.IGNORECASE)
+    if found is None:
+        return f"weights from the GGUF file {gguf_file}, converted on load"
+    return (
+        f"weights from {gguf_file}: a {found.group(1).upper()} GGUF quantisation, dequantised to "
+        "fp32 on first load (then cached); not the original checkpoint, so results can differ "
+        "from the hub model's"
+    )
+
+
 def _convert_gguf(package_dir: Path, gguf_file: str, cls: Any, target: Path) -> None:
     """Dequantise a GGUF once (slow) and cache it as safetensors (fast to reload)."""
     import safetensors.torch
@@ -182,6 +198,8 @@ def load_model(cfg: Any, dtype: str, device: str, num_labels: int | None = None)
             f"'{cfg.name}'; add model.device_map=auto"
         )
     model, tokenizer, origin = LOADERS.get(source)(cfg, cls, kwargs)
+    if source == "gguf_package" and not cfg.path:
+        notes.append(gguf_note(cfg.gguf_file))
     if cfg.device_map:
         refuse_offloaded_weights(model, cfg.name)
     else:

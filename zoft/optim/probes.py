@@ -115,7 +115,8 @@ class PairingPolicy:
                 f"optimizer.probes=paired cannot be used with this model: {reason}; "
                 "set optimizer.probes=sequential (or auto)"
             )
-        log.warning("paired probes are off for this run (%s); using sequential probes", reason)
+        # auto's designed fallback (exact, only slower): information, not a warning
+        log.info("paired probes are off for this run (%s); using sequential probes", reason)
         self.paired = False
 
     def _tolerance(self, sequential: Losses) -> float:

@@ -46,7 +46,7 @@ class SequentialProbe:
             self.checked = True
             missed = self.walk.missed(self.copy_restored)
             if missed:
-                log.warning(
+                log.info(  # handled exactly (tied embeddings, e.g.): not a warning
                     "%d parameter(s) are read outside their module's forward (%s); they are "
                     "perturbed in place and restored from a copy",
                     len(missed),

@@ -31,7 +31,7 @@ from zoft.tasks.base import Example
 
 @dataclass
 class ZerothOrderConfig(OptimizerConfig):
-    eps: float = 1e-3
+    eps: float = 1e-3  # ε: the perturbation scale of the two-point estimate
     queries: int = 1  # n-SPSA: directions per step, their estimates averaged into one update
     probes: ProbeMode = ProbeMode.auto  # zoft.optim.probes
 

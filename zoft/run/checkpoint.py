@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from zoft.errors import ZoftError
 from zoft.run import distributed
-from zoft.run.rundir import atomic_write
+from zoft.run.rundir import atomic_write, dir_mode, file_mode
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ class Checkpointer:
                     "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
                 atomic_write(staging / _META, json.dumps(meta, indent=2) + "\n")
+                for written in staging.iterdir():  # safetensors writes 0600 whatever the umask
+                    written.chmod(file_mode())
                 shutil.rmtree(target, ignore_errors=True)
                 staging.rename(target)
         except BaseException:
@@ -166,7 +168,9 @@ class Checkpointer:
         its shards, one name all ranks agree on (rank 0 creates it)."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not sharded:
-            return Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}-"))
+            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}-"))
+            staging.chmod(dir_mode())  # mkdtemp's 0700 would hide the checkpoint from the group
+            return staging
         staging = self.root / f".{name}-shards"
         if distributed.is_main():
             shutil.rmtree(staging, ignore_errors=True)

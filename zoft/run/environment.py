@@ -44,4 +44,9 @@ def environment() -> dict[str, Any]:
         device_name = torch.cuda.get_device_name(0)
     else:
         device_name = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-    return {"packages": versions, "git_commit": git_commit(), "device_name": device_name}
+    return {
+        "packages": versions,
+        "git_commit": git_commit(),
+        "device_name": device_name,
+        "torch_threads": torch.get_num_threads(),  # after the run's `threads` took effect
+    }

@@ -228,7 +228,7 @@ _OUTCOME = (
     "train_loss_last", "train_time_s", "skipped_steps", "steps_below_resolution",
     "resumed_at_steps", "optimizer_stats",
 )  # fmt: skip
-_DATA = ("num_train", "num_dev", "num_test", "data_source", "data_notes")
+_DATA = ("num_train", "num_dev", "num_test", "data_source", "data_notes", "data_fingerprint")
 _MODEL = ("model_source", "model_notes", "model_parameters")
 
 
@@ -256,12 +256,16 @@ class RunResult:
     packages: dict[str, Any] | None = None
     git_commit: str | None = None
     device_name: str | None = None
+    torch_threads: int | None = None  # torch's CPU threads during the run
     world_size: int | None = None
     num_train: int | None = None
     num_dev: int | None = None
     num_test: int | None = None
     data_source: str | None = None
     data_notes: list[str] | None = None
+    # the files read (path under the data root, size, sha256) or the hub dataset: checked before a
+    # finished run is reused (zoft.run.fingerprint); absent from runs of earlier versions
+    data_fingerprint: dict[str, Any] | None = None
     model_source: str | None = None
     model_notes: list[str] | None = None
     model_parameters: int | None = None

@@ -26,6 +26,8 @@ LOG_FILE = "run.log"
 WEIGHTS_FILE = "weights.safetensors"
 # one line per test example of the reported test evaluation: ids, candidate scores, prediction, gold
 PREDICTIONS_FILE = "predictions.jsonl"
+# held (fcntl.flock) by the one process writing the run directory; holds that process's pid and host
+LOCK_FILE = "run.lock"
 
 # Keys that do not change what a run computes, left out of the config digest.
 _NON_SEMANTIC = (
@@ -110,12 +112,39 @@ def run_mode(cfg: DictConfig) -> str:
     return "icl" if cfg.icl_demos else "zero-shot"
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (Linux reports it in /proc; elsewhere it is
+    set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the umask (0644 under the usual 022)."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """The mode mkdir() gives a new folder: 0o777 less the umask (0755 under 022)."""
+    return 0o777 & ~umask()
+
+
 def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, then rename: never a half file."""
+    """Write to a temporary file in the same directory, then rename: never a half file. The file
+    gets the mode a plain write would (mkstemp's is 0600, unreadable by collaborators)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), file_mode())
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

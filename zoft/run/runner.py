@@ -25,7 +25,10 @@ from zoft.optim import OPTIMIZERS, build_optimizer
 from zoft.run import distributed
 from zoft.run.checkpoint import Checkpoint, Checkpointer
 from zoft.run.checks import validate
+from zoft.run.console import run_header, to_file_only
 from zoft.run.environment import environment
+from zoft.run.fingerprint import Reuse, data_fingerprint, reusable_result
+from zoft.run.lock import RunLock
 from zoft.run.loggers import MetricsLog, attach_file_log, build_sinks
 from zoft.run.memory import MemoryTracker
 from zoft.run.predictions import write_predictions
@@ -40,7 +43,7 @@ from zoft.run.rundir import (
     atomic_write,
     config_digest,
     ensure_writable,
-    finished_result,
+    file_mode,
     resolve_output_dir,
     run_mode,
     write_failure,
@@ -59,6 +62,7 @@ from zoft.scoring.icl import IclInputs, icl_setup
 from zoft.scoring.objectives import build_objective
 from zoft.tasks import get_task
 from zoft.tasks.base import Splits, Task
+from zoft.tasks.io import DataReads, recording_reads
 from zoft.tasks.sampling import load_splits, official_split
 
 log = logging.getLogger(__name__)
@@ -155,14 +159,13 @@ class _RunContext:
     checkpointer: Checkpointer
     resume: Checkpoint | None
     metrics: MetricsLog
+    reads: DataReads  # the data files read, for result.json's data_fingerprint
     kept: Path | None = None  # the checkpoint of the trained state, once written
 
 
 def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
     result, resume = ctx.result, ctx.resume
     tracker, started = MemoryTracker(), time.time()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     task = get_task(cfg.task.name)
     splits = _load_data(cfg, task, result)
@@ -192,6 +195,7 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
             ),
         )
         scorer.context, splits.test, result["icl_demos"] = icl.context, icl.test, icl.used
+    result["data_fingerprint"] = data_fingerprint(ctx.reads, cfg.task)  # every data file is read
     evaluate = Evaluator(task, scorer, loaded.model, cfg.eval_batch_size, replicate=cfg.fsdp)
     earlier = resume.state["extra"] if resume is not None else {}
     test_records: list[dict[str, Any]] | None = None  # predictions.jsonl of the reported test
@@ -273,6 +277,20 @@ def _keep_trained_state(trainer: Trainer, ctx: _RunContext) -> Path | None:
     return ctx.kept
 
 
+def _apply_threads(cfg: DictConfig) -> None:
+    """torch's CPU threads as `threads` asks (0 keeps torch's default)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+
+def _announce(cfg: DictConfig, out_dir: Path, handler: logging.Handler | None) -> None:
+    """The console gets one header line; run.log also gets the whole resolved config."""
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = auto if cfg.device == "auto" else cfg.device
+    log.info("%s", run_header(cfg, out_dir, _method_record(cfg).name, device))
+    to_file_only(handler, log, "resolved config:\n" + OmegaConf.to_yaml(cfg, resolve=True).rstrip())
+
+
 def _save_weights(model: torch.nn.Module, out_dir: Path) -> None:
     """The trained model's parameters (adapters included), as safetensors."""
     from safetensors.torch import save_file
@@ -281,6 +299,7 @@ def _save_weights(model: torch.nn.Module, out_dir: Path) -> None:
     if not distributed.is_main():
         return
     save_file(tensors, str(out_dir / WEIGHTS_FILE))
+    (out_dir / WEIGHTS_FILE).chmod(file_mode())  # safetensors writes 0600 whatever the umask
     log.info("weights written to %s", out_dir / WEIGHTS_FILE)
 
 
@@ -290,19 +309,59 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     the folder is checked writable, result.json records this attempt's status and reason."""
     validate(cfg)
     out_dir = resolve_output_dir(cfg)
-    previous = finished_result(out_dir, cfg)
-    if previous is not None:
-        log.info("skipping %s: already complete", out_dir)
-        return {**previous.to_json(), "skipped": True}
+    reuse = reusable_result(out_dir, cfg)
+    if reuse.record is not None:
+        return _skipped(out_dir, reuse)
     cfg.device = distributed.setup(cfg.device)
     main = distributed.is_main()
     if main:
-        ensure_writable(out_dir)  # before anything is loaded, with the path named
+        ensure_writable(out_dir)  # before the lock and anything loaded, with the path named
+    lock = RunLock.acquire(out_dir) if main else None  # one writer: a second process is refused
+    try:
+        if lock is not None and distributed.world_size() == 1:
+            reuse = reusable_result(out_dir, cfg)  # finished by another process meanwhile?
+            if reuse.record is not None:
+                return _skipped(out_dir, reuse)
+        rerun = _set_aside_stale(out_dir, reuse.note) if main and reuse.stale else ""
+        return _run_locked(cfg, out_dir, main, rerun)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _skipped(out_dir: Path, reuse: Reuse) -> dict[str, Any]:
+    """The finished run's result, not run again; the log says why it is trusted."""
+    note = f" ({reuse.note})" if reuse.note else ""
+    log.info("skipping %s: already complete%s", out_dir, note)
+    return {**reuse.record.to_json(), "skipped": True}
+
+
+def _set_aside_stale(out_dir: Path, why: str) -> str:
+    """A finished run whose data changed is run again in place; its result, predictions and
+    weights are kept under dated names (zoft-table reads only result.json), not overwritten.
+    Returns the log line saying so."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    kept = []
+    for name in (RESULT_FILE, PREDICTIONS_FILE, WEIGHTS_FILE):
+        path = out_dir / name
+        if path.exists():
+            target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+            path.rename(target)
+            kept.append(target.name)
+    return f"re-running {out_dir}: {why}; the earlier result is kept as {', '.join(kept)}"
+
+
+def _run_locked(cfg: DictConfig, out_dir: Path, main: bool, rerun: str = "") -> dict[str, Any]:
+    """One attempt at the run, its directory locked by this process; `rerun` says why a finished
+    run is run again (logged to the console and run.log)."""
+    if main:
         atomic_write(out_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     checkpointer = Checkpointer(out_dir, config_digest(cfg))
     handler = attach_file_log(out_dir) if main else None
-    log.info("run directory %s", out_dir)
-    log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
+    if rerun:
+        log.warning("%s", rerun)
+    _apply_threads(cfg)  # before environment() records the thread count
+    _announce(cfg, out_dir, handler)
     result = {**_base_result(cfg), "output_dir": str(out_dir), **environment()}
     result["world_size"] = distributed.world_size()
     metrics = MetricsLog(out_dir / METRICS_FILE if main else None)
@@ -315,8 +374,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
                 dev_key = f"dev_{get_task(cfg.task.name).metric}"
                 metrics.sinks = build_sinks(cfg.logger, out_dir, resolved, dev_key)
-            ctx = _RunContext(out_dir, result, flags, checkpointer, resume, metrics)
-            _execute(cfg, ctx)
+            with recording_reads() as reads:
+                ctx = _RunContext(out_dir, result, flags, checkpointer, resume, metrics, reads)
+                _execute(cfg, ctx)
             result["status"] = "complete"
         except Interrupted as err:
             if err.at_once:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from zoft.optim.base import NonFiniteStep, Optimizer, StepResult
 from zoft.run import distributed
 from zoft.run.checkpoint import Checkpoint, Checkpointer, capture_rng, load_weights, restore_rng
+from zoft.run.console import progress
 from zoft.run.guards import GuardSettings, StepGuard
 from zoft.run.loggers import MetricsLog
 from zoft.run.predictions import prediction_records
@@ -90,10 +91,9 @@ class Evaluator:
         self.model.eval()
         mine = examples if self.replicate else distributed.shard(examples)
         total, weight = 0.0, 0
-        for offset in range(0, len(mine), self.batch_size):
-            part_sum, part_weight = self.scorer.loss_sum(
-                self.model, mine[offset : offset + self.batch_size]
-            )
+        parts = [mine[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+        for part in progress(parts, "dev loss"):
+            part_sum, part_weight = self.scorer.loss_sum(self.model, part)
             total += float(part_sum.float().item())
             weight += part_weight
         self.model.train(was_training)

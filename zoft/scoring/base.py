@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from zoft.registry import Registry
+from zoft.run.console import progress
 from zoft.tasks.base import Example, Task
 
 SCORERS: Registry = Registry("scorer")
@@ -174,7 +175,7 @@ class Scorer(ABC):
         prompts = self.prompts(examples)
         predictions: list[int] = [0] * len(prompts)
         scores: list[list[float]] = [[] for _ in prompts]
-        for batch in length_batches([p.size for p in prompts], batch_size):
+        for batch in progress(length_batches([p.size for p in prompts], batch_size)):
             table = self.score_prompts(model, [prompts[i] for i in batch])
             best = table.argmax(-1).tolist()
             for i, choice, row in zip(batch, best, table.tolist(), strict=True):

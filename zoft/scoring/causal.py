@@ -10,6 +10,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from zoft.models.loading import model_device
+from zoft.run.console import progress
 from zoft.scoring.base import (
     SCORERS,
     Doubled,
@@ -280,7 +281,7 @@ class GenerationScorer(CausalLMScorer):
         model.eval()
         prompts = self._prompt_ids(self.prompts(examples))
         answers: list[str] = [""] * len(prompts)
-        for batch in length_batches([len(p) for p in prompts], batch_size):
+        for batch in progress(length_batches([len(p) for p in prompts], batch_size)):
             for i, answer in zip(
                 batch, self._answers(model, [prompts[i] for i in batch]), strict=True
             ):

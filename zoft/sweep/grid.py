@@ -108,3 +108,17 @@ def record_failed(cell: Cell) -> None:
 def sweep_failures() -> list[str]:
     """The cells that failed in this process's sweeps so far (zoft-run exits non-zero then)."""
     return list(_FAILED_CELLS)
+
+
+# cells of this process's sweeps not run because another process holds their run folder's lock
+_LOCKED_CELLS: list[str] = []
+
+
+def record_locked(cell: Cell, holder: str) -> None:
+    _LOCKED_CELLS.append(f"{' '.join(cell)}  ({holder})")
+
+
+def sweep_locked() -> list[str]:
+    """The cells skipped as locked by another process, each with who holds it (zoft-run lists
+    them at the end and exits non-zero: they are not complete yet)."""
+    return list(_LOCKED_CELLS)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from zoft.registry import Registry
-from zoft.tasks.io import DataError, parse_label, read_tsv
+from zoft.tasks.io import DataError, note_absent, note_hub, parse_label, read_tsv
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class Task(ABC):
         import datasets
 
         hub_split = self.hub_splits[split]
+        note_hub(self.hub_path, self.hub_config, self.hub_revision, self.hub_data_files(hub_split))
         try:
             rows = datasets.load_dataset(
                 hub_location(self.hub_path),
@@ -173,6 +174,7 @@ class Task(ABC):
             return None
         folder = data_dir / "k-shot" / self.kshot_dir / f"{k}-{seed}"
         if not folder.is_dir():
+            note_absent(folder)
             return None
         return {
             split: with_row_ids(self.read_kshot_file(folder / filename))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +16,61 @@ from zoft.errors import ZoftError
 HUB = "hub"  # task.data_dir=hub loads from the hub even when ZOFT_DATA is set
 
 
+@dataclass
+class DataReads:
+    """What a run's data loading touched: every local file read (in order), the paths whose
+    absence chose what was read (a ready LM-BFF split that is not there), and the hub datasets
+    loaded. A run's data fingerprint (zoft.run.fingerprint) is computed from it."""
+
+    files: list[Path] = field(default_factory=list)
+    absent: list[Path] = field(default_factory=list)
+    hub: list[dict[str, str]] = field(default_factory=list)
+
+
+_READS: ContextVar[DataReads | None] = ContextVar("zoft_data_reads", default=None)
+
+
+@contextmanager
+def recording_reads() -> Iterator[DataReads]:
+    """Collect the data files read inside the block (every reader goes through require_file)."""
+    reads = DataReads()
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
+
+
+def note_absent(path: Path) -> None:
+    """A path looked for and not found, whose absence chose what was read instead (a ready
+    k-shot folder): should it appear later, the run would read other files."""
+    reads = _READS.get()
+    if reads is not None and path not in reads.absent:
+        reads.absent.append(path)
+
+
+def note_hub(repo: str, config: str, revision: str, data_files: str) -> None:
+    """A hub dataset loaded: there are no local files, so its id, config and revision stand in."""
+    reads = _READS.get()
+    entry = {"repo": repo, "config": config, "revision": revision, "data_files": data_files}
+    if reads is not None and entry not in reads.hub:
+        reads.hub.append(entry)
+
+
 class DataError(ZoftError, ValueError):
     """Missing or malformed task data; the message names the file, the line and the fix."""
 
 
 def require_file(path: Path) -> Path:
+    """The path of a data file about to be read (recorded for the run's data fingerprint)."""
     if not path.is_file():
         raise DataError(
             f"Data file not found: {path}. Point task.data_dir (or the ZOFT_DATA environment "
             "variable) at a directory laid out like ../shared/data, or unset both to use the hub."
         )
+    reads = _READS.get()
+    if reads is not None and path not in reads.files:
+        reads.files.append(path)
     return path
 
 

@@ -39,6 +39,7 @@ def large_model_split(
         )
         if kept_train < kept_dev:  # WSC: 54 train / 500 dev
             note += f"; for a saner split lower task.num_dev (e.g. task.num_dev={len(order) // 5})"
+            note = DataWarning(note)
         notes.append(note)
     drawn = [train_pool[i] for i in order]
     cut = max(len(drawn) - num_dev, 0)
@@ -69,7 +70,12 @@ def kshot_split(
     for label in sorted(by_label):
         pool = by_label[label]
         if len(pool) < 2 * k:
-            notes.append(f"label {label} has {len(pool)} train examples, fewer than 2k = {2 * k}")
+            notes.append(
+                DataWarning(
+                    f"label {label} has {len(pool)} train examples, fewer than 2k = {2 * k}: "
+                    "its train and dev examples are fewer than k (lower task.k)"
+                )
+            )
         train.extend(pool[:k])
         dev.extend(pool[k : 2 * k])
     return train, dev, capped_test(test_pool, test_cap), notes
@@ -94,6 +100,12 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
     return path
 
 
+def data_source(task: Task, data_dir: Path | None) -> str:
+    """Where a run's data comes from, as result.json's `data_source` records it: the local data
+    root, or the hub dataset."""
+    return str(data_dir) if data_dir else f"hub:{task.hub_path}/{task.hub_config or ''}"
+
+
 def official_split(task: Task, cfg: Any, split: str) -> list[Example]:
     """The whole official `split` ("train" or "validation") from where cfg.data_dir says, e.g.
     the pool MeZO draws ICL demonstrations from (not the run's train subset)."""
@@ -104,7 +116,7 @@ def official_split(task: Task, cfg: Any, split: str) -> list[Example]:
 def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
     """Train / dev / test for one run, following cfg.protocol."""
     data_dir = resolve_data_dir(cfg.data_dir)
-    source = str(data_dir) if data_dir else f"hub:{task.hub_path}/{task.hub_config or ''}"
+    source = data_source(task, data_dir)
     protocol = enum_value(cfg.protocol)
 
     notes: list[str] = []
@@ -141,6 +153,14 @@ def load_splits(task: Task, cfg: Any, data_seed: int) -> Splits:
     return Splits(train, dev, test, source, notes)
 
 
+class DataWarning(str):
+    """A data note that asks the user to act (a split too small for what was asked, with the
+    fix): logged as a WARNING. Every other note (where the data came from, a local file's known
+    differences, the protocol's usual caps) is a fact recorded in result.json's data_notes and
+    logged at INFO, so a normal run prints no warning."""
+
+
 def _log_notes(task: Task, notes: list[str]) -> None:
     for note in notes:
-        log.warning("%s: %s", task.name, note)
+        level = logging.WARNING if isinstance(note, DataWarning) else logging.INFO
+        log.log(level, "%s: %s", task.name, note)

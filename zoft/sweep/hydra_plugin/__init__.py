@@ -1,8 +1,11 @@
 """The `grid` sweeper (`hydra/sweeper=grid`), shipped as the Hydra plugin `hydra_plugins.zoft_grid`.
 
-An experiment's cells are the union of Cartesian blocks (see zoft.sweep.grid). Cells whose run directory
-already holds a complete result are skipped before launching, so re-running a table only launches
-what is missing (on SLURM: no job for a finished cell). `dry_run=true` lists the cells and stops.
+An experiment's cells are the union of Cartesian blocks (see zoft.sweep.grid). Cells whose run
+directory already holds a complete result of the same data are skipped before launching, so
+re-running a table only launches what is missing (on SLURM: no job for a finished cell); so are
+cells whose run directory another process is writing (listed at the end). `dry_run=true` lists the
+cells and stops. The package also holds zoft's submitit launchers (`launchers.py`:
+`hydra/launcher=slurm`, `hydra/launcher=slurm_local`).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.zoft_grid.launchers import INTERRUPTED
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from zoft.sweep.grid import Cell, expand_cells, record_failed
+from zoft.sweep.grid import Cell, expand_cells, record_failed, record_locked
 
 log = logging.getLogger("zoft.sweep.grid")
 
@@ -45,7 +49,10 @@ class GridSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         from hydra.core.plugins import Plugins
+        from hydra_plugins.zoft_grid.launchers import LAUNCHERS
 
+        for launcher in LAUNCHERS:  # an editable install's plugin scan does not find them
+            Plugins.instance().register(launcher)
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -53,30 +60,48 @@ class GridSweeper(Sweeper):
         )
 
     def _cell_status(self, cell: Cell) -> tuple[str, Path]:
-        """'done' when the cell's run directory holds a complete run of this very config (the
-        runner's own skip check); a complete run of another config is 'todo', and its launch
-        reports the clash."""
+        """'done' when the cell's run directory holds a complete run of this very config that
+        read the data it would read now (the runner's own skip check); 'locked' when another
+        process is writing it; else 'todo' (a complete run of another config too: its launch
+        reports the clash)."""
         from zoft.errors import RunConfigError
-        from zoft.run.rundir import finished_result, resolve_output_dir
+        from zoft.run.fingerprint import reusable_result
+        from zoft.run.lock import lock_holder
+        from zoft.run.rundir import resolve_output_dir
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(cell))
         with open_dict(cfg):
             del cfg["hydra"]
         out_dir = resolve_output_dir(cfg)
         try:
-            done = finished_result(out_dir, cfg) is not None
+            reuse = reusable_result(out_dir, cfg)
         except RunConfigError:
-            done = False
-        return ("done" if done else "todo"), out_dir
+            reuse = None
+        if reuse is not None and reuse.record is not None:
+            if reuse.note:
+                log.info("%s: complete (%s)", out_dir, reuse.note)
+            return "done", out_dir
+        holder = lock_holder(out_dir)
+        if holder is not None:
+            if not self.dry_run:
+                record_locked(cell, f"{out_dir} is locked by {holder}")
+            return "locked", out_dir
+        if reuse is not None and reuse.stale is not None:
+            log.info("%s: to run again, %s", out_dir, reuse.note)
+        return "todo", out_dir
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         cells = expand_cells(self.params, self.grid, arguments)
         statuses = [self._cell_status(cell) for cell in cells]
         todo = [cell for cell, (status, _) in zip(cells, statuses, strict=True) if status == "todo"]
+        locked = sum(status == "locked" for status, _ in statuses)
         name = OmegaConf.select(self.config, "experiment.name") or "sweep"
         summary = (
-            f"{name}: {len(cells)} cells, {len(cells) - len(todo)} complete, {len(todo)} to run"
+            f"{name}: {len(cells)} cells, {len(cells) - len(todo) - locked} complete, "
+            f"{len(todo)} to run"
         )
+        if locked:
+            summary += f", {locked} locked by another process (not run)"
         if self.dry_run:
             for index, (cell, (status, out_dir)) in enumerate(zip(cells, statuses, strict=True)):
                 print(f"{index:5d} {status}  {' '.join(cell)}  -> {out_dir}")
@@ -90,8 +115,16 @@ class GridSweeper(Sweeper):
             batch = todo[start : start + size]
             launched = self.launcher.launch(batch, initial_job_idx=start)
             for cell, job in zip(batch, launched, strict=True):
-                if _failed(job):
+                if job.status == JobStatus.COMPLETED and job.return_value == "locked":
+                    record_locked(cell, "locked by another process once launched")
+                elif _failed(job):
                     record_failed(cell)
+                    if job.status == JobStatus.COMPLETED and job.return_value == INTERRUPTED:
+                        log.warning(
+                            "cell %s: interrupted with a checkpoint; launching the sweep again "
+                            "resumes it",
+                            " ".join(cell),
+                        )
             returns.append(launched)
         return returns
 
@@ -115,7 +148,8 @@ class SweepRefused(CompactHydraException):
 
 
 def _failed(job: JobReturn) -> bool:
-    """A job that raised, or whose run recorded a failure (zoft-run returns the run's status)."""
+    """A job that raised, whose run recorded a failure (zoft-run returns the run's status), or
+    that a signal stopped in a launcher that runs each cell as its own job."""
     if job.status == JobStatus.FAILED:
         return True
-    return job.return_value == "failed"
+    return job.return_value in ("failed", INTERRUPTED)
