@@ -200,9 +200,12 @@ def run_main() -> None:
     _register_grid_sweeper()
     try:
         _hydra_entry()
-    except KeyboardInterrupt:  # Ctrl-C before a run's handlers were installed or after
-        print("zoft-run: interrupted (Ctrl-C); re-run the same command to go on", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as err:  # Ctrl-C before a run's handlers were installed or after
+        from zoft.run.signals import Interrupted
+
+        said = str(err) if isinstance(err, Interrupted) else "interrupted (Ctrl-C)"
+        print(f"zoft-run: {said}; re-run the same command to go on", file=sys.stderr)
+        sys.exit(err.exit_code if isinstance(err, Interrupted) else 130)
     finally:
         distributed.teardown()
     locked, failed = sweep_locked(), sweep_failures()

@@ -2,9 +2,10 @@
 SIGUSR1 checkpoints and goes on (a cluster's "time is nearly up" warning, e.g. SLURM's
 `--signal=USR1@120`). A second SIGINT interrupts at once, as Ctrl-C usually does.
 
-`Interrupted` is a BaseException, like KeyboardInterrupt: a stop must end the run (and the sweep)
+`Interrupted` is a KeyboardInterrupt (so a BaseException): a stop must end the run (and the sweep)
 wherever it lands, and library code that retries or rewraps on `except Exception` (the hub
-loaders do) must not swallow it."""
+loaders do), or that re-raises only KeyboardInterrupt from a bare `except:` (tqdm's logging
+handler does), must not swallow it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 CHECKPOINT_SIGNALS = (signal.SIGUSR1,)
 
 
-class Interrupted(BaseException):  # noqa: N818 (the name says what happened, as KeyboardInterrupt)
+class Interrupted(KeyboardInterrupt):  # noqa: N818 (the name says what happened)
     """The run stopped on a signal; its message says what was kept and how to go on. `at_once`:
     a second Ctrl-C stopped it without waiting for the step (or checkpoint) in progress."""
 
