@@ -102,9 +102,9 @@ def _one_run(cfg: DictConfig) -> str:
     try:
         with logging_redirect_tqdm():
             result = run(cfg)
-    except Interrupted as err:
+    except Interrupted as err:  # not an Exception: a stop ends the sweep too
         log.warning("%s", err)
-        sys.exit(128 + err.signum)
+        sys.exit(err.exit_code)
     except RunLocked as err:  # another process runs this very cell: not a failure of it
         log.error("%s", err)
         if sweeping:
@@ -117,7 +117,7 @@ def _one_run(cfg: DictConfig) -> str:
         sys.exit(1)
     except Exception:
         # the traceback once, here (and in run.log); re-raising would make Hydra print it again
-        log.exception("the run failed (result.json records the reason)")
+        log.exception("the run failed")
         if sweeping:
             return "failed"
         sys.exit(1)
@@ -202,6 +202,12 @@ def run_main() -> None:
     _register_grid_sweeper()
     try:
         _hydra_entry()
+    except KeyboardInterrupt as err:  # Ctrl-C before a run's handlers were installed or after
+        from zoft.run.signals import Interrupted
+
+        said = str(err) if isinstance(err, Interrupted) else "interrupted (Ctrl-C)"
+        print(f"zoft-run: {said}; re-run the same command to go on", file=sys.stderr)
+        sys.exit(err.exit_code if isinstance(err, Interrupted) else 130)
     finally:
         distributed.teardown()
     locked, failed = sweep_locked(), sweep_failures()

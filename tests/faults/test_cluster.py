@@ -137,7 +137,7 @@ def _task(runs: Path, run_dir: Path) -> psutil.Process | None:
     names both the job's folder and the controller's pid), found by the run directory its log
     names."""
     for log in runs.glob(".submitit/*/*_0_log.err"):
-        if f"run directory {run_dir}" in log.read_text(errors="replace"):
+        if f"-> {run_dir} " in log.read_text(errors="replace"):
             try:
                 children = psutil.Process(int(log.parent.name)).children()
             except psutil.NoSuchProcess:
@@ -232,7 +232,7 @@ def test_a_two_cell_sweep_of_submitit_jobs_completes_with_logs_and_no_empty_fold
         assert result["status"] == "complete" and result["steps"] == 40
     logs = sorted(straight.glob(".submitit/*/*_0_log.err"))
     assert len(logs) == 2  # each job's log, under results_dir, carries zoft's log lines
-    assert all("run directory" in log.read_text() for log in logs)
+    assert all("(full config: config.yaml, run.log)" in log.read_text() for log in logs)
     _no_sweep_litter(straight)
 
 

@@ -62,7 +62,22 @@ class Checkpoint:
 
     def best_weights(self) -> dict[str, torch.Tensor] | None:
         best = self.path / f"best{self.suffix}.safetensors"
-        return load_file(str(best)) if best.is_file() else None
+        if not best.is_file():
+            return None
+        try:
+            return load_file(str(best))
+        except Exception as err:  # safetensors raises its own error types for damaged files
+            raise damaged(best, err) from None
+
+
+def damaged(path: Path, err: BaseException) -> CheckpointError:
+    """The error for a checkpoint file that cannot be read: which file, why, and the way out."""
+    detail = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:200]  # its first sentence
+    return CheckpointError(
+        f"the checkpoint file {path} is damaged or truncated ({type(err).__name__}: "
+        f"{detail}); resume=false starts the run over (the damaged checkpoints are kept "
+        f"under {CHECKPOINT_DIR}.<time>/)"
+    )
 
 
 def capture_rng() -> dict[str, Any]:
@@ -180,7 +195,11 @@ class Checkpointer:
         path = self.latest()
         if path is None:
             return None
-        meta = json.loads((path / _META).read_text())
+        try:
+            meta = json.loads((path / _META).read_text())
+            meta["step"], meta["config_digest"]  # noqa: B018 (both must be there)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise damaged(path / _META, err) from None
         if meta["config_digest"] != self.config_digest:
             raise CheckpointError(
                 f"{path} was written by a different config (digest {meta['config_digest']} vs "
@@ -195,8 +214,14 @@ class Checkpointer:
                 f"{distributed.world_size()}; resume with torchrun --nproc-per-node={world}, or "
                 "set resume=false to start over"
             )
-        with (path / f"state{suffix}.pt").open("rb") as f:
-            state = torch.load(f, weights_only=True)
+        state_file = path / f"state{suffix}.pt"
+        try:
+            with state_file.open("rb") as f:
+                state = torch.load(f, weights_only=True)
+        except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+            raise damaged(state_file, err) from None
+        if not isinstance(state, dict):
+            raise damaged(state_file, TypeError(f"holds a {type(state).__name__}, not a state"))
         return Checkpoint(step=meta["step"], state=state, path=path, suffix=suffix)
 
     def set_aside(self) -> Path | None:
@@ -217,7 +242,11 @@ class Checkpointer:
 def load_weights(params: dict[str, torch.nn.Parameter], path: Path) -> None:
     """Copy saved tensors into the parameters one at a time (no second copy of the model in
     memory), refusing any mismatch of names or shapes."""
-    with safe_open(str(path), framework="pt") as f:
+    try:
+        opened = safe_open(str(path), framework="pt")
+    except Exception as err:  # a missing, truncated or garbled safetensors file
+        raise damaged(path, err) from None
+    with opened as f:
         names = set(f.keys())
         missing, unexpected = set(params) - names, names - set(params)
         if missing or unexpected:

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import secrets
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,9 +64,26 @@ class MetricsLog:
             sink.finish(result)
 
 
+class RunLogHandler(logging.FileHandler):
+    """run.log. A line it cannot write (the folder made read-only, a full disk) is said once on
+    stderr, not with the logging module's traceback per line; the console log goes on."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if not self.failed:
+            self.failed = True
+            err = sys.exc_info()[1]
+            print(
+                f"zoft: could not write {self.baseFilename} ({err}); the log continues on the "
+                "console only",
+                file=sys.stderr,
+            )
+
+
 def attach_file_log(run_dir: Path) -> logging.Handler:
     """Mirror every log line of this run into <run_dir>/run.log."""
-    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    handler = RunLogHandler(run_dir / LOG_FILE, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler

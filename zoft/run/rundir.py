@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from zoft.errors import RunConfigError
+from zoft.errors import RunConfigError, ZoftError
 from zoft.run.record import RunResult, read_record
 from zoft.tasks import TASKS
 from zoft.tasks.io import HUB
@@ -152,6 +152,74 @@ def atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class RunDirError(ZoftError):
+    """A run folder zoft cannot write: named with the path, the system's reason and the fix."""
+
+
+def ensure_writable(out_dir: Path) -> None:
+    """Refuse, before anything is loaded, a run folder (or its checkpoints/) that cannot be
+    created or written: by trying, since permission bits do not tell (root, read-only mounts,
+    immutable folders, quotas)."""
+    targets = [out_dir, *(p for p in [out_dir / "checkpoints"] if p.is_dir())]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for target in targets:
+            _probe(target)
+    except OSError as err:
+        raise _unwritable(out_dir, err) from None
+
+
+def check_writable(path: Path) -> None:
+    """Refuse a folder that could not be created or written, creating nothing: the nearest
+    existing folder at or above it is tried (a sweep checks its cells' folders this way)."""
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a directory", str(existing))
+        _probe(existing)
+    except OSError as err:
+        raise _unwritable(Path(path), err) from None
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a file in `folder`; the OSError names the folder, not the probe."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".zoft-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(folder)) from None
+
+
+def _unwritable(out_dir: Path, err: OSError) -> RunDirError:
+    where = err.filename or out_dir
+    return RunDirError(
+        f"cannot write the run folder {out_dir} ({err.strerror or err}: {where}); nothing was "
+        "run. Choose a writable results_dir=... (or output_dir=...), or make that folder writable"
+    )
+
+
+def write_failure(err: BaseException, out_dir: Path) -> str | None:
+    """What to tell the user when `err` is a failure to write (or read) a file of the run folder
+    (a folder made read-only, a full disk or quota) -- else None."""
+    if not isinstance(err, OSError):
+        return None
+    name = err.filename or ""
+    try:
+        inside = Path(name).resolve().is_relative_to(out_dir.resolve())
+    except (OSError, ValueError):
+        inside = False
+    if not inside:
+        return None
+    return (
+        f"could not write {name} ({err.strerror or err}): the run folder {out_dir} is no longer "
+        "writable (permissions, a full disk or quota?); make it writable and re-run the same "
+        "command (it resumes from its last checkpoint, if any)"
+    )
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -39,14 +39,17 @@ from zoft.run.rundir import (
     PREDICTIONS_FILE,
     RESULT_FILE,
     WEIGHTS_FILE,
+    RunDirError,
     atomic_write,
     config_digest,
+    ensure_writable,
     file_mode,
     resolve_output_dir,
     run_mode,
+    write_failure,
     write_json,
 )
-from zoft.run.signals import Interrupted, SignalFlags, signal_flags
+from zoft.run.signals import Interrupted, SignalFlags, signal_flags, signal_name
 from zoft.run.trainer import (
     Evaluator,
     Trainer,
@@ -157,6 +160,7 @@ class _RunContext:
     resume: Checkpoint | None
     metrics: MetricsLog
     reads: DataReads  # the data files read, for result.json's data_fingerprint
+    kept: Path | None = None  # the checkpoint of the trained state, once written
 
 
 def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
@@ -208,7 +212,7 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
             else:  # the reported test: its predictions are written
                 result["zero_shot"], test_records = evaluate.test_pass(splits.test)
         log.info("%s test %s", label, result["zero_shot"])
-    outcome, stats = TrainingOutcome(), {}
+    outcome, stats, trainer = TrainingOutcome(), {}, None
     if cfg.steps:
         add_adapter(loaded.model, cfg.optimizer, cfg.model)
         if cfg.fsdp:
@@ -223,19 +227,56 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
         trainer = Trainer(settings, optimizer, splits, evaluate, record)
         with tracker.phase("train"):
             outcome = trainer.run(resume)
-        stats = optimizer.stats()
-    with tracker.phase("eval"):
-        if outcome.steps == 0 and test_records is not None:
-            result["test"] = result["zero_shot"]
-        else:
-            result["test"], test_records = evaluate.test_pass(splits.test)
-    log.info("test %s", result["test"])
-    if distributed.is_main():
-        write_predictions(ctx.out_dir / PREDICTIONS_FILE, test_records)
-    if cfg.save_weights:
-        _save_weights(loaded.model, ctx.out_dir)
+    try:
+        if trainer is not None:
+            stats = trainer.optimizer.stats()
+            if distributed.shards_parameters():  # a stop mid-evaluation could not gather shards
+                _keep_trained_state(trainer, ctx)
+                if ctx.flags.stop is not None:  # received while it was written
+                    raise Interrupted("stopped", ctx.flags.stop)
+        with tracker.phase("eval"):
+            if outcome.steps == 0 and test_records is not None:
+                result["test"] = result["zero_shot"]
+            else:
+                log.info("test evaluation on %d examples", len(splits.test))
+                result["test"], test_records = evaluate.test_pass(splits.test)
+        log.info("test %s", result["test"])
+        if distributed.is_main():
+            write_predictions(ctx.out_dir / PREDICTIONS_FILE, test_records)
+        if cfg.save_weights:
+            _save_weights(loaded.model, ctx.out_dir)
+    except Interrupted as err:
+        if trainer is None or err.at_once:
+            raise
+        path = _keep_trained_state(trainer, ctx)
+        kept = (
+            f"the trained state (step {trainer.settings.steps}) is kept at {path}: re-run the same "
+            "command to evaluate it without training again"
+            if path
+            else "nothing could be kept: re-running trains again"
+        )
+        raise Interrupted(
+            f"stopped by {signal_name(err.signum)} after training, during the final evaluation; "
+            + kept,
+            err.signum,
+        ) from None
     result.update(_outcome_fields(outcome), optimizer_stats=stats)
     result.update(memory=tracker.phases, wall_time_s=round(time.time() - started, 2))
+
+
+def _keep_trained_state(trainer: Trainer, ctx: _RunContext) -> Path | None:
+    """The checkpoint of the trained state as it is evaluated (after the best-dev restore), so
+    that a stop during the final evaluation loses no training: a re-run loads it, trains 0 steps
+    and evaluates. The checkpoint a resumed run started from is that state already. A second
+    Ctrl-C may still cut the write short; the previous checkpoint then stays (writes are atomic)."""
+    steps = trainer.settings.steps
+    if ctx.resume is not None and ctx.resume.step >= steps:
+        return ctx.resume.path
+    if ctx.kept is not None:
+        return ctx.kept
+    with ctx.flags.deferred():  # a second SIGTERM waits for the write; a second Ctrl-C does not
+        ctx.kept = trainer.save(steps)
+    return ctx.kept
 
 
 def _apply_threads(cfg: DictConfig) -> None:
@@ -266,7 +307,8 @@ def _save_weights(model: torch.nn.Module, out_dir: Path) -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment into its run directory: a finished directory is not run again, an
-    interrupted one continues from its checkpoint (unless resume=false)."""
+    interrupted one continues from its checkpoint (unless resume=false). Whatever happens after
+    the folder is checked writable, result.json records this attempt's status and reason."""
     validate(cfg)
     out_dir = resolve_output_dir(cfg)
     reuse = reusable_result(out_dir, cfg)
@@ -274,6 +316,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return _skipped(out_dir, reuse)
     cfg.device = distributed.setup(cfg.device)
     main = distributed.is_main()
+    if main:
+        ensure_writable(out_dir)  # before the lock and anything loaded, with the path named
     lock = RunLock.acquire(out_dir) if main else None  # one writer: a second process is refused
     try:
         if lock is not None and distributed.world_size() == 1:
@@ -312,13 +356,9 @@ def _set_aside_stale(out_dir: Path, why: str) -> str:
 def _run_locked(cfg: DictConfig, out_dir: Path, main: bool, rerun: str = "") -> dict[str, Any]:
     """One attempt at the run, its directory locked by this process; `rerun` says why a finished
     run is run again (logged to the console and run.log)."""
-    checkpointer = Checkpointer(out_dir, config_digest(cfg))
-    resume = _checkpoint_to_resume(cfg, checkpointer, main)
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if resume is None:
-            _set_aside_partial_metrics(out_dir)
         atomic_write(out_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+    checkpointer = Checkpointer(out_dir, config_digest(cfg))
     handler = attach_file_log(out_dir) if main else None
     if rerun:
         log.warning("%s", rerun)
@@ -327,33 +367,90 @@ def _run_locked(cfg: DictConfig, out_dir: Path, main: bool, rerun: str = "") -> 
     result = {**_base_result(cfg), "output_dir": str(out_dir), **environment()}
     result["world_size"] = distributed.world_size()
     metrics = MetricsLog(out_dir / METRICS_FILE if main else None)
-    try:
-        if main:
-            resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-            dev_key = f"dev_{get_task(cfg.task.name).metric}"
-            metrics.sinks = build_sinks(cfg.logger, out_dir, resolved, dev_key)
-        with signal_flags() as flags, recording_reads() as reads:
-            ctx = _RunContext(out_dir, result, flags, checkpointer, resume, metrics, reads)
-            _execute(cfg, ctx)
-        result["status"] = "complete"
-    except Interrupted as err:
-        result.update(status="interrupted", reason=str(err))
-        raise
-    except BaseException as err:
-        result["status"] = "failed"
-        result["reason"] = f"{type(err).__name__}: {err}"
-        raise
-    finally:
-        result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        if main:
-            write_json(out_dir / RESULT_FILE, RunResult.from_json(result).to_json())
-            metrics.finish(result)
-            if result["status"] == "complete":
-                checkpointer.remove()
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+    with signal_flags() as flags:
+        try:
+            resume = _checkpoint_to_resume(cfg, checkpointer, main)
+            if main and resume is None:
+                _set_aside_partial_metrics(out_dir)
+            if main:
+                resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+                dev_key = f"dev_{get_task(cfg.task.name).metric}"
+                metrics.sinks = build_sinks(cfg.logger, out_dir, resolved, dev_key)
+            with recording_reads() as reads:
+                ctx = _RunContext(out_dir, result, flags, checkpointer, resume, metrics, reads)
+                _execute(cfg, ctx)
+            result["status"] = "complete"
+        except Interrupted as err:
+            if err.at_once:
+                err = _stopped_at_once(err, checkpointer)
+            result.update(status="interrupted", reason=str(err))
+            raise err from None
+        except BaseException as err:
+            problem = write_failure(err, out_dir)
+            result["status"] = "failed"
+            result["reason"] = problem or f"{type(err).__name__}: {err}"
+            if problem is not None:
+                raise RunDirError(problem) from None
+            raise
+        finally:
+            result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            with flags.shielded():  # a signal now waits for this attempt's record
+                unwritten = _record(out_dir, result, metrics, checkpointer) if main else None
+                if handler is not None:
+                    logging.getLogger().removeHandler(handler)
+                    handler.close()
+                _after_record(result, unwritten, flags)
     return copy.deepcopy(RunResult.from_json(result).to_json())
+
+
+def _record(
+    out_dir: Path, result: dict[str, Any], metrics: MetricsLog, checkpointer: Checkpointer
+) -> str | None:
+    """Write this attempt's result.json (and finish the loggers); why it could not be, if so."""
+    path = out_dir / RESULT_FILE
+    try:
+        write_json(path, RunResult.from_json(result).to_json())
+    except OSError as err:
+        return f"could not write {path} ({err.strerror or err})"
+    try:
+        metrics.finish(result)
+    except OSError as err:  # metrics.csv, a W&B folder: result.json is written, say what is not
+        log.error("could not finish the metrics logs: %s", err)
+    if result["status"] == "complete":
+        checkpointer.remove()
+    elif result["status"] == "failed":
+        log.info("%s records why this attempt failed", path)
+    return None
+
+
+def _after_record(result: dict[str, Any], unwritten: str | None, flags: SignalFlags) -> None:
+    """Say what was not recorded; a finished run whose result.json could not be written is an
+    error (its numbers are in the message), and a stop signal noted while writing still stops."""
+    status = result["status"]
+    if unwritten is not None:
+        if status == "complete":
+            raise RunDirError(
+                f"the run finished (test {result.get('test')}) but {unwritten}; make the folder "
+                "writable and re-run the same command"
+            )
+        log.error("%s: this attempt (%s) is not recorded", unwritten, status)
+    if flags.stop is not None and status != "interrupted":
+        raise Interrupted(
+            f"stopped by {signal_name(flags.stop)} as the run ended (status {status}, "
+            + ("not recorded)" if unwritten else "recorded in result.json)"),
+            flags.stop,
+        )
+
+
+def _stopped_at_once(err: Interrupted, checkpointer: Checkpointer) -> Interrupted:
+    """A second Ctrl-C's message: what is kept to resume from."""
+    latest = checkpointer.latest()
+    kept = (
+        f"the last complete checkpoint {latest} is kept: re-run the same command to resume from it"
+        if latest is not None
+        else "no checkpoint had been written yet: re-running starts over"
+    )
+    return Interrupted(f"{err}; {kept}", err.signum, at_once=True)
 
 
 def _checkpoint_to_resume(

@@ -182,6 +182,8 @@ class BestDevState:
         for name, p in self.params.items():
             target = distributed.local(p)
             target.copy_(self.weights[name].to(target.device))
+        # the parameters are the best ones now: the copy is not needed (nor checkpointed) again
+        self.weights = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"value": self.value, "step": self.step, "scores": dict(self.scores)}
@@ -269,10 +271,12 @@ class Trainer:
         )
         with self.flags.deferred():
             self._loop(start, stream, bar)
-        bar.close()
-        self.best.restore()
-        self._count_guarded_steps()
-        self.outcome.best_step, self.outcome.best_dev = self.best.step, self.best.scores
+            bar.close()
+            self.best.restore()
+            self._count_guarded_steps()
+            self.outcome.best_step, self.outcome.best_dev = self.best.step, self.best.scores
+            if distributed.any_rank([self.flags.stop is not None])[0]:  # during the last step
+                self._stop(settings.steps, self.save(settings.steps))
         return self.outcome
 
     def _loop(self, start: int, stream: Iterator[list[Example]], bar: tqdm) -> None:
@@ -353,17 +357,21 @@ class Trainer:
             return
         path = self.save(done)
         if stop:
-            signum = self.flags.stop or signal.SIGTERM
-            where = (
-                f"checkpoint {path}: re-run the same command to resume"
-                if path
-                else "no checkpoint was written: re-running starts over"
-            )
-            raise Interrupted(
-                f"stopped by {signal.Signals(signum).name} after step {done}/{self.settings.steps}; "
-                + where,
-                signum,
-            )
+            self._stop(done, path)
+
+    def _stop(self, done: int, path: Path | None) -> None:
+        """End the run on the stop signal received, naming the checkpoint just written."""
+        signum = self.flags.stop or signal.SIGTERM
+        where = (
+            f"checkpoint {path}: re-run the same command to resume"
+            if path
+            else "no checkpoint was written: re-running starts over"
+        )
+        raise Interrupted(
+            f"stopped by {signal.Signals(signum).name} after step {done}/{self.settings.steps}; "
+            + where,
+            signum,
+        )
 
     def save(self, done: int) -> Path | None:
         """Write the checkpoint of the state after `done` steps (rank 0 writes it)."""
@@ -402,10 +410,13 @@ class Trainer:
         restore_rng(state["rng"])
         self.metrics.truncate_after(checkpoint.step)
         log.info(
-            "resuming from %s (step %d of %d)",
+            "resuming from %s (step %d of %d)%s",
             checkpoint.path,
             checkpoint.step,
             self.settings.steps,
+            ": training is complete, 0 steps to train; evaluating the trained state"
+            if checkpoint.step >= self.settings.steps
+            else "",
         )
         return checkpoint.step
 

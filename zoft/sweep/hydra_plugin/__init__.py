@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.zoft_grid.launchers import INTERRUPTED
@@ -107,6 +108,7 @@ class GridSweeper(Sweeper):
             print(summary, flush=True)
             return []
         log.info("%s", summary)
+        self._check_writable([out_dir for status, out_dir in statuses if status == "todo"])
         size = self.max_batch_size or max(len(todo), 1)
         returns: list[Sequence[JobReturn]] = []
         for start in range(0, len(todo), size):
@@ -125,6 +127,24 @@ class GridSweeper(Sweeper):
                         )
             returns.append(launched)
         return returns
+
+    def _check_writable(self, out_dirs: list[Path]) -> None:
+        """Refuse the sweep before any cell runs when a cell's folder, or the sweep's own folder,
+        cannot be written (creating none of them)."""
+        from zoft.errors import ZoftError
+        from zoft.run.rundir import check_writable
+
+        sweep_dir = OmegaConf.select(self.config, "hydra.sweep.dir")
+        folders = [*sorted(set(out_dirs)), *([Path(str(sweep_dir))] if sweep_dir else [])]
+        for folder in folders:
+            try:
+                check_writable(folder)
+            except ZoftError as err:
+                raise SweepRefused(f"zoft-run: {err}") from None
+
+
+class SweepRefused(CompactHydraException):
+    """A sweep that cannot run at all; Hydra prints the message alone (no traceback)."""
 
 
 def _failed(job: JobReturn) -> bool:
