@@ -17,7 +17,7 @@ from tests.conftest import REPO, compose
 from tests.faults.harness import Fault, check_fault, run_command
 from zoft.config import GuardConfig, OptimizerConfig, ZoftConfig
 from zoft.models.loading import gguf_note
-from zoft.optim.mezo import MezoConfig
+from zoft.optim.configs import MezoConfig
 from zoft.run.rundir import config_digest
 from zoft.run.usage import field_docs, run_help, run_keys
 from zoft.tasks.base import Example
@@ -206,7 +206,8 @@ def test_only_notes_that_ask_for_action_are_warnings(caplog: pytest.LogCaptureFi
     assert "WARNING" in levels.values()
 
 
-def test_the_packaged_gguf_is_disclosed_as_a_quantisation_in_model_notes():
+def test_the_packaged_gguf_is_disclosed_as_a_quantisation_in_model_notes(monkeypatch):
+    monkeypatch.setenv("ZOFT_DATA", "/data")  # the digest's data origin: local, as the demo's
     note = gguf_note("SmolLM2-135M-Instruct.Q4_1.gguf")
     assert "Q4_1 GGUF quantisation" in note and "dequantised" in note
     assert "quantisation" not in gguf_note("model.gguf")

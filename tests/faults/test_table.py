@@ -22,43 +22,26 @@ import pytest
 
 from tests.conftest import REPO
 from tests.faults.harness import Fault, check_fault
+from tests.report.test_collect import bare_result
 from zoft.report.collect import collect
 from zoft.report.select import paper_dir
 
 RUN_DIR = Path("runs") / "sst2" / "tiny-opt" / "mezo"
 
 
-def _result(seed: int, accuracy: float, **changes) -> dict:
-    result = {
-        "status": "complete",
-        "task": "sst2",
-        "model": "tiny-opt",
-        "optimizer": "mezo",
-        "mode": "fine-tune",
-        "seed": seed,
-        "data_seed": 13,
-        "protocol": "kshot",
-        "test": {"accuracy": accuracy},
-        "num_test": 872,
-        "zoft_version": "0.1.0",
-        "git_commit": "abc123",
-    }
-    return {**result, **changes}
-
-
 # each damaged file, beside two good runs: its folder, its bytes, and what zoft-table must say
 DAMAGED = {
-    "truncated": (json.dumps(_result(2, 0.7))[:40].encode(), "truncated"),
+    "truncated": (json.dumps(bare_result(2, 0.7))[:40].encode(), "truncated"),
     "binary": (b"\x80\x81\xfe\xff\x00 not text", "unreadable (binary, not UTF-8 text"),
     "a-list": (b"[1, 2]", "wrong schema (a JSON list)"),
-    "memory-a-list": (json.dumps(_result(3, 0.5, memory=[1, 2])).encode(), "wrong schema"),
-    "seed-a-word": (json.dumps({**_result(4, 0.5), "seed": "x"}).encode(), "seed is 'x'"),
-    "test-a-word": (json.dumps(_result(5, "high")).encode(), "wrong schema (test is"),
+    "memory-a-list": (json.dumps(bare_result(3, 0.5, memory=[1, 2])).encode(), "wrong schema"),
+    "seed-a-word": (json.dumps({**bare_result(4, 0.5), "seed": "x"}).encode(), "seed is 'x'"),
+    "test-a-word": (json.dumps(bare_result(5, "high")).encode(), "wrong schema (test is"),
     "failed": (
-        json.dumps(_result(6, 0.1, status="failed", reason="RuntimeError: boom")).encode(),
+        json.dumps(bare_result(6, 0.1, status="failed", reason="RuntimeError: boom")).encode(),
         "incomplete (status failed: RuntimeError: boom)",
     ),
-    "no-test": (json.dumps(_result(7, 0.5, test=None)).encode(), "complete but no test result"),
+    "no-test": (json.dumps(bare_result(7, 0.5, test=None)).encode(), "complete but no test result"),
 }
 
 
@@ -66,7 +49,7 @@ def _two_good_runs(work: Path) -> None:
     for seed, accuracy in ((0, 0.8), (1, 0.9)):
         folder = work / RUN_DIR / f"seed{seed}"
         folder.mkdir(parents=True)
-        (folder / "result.json").write_text(json.dumps(_result(seed, accuracy)))
+        (folder / "result.json").write_text(json.dumps(bare_result(seed, accuracy)))
 
 
 def _damaged(work: Path, name: str) -> None:

@@ -12,8 +12,7 @@ from zoft.models.adapters import (
     is_head_parameter,
 )
 from zoft.models.loading import load_model
-from zoft.optim.first_order import AdamConfig, AdamLoraConfig
-from zoft.optim.lmao import LmaoConfig
+from zoft.optim.configs import AdamConfig, AdamLoraConfig, LmaoConfig
 from zoft.registry import UnknownNameError
 
 TARGETS = {

@@ -5,7 +5,8 @@ import torch
 
 from tests.conftest import tiny
 from zoft.errors import ZoftError
-from zoft.optim.first_order import AdamConfig, FullFineTuning, linear_schedule
+from zoft.optim.configs import AdamConfig
+from zoft.optim.first_order import FullFineTuning, linear_schedule
 from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 
@@ -129,7 +130,7 @@ def test_micro_batches_sum_to_the_whole_batch_gradient(name, data_dir):
     Adam's first step is ±lr wherever |g| is tiny, which amplifies float noise."""
     from tests.conftest import model_cfg
     from zoft.models.adapters import add_adapter
-    from zoft.optim.first_order import AdamLoraConfig
+    from zoft.optim.configs import AdamLoraConfig
 
     config = {"ft": AdamConfig, "ft-lora": AdamLoraConfig}[name]
     task = get_task("sst2")

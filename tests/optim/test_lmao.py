@@ -7,8 +7,9 @@ import torch
 from tests.conftest import model_cfg, tiny
 from zoft.errors import ZoftError
 from zoft.models.adapters import add_adapter
-from zoft.optim.first_order import AdamLoraConfig, FullFineTuning
-from zoft.optim.lmao import LMAO, LmaoConfig
+from zoft.optim.configs import AdamLoraConfig, LmaoConfig
+from zoft.optim.first_order import FullFineTuning
+from zoft.optim.lmao import LMAO
 from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 

@@ -8,8 +8,9 @@ from torch import nn
 
 from tests.conftest import compose, tiny
 from zoft.errors import ZoftError
+from zoft.optim.configs import LozoConfig, LozoMConfig
 from zoft.optim.directions import LowRankDirections
-from zoft.optim.lozo import LOZO, LOZOM, LozoConfig, LozoMConfig, project_momentum
+from zoft.optim.lozo import LOZO, LOZOM, project_momentum
 from zoft.optim.perturb import PerturbationEngine
 from zoft.run.rundir import config_digest
 

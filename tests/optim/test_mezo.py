@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from tests.conftest import tiny
-from zoft.optim.mezo import MeZO, MezoConfig
+from zoft.optim.configs import MezoConfig
+from zoft.optim.mezo import MeZO
 from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 

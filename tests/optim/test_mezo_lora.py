@@ -8,8 +8,9 @@ import torch
 from tests.conftest import compose, tiny
 from zoft.models.adapters import add_adapter
 from zoft.optim import OPTIMIZERS, build_optimizer
-from zoft.optim.mezo import MeZO, MezoConfig
-from zoft.optim.mezo_lora import MezoLora, MezoLoraConfig
+from zoft.optim.configs import MezoConfig, MezoLoraConfig
+from zoft.optim.mezo import MeZO
+from zoft.optim.mezo_lora import MezoLora
 from zoft.run.rundir import config_digest
 from zoft.scoring import build_scorer
 from zoft.tasks import get_task

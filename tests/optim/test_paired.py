@@ -13,9 +13,10 @@ from zoft.errors import ZoftError
 from zoft.models.loading import load_model
 from zoft.optim import directions as directions_module
 from zoft.optim.base import batch_loss, batch_loss_pair
+from zoft.optim.configs import LozoConfig, MezoConfig
 from zoft.optim.directions import GaussianDirections, LowRankDirections
-from zoft.optim.lozo import LOZO, LozoConfig
-from zoft.optim.mezo import MeZO, MezoConfig
+from zoft.optim.lozo import LOZO
+from zoft.optim.mezo import MeZO
 from zoft.optim.perturb import PerturbationEngine, pairs_by_default
 from zoft.optim.probes import _INCONCLUSIVE_CHECKS, PairingPolicy
 from zoft.scoring import build_scorer

@@ -1,6 +1,7 @@
 """The method registry drives everything a method needs: each registered method has its YAML,
-its test file and facts that agree with its config, and a new method is one module, one YAML
-and one test file (proved below with a throw-away method no other file names)."""
+its test file and facts that agree with its config, and a new method is its declaration (config
+and facts), its class, one YAML and one test file (proved below with a throw-away method, both
+halves in one module outside the package, that no other file names)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import sys
 import textwrap
 from dataclasses import fields
 
+import pytest
 import yaml
 
 import zoft.optim
 from tests.conftest import REPO
-from zoft.optim import _MACHINERY, OPTIMIZERS
+from zoft.optim import _MACHINERY, METHODS, OPTIMIZERS
+from zoft.registry import UnknownNameError
 
 CONF = REPO / "conf" / "optimizer"
 TESTS = REPO / "tests" / "optim"
@@ -58,29 +61,31 @@ def test_facts_agree_with_the_config():
         assert not facts.zeroth_order or facts.backwards == 0, name  # ZO: no backprop anywhere
 
 
-# The recipe, followed outside the source tree: one module, one YAML (in a conf search path),
-# nothing else edited. The registry, the ConfigStore schemas, the composed config, run() with its
-# pass counts, the bench methods and the tests' parametrisation all pick the method up.
+# The recipe, followed outside the source tree: one module (the declaration and the class), one
+# YAML (in a conf search path), nothing else edited. The registry, the ConfigStore schemas, the
+# composed config, run() with its pass counts, the bench methods and the tests' parametrisation
+# all pick the method up.
 _MODULE = '''
 from dataclasses import dataclass
 
-from zoft.optim.mezo import MeZO, MezoConfig
-from zoft.optim.registry import OPTIMIZERS, MethodFacts
+from zoft.optim.configs import MezoConfig
+from zoft.optim.mezo import MeZO
+from zoft.optim.registry import METHODS, OPTIMIZERS, MethodFacts
 
 
+@METHODS.register(
+    "throw-away",
+    facts=MethodFacts("Throw-away", 999, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
 @dataclass
 class ThrowAwayConfig(MezoConfig):
     name: str = "throw-away"
     eps: float = 2e-3
 
 
-@OPTIMIZERS.register(
-    "throw-away",
-    config=ThrowAwayConfig,
-    facts=MethodFacts("Throw-away", 999, forwards=2, backwards=0, zeroth_order=True, lora=False),
-)
+@OPTIMIZERS.register("throw-away")
 class ThrowAway(MeZO):
-    """MeZO under another name: only its registration is new."""
+    """MeZO under another name: only its declaration and registration are new."""
 '''
 _YAML = """
 defaults:
@@ -147,3 +152,28 @@ def test_a_new_method_is_one_module_one_yaml_and_one_test(data_dir, tmp_path):
     }
     assert seen["bench"] == ["throw-away-sequential", "throw-away-paired"]
     assert "throw-away" in seen["params"]
+
+
+def test_every_declared_method_has_its_class():
+    assert set(METHODS) == set(OPTIMIZERS)
+    for name in OPTIMIZERS:
+        assert OPTIMIZERS.config(name) is METHODS.config(name), name
+
+
+def test_a_class_for_an_undeclared_method_is_refused():
+    with pytest.raises(UnknownNameError, match="no-such-method"):
+        OPTIMIZERS.register("no-such-method")(object)
+    assert "no-such-method" not in OPTIMIZERS
+
+
+def test_the_declarations_load_without_torch():
+    """The command line reads every method's keys, defaults and ranges without torch."""
+    code = (
+        "import sys; from zoft.run.schemas import register_configs; register_configs(); "
+        "from zoft.run.overrides import check_overrides; "
+        "check_overrides(['optimizer=lozo', 'optimizer.rank=4', 'optimizer.lr=1e-5']); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -7,8 +7,9 @@ import torch
 from tests.conftest import tiny
 from zoft.errors import ZoftError
 from zoft.optim.base import batch_loss, micro_batches
-from zoft.optim.lozo import LOZO, LozoConfig
-from zoft.optim.mezo import MeZO, MezoConfig
+from zoft.optim.configs import LozoConfig, MezoConfig
+from zoft.optim.lozo import LOZO
+from zoft.optim.mezo import MeZO
 from zoft.scoring import build_scorer
 from zoft.tasks import get_task
 

@@ -20,7 +20,8 @@ PROVENANCE = (
 )
 
 
-def _result(seed: int, accuracy: float, status: str = "complete", **extra) -> dict:
+def bare_result(seed: int, accuracy: float, status: str = "complete", **extra) -> dict:
+    """A minimal result.json (no memory, no hyperparameters): what zoft-table needs of a run."""
     return {
         "status": status,
         "task": "sst2",
@@ -43,9 +44,9 @@ def _result(seed: int, accuracy: float, status: str = "complete", **extra) -> di
 def runs(tmp_path):
     root = tmp_path / "runs"
     cells = {
-        "seed0": _result(0, 0.80),
-        "seed1": _result(1, 0.90),
-        "seed2": _result(2, 0.10, status="failed", reason="RuntimeError: boom"),
+        "seed0": bare_result(0, 0.80),
+        "seed1": bare_result(1, 0.90),
+        "seed2": bare_result(2, 0.10, status="failed", reason="RuntimeError: boom"),
     }
     for leaf, result in cells.items():
         folder = root / "sst2" / "tiny-opt" / "mezo" / leaf
@@ -68,9 +69,9 @@ def test_collect_results_records_where_each_run_is_now(runs):
 
 
 def test_column_of_names_evaluation_only_modes_and_optimizers():
-    assert column_of(_result(0, 0.5, mode="icl")) == "tiny-opt ICL"
-    assert column_of(_result(0, 0.5, mode="zero-shot")) == "tiny-opt zero-shot"
-    assert column_of(_result(0, 0.625, optimizer="ft")) == "tiny-opt FT"
+    assert column_of(bare_result(0, 0.5, mode="icl")) == "tiny-opt ICL"
+    assert column_of(bare_result(0, 0.5, mode="zero-shot")) == "tiny-opt zero-shot"
+    assert column_of(bare_result(0, 0.625, optimizer="ft")) == "tiny-opt FT"
 
 
 def test_table_main_prints_the_markdown_report_without_out(runs, capsys):
@@ -92,9 +93,9 @@ def test_table_main_prints_the_markdown_report_without_out(runs, capsys):
 
 def test_table_main_title_and_evaluation_only_methods_in_the_papers_order(tmp_path, capsys):
     cells = {
-        "ft": _result(0, 0.625, optimizer="ft"),
-        "icl": _result(0, 0.5, mode="icl"),
-        "zero-shot": _result(0, 0.25, mode="zero-shot"),
+        "ft": bare_result(0, 0.625, optimizer="ft"),
+        "icl": bare_result(0, 0.5, mode="icl"),
+        "zero-shot": bare_result(0, 0.25, mode="zero-shot"),
     }
     for leaf, result in cells.items():
         (tmp_path / leaf).mkdir()
@@ -234,7 +235,7 @@ def _trained(tmp_path, optimizer: str, losses: list[float], **extra) -> dict:
     folder.mkdir()
     lines = [json.dumps({"step": i + 1, "loss": loss}) for i, loss in enumerate(losses)]
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    return _result(
+    return bare_result(
         0,
         0.75,
         optimizer=optimizer,
@@ -254,7 +255,7 @@ def test_methods_table_has_one_row_per_run_with_loss_windows_time_and_memory(tmp
     losses = [1.0] * 2 + [0.5] * 16 + [0.25] * 2  # 20 steps: windows of 2 at each end
     results = [
         _trained(tmp_path, "mezo", losses),
-        _result(
+        bare_result(
             0, 0.5, mode="zero-shot", steps=0, memory={"zero_shot": {"host_peak_rss_mib": 941}}
         ),
     ]
@@ -293,16 +294,16 @@ def test_table_main_by_run_writes_the_markdown_file_only(tmp_path, capsys):
 
 
 def test_methods_table_accepts_a_generator():
-    results = [_result(0, 0.8), _result(1, 0.9)]
+    results = [bare_result(0, 0.8), bare_result(1, 0.9)]
     rows = methods_table(r for r in results).splitlines()
     assert rows[0].startswith("2 runs;")
     assert [r.split("|")[7].strip() for r in rows if r.startswith("| sst2 |")] == ["80.0", "90.0"]
 
 
 def test_a_method_run_on_adapters_it_does_not_default_to_is_labelled():
-    on_lora = _result(0, 0.6, optimizer="lozo", hyperparameters={"adapter": "lora"})
-    own = _result(0, 0.6, optimizer="mezo-lora", hyperparameters={"adapter": "lora"})
-    plain = _result(0, 0.6, optimizer="lozo", hyperparameters={"adapter": "none"})
+    on_lora = bare_result(0, 0.6, optimizer="lozo", hyperparameters={"adapter": "lora"})
+    own = bare_result(0, 0.6, optimizer="mezo-lora", hyperparameters={"adapter": "lora"})
+    plain = bare_result(0, 0.6, optimizer="lozo", hyperparameters={"adapter": "none"})
     assert column_of(on_lora) == "tiny-opt LOZO (lora)"
     assert column_of(own) == "tiny-opt MeZO (LoRA)"
     assert column_of(plain) == "tiny-opt LOZO"

@@ -9,7 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import compose, tiny
-from zoft.optim.mezo import MeZO, MezoConfig
+from zoft.optim.configs import MezoConfig
+from zoft.optim.mezo import MeZO
 from zoft.run.loggers import MetricsLog
 from zoft.run.runner import run
 from zoft.run.trainer import DEV_LOSS, BestDevState, Evaluator, train

@@ -5,7 +5,8 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import tiny
-from zoft.optim.mezo import MeZO, MezoConfig
+from zoft.optim.configs import MezoConfig
+from zoft.optim.mezo import MeZO
 from zoft.run.loggers import MetricsLog
 from zoft.run.trainer import Evaluator, train
 from zoft.scoring import build_scorer

@@ -105,6 +105,15 @@ def test_cached_batched_greedy_equals_naive_uncached_greedy(arch):
     assert batched == alone
 
 
+@pytest.mark.parametrize("arch", ["opt", "llama"])
+def test_decoding_passes_the_cache_under_its_current_name(arch, recwarn):
+    """transformers 5.24 renamed forward's past_key_values to cache; the old name warned (a
+    FutureWarning in every SQuAD run's log)."""
+    model, tok = _sharp(arch)
+    greedy_generate(model, [tok(TEXTS[0]).input_ids], tok.pad_token_id, 4, lambda t: False)
+    assert not [w for w in recwarn if "past_key_values" in str(w.message)]
+
+
 def test_each_row_stops_at_its_own_first_stop_token():
     a, b, c = 3, 4, 5
     model = Scripted([[a, b, NEWLINE, c, c, c], [c, c, c, c, NEWLINE, a], [NEWLINE, a, a, a, a, a]])

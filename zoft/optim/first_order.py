@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from zoft.config import (
-    AdapterKind,
     Amp,
-    DType,
-    OptimizerConfig,
-    Schedule,
     as_dataclass,
-    ranged,
 )
-from zoft.errors import RunConfigError, ZoftError
+from zoft.errors import ZoftError
 from zoft.optim.base import (
     NonFiniteStep,
     Optimizer,
@@ -27,40 +21,10 @@ from zoft.optim.base import (
     loss_value,
     micro_batches,
 )
-from zoft.optim.registry import OPTIMIZERS, MethodFacts
+from zoft.optim.registry import OPTIMIZERS
 from zoft.run import distributed
 from zoft.scoring.base import Objective
 from zoft.tasks.base import Example
-
-
-@dataclass
-class AdamConfig(OptimizerConfig):
-    name: str = "ft"
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    beta1: float = ranged(0.9, ge=0, lt=1)
-    beta2: float = ranged(0.999, ge=0, lt=1)
-    adam_eps: float = ranged(1e-8, gt=0)
-    warmup_steps: int = ranged(0, ge=0)
-    schedule: Schedule = Schedule.linear
-    max_grad_norm: float = ranged(1.0, ge=0)  # 0 disables clipping
-    amp: Amp | None = None  # autocast compute over fp32 weights (the papers' FT)
-    gradient_checkpointing: bool = False  # recompute activations in the backward: less memory
-
-    def check(self) -> None:
-        super().check()
-        if self.amp not in AMP_DTYPES:
-            raise ZoftError(f"optimizer.amp={self.amp} is not one of {sorted(AMP_DTYPES, key=str)}")
-
-    def check_run(self, run: Any) -> None:
-        super().check_run(run)
-        if run.steps and run.dtype == DType.fp16 and self.adapter == AdapterKind.none:
-            raise RunConfigError(
-                f"dtype=fp16 with optimizer={self.name} would train fp16 weights with no master "
-                "copy; the papers keep fp32 weights and compute in fp16: use dtype=fp32 "
-                "optimizer.amp=fp16"
-            )
-
 
 AMP_DTYPES = {None: None, Amp.bf16: torch.bfloat16, Amp.fp16: torch.float16}
 
@@ -211,23 +175,8 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-@dataclass
-class AdamLoraConfig(AdamConfig):
-    name: str = "ft-lora"
-    adapter: AdapterKind = AdapterKind.lora
-    lr: float = 1e-4
-
-
-@OPTIMIZERS.register(
-    "ft-lora",
-    config=AdamLoraConfig,
-    facts=MethodFacts("FT (LoRA)", 100, forwards=1, backwards=1, zeroth_order=False, lora=True),
-)
-@OPTIMIZERS.register(
-    "ft",
-    config=AdamConfig,
-    facts=MethodFacts("FT", 130, forwards=1, backwards=1, zeroth_order=False, lora=False),
-)
+@OPTIMIZERS.register("ft-lora")  # settings and facts: zoft.optim.configs.AdamLoraConfig
+@OPTIMIZERS.register("ft")  # settings and facts: zoft.optim.configs.AdamConfig
 class FullFineTuning(Optimizer):
     """FT (every weight) or FT-LoRA (the adapters): one forward and one backward in train mode,
     then an AdamW step."""

@@ -8,13 +8,12 @@ ZO phase runs after the LoRA phase (unless zo_first) and so is evaluated at the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from zoft.config import AdapterKind, Amp, DirectionKind, ProbeMode, as_dataclass, ranged
+from zoft.config import as_dataclass
 from zoft.errors import ZoftError
 from zoft.optim.base import (
     Optimizer,
@@ -25,58 +24,15 @@ from zoft.optim.base import (
     weight_resolution,
 )
 from zoft.optim.directions import DIRECTIONS
-from zoft.optim.first_order import AMP_DTYPES, AdamConfig, BackpropPhase
+from zoft.optim.first_order import AMP_DTYPES, BackpropPhase
 from zoft.optim.perturb import PerturbationEngine
-from zoft.optim.registry import OPTIMIZERS, MethodFacts
+from zoft.optim.registry import OPTIMIZERS
 from zoft.optim.zeroth_order import engine_stats, spsa_estimates
 from zoft.scoring.base import Objective
 from zoft.tasks.base import Example
 
 
-@dataclass
-class LmaoConfig(AdamConfig):
-    """AdamW fields (lr, schedule, clipping, ...) drive the LoRA phase; zo_* the ZO phase."""
-
-    name: str = "lmao"
-    adapter: AdapterKind = AdapterKind.lora
-    lr: float = 1e-5  # η_lora (OPT: linear decay; RoBERTa: schedule=constant)
-    zo_lr: float = ranged(1e-6, gt=0)  # η_base, constant
-    eps: float = ranged(1e-3, gt=0)
-    zo_weight_decay: float = ranged(0.0, ge=0)
-    queries: int = ranged(1, ge=1)  # n-SPSA queries in the ZO phase
-    directions: DirectionKind = DirectionKind.gaussian  # lowrank: LOZO directions in the ZO phase
-    rank: int = ranged(2, ge=1)  # lowrank directions only
-    interval: int = ranged(50, ge=1)  # lowrank directions only
-    zo_first: bool = False  # run the ZO phase before the LoRA phase
-    probes: ProbeMode = ProbeMode.auto  # ZO phase (zoft.optim.probes)
-    lora_steps: int = ranged(1, ge=1)  # LoRA (AdamW) steps per ZO step, all on the same batch
-    # autocast of the ZO phase's forwards (weights and z stay as they are): the official LMAO
-    # scripts' --fp16 runs them under fp16 autocast; None: in the weights' dtype
-    zo_amp: Amp | None = None
-
-    def direction_rank(self) -> int | None:
-        return self.rank if self.directions == DirectionKind.lowrank else None
-
-    def check(self) -> None:
-        super().check()
-        if self.adapter != AdapterKind.lora:
-            raise ZoftError(
-                f"optimizer=lmao trains LoRA adapters by backprop, but optimizer.adapter="
-                f"{self.adapter}; set optimizer.adapter=lora"
-            )
-        if self.zo_amp not in AMP_DTYPES:
-            raise ZoftError(
-                f"optimizer.zo_amp={self.zo_amp} is not one of {sorted(AMP_DTYPES, key=str)}"
-            )
-
-
-@OPTIMIZERS.register(
-    "lmao",
-    config=LmaoConfig,
-    facts=MethodFacts(
-        "LMAO", 120, forwards=3, backwards=1, zeroth_order=False, lora=True, requires_adapter="lora"
-    ),
-)
+@OPTIMIZERS.register("lmao")  # settings and facts: zoft.optim.configs.LmaoConfig
 class LMAO(Optimizer):
     """LoRA phase: forward + backward in train mode, AdamW on the adapters (clip 1.0).
     ZO phase: two forwards in eval mode, θ ← θ − η_base(g·z + λθ) on all non-adapter weights."""

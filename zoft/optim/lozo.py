@@ -7,59 +7,17 @@ and folds it into η. zoft follows the code (no 1/r), so the published learning 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from zoft.config import ranged
-from zoft.errors import ZoftError
 from zoft.optim.arithmetic import add_low_rank_rows
 from zoft.optim.directions import Directions, LowRankDirections
-from zoft.optim.registry import OPTIMIZERS, MethodFacts
-from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
+from zoft.optim.registry import OPTIMIZERS
+from zoft.optim.zeroth_order import ZerothOrderOptimizer
 
 
-@dataclass
-class LozoConfig(ZerothOrderConfig):
-    name: str = "lozo"
-    lr: float = 1e-6
-    eps: float = 1e-3
-    # r: columns of U and V (at most the widest min(m, n) of the perturbed matrices: on load)
-    rank: int = ranged(2, ge=1)
-    interval: int = ranged(50, ge=1)  # ν: V is resampled every ν steps
-
-    def direction_rank(self) -> int | None:
-        return self.rank
-
-
-# How the momentum starts. first_estimate: N₁ = c₁U₁ (and m₁ = c₁z₁), as the official LOZO code
-# (medium_models LOZOtrainer, lowrank_zo_update_momentum) does. zero: N₀ = 0, so N₁ = (1−β)c₁U₁,
-# a first update 1/(1−β) times smaller (zoft before issue 17; kept to reproduce those runs).
-MOMENTUM_INITS = ("first_estimate", "zero")
-
-
-@dataclass
-class LozoMConfig(LozoConfig):
-    name: str = "lozo-m"
-    # momentum (LOZO scripts 0.9; the official code's default is 0.7)
-    beta: float = ranged(0.9, ge=0, lt=1)
-    momentum_init: str = "first_estimate"  # see MOMENTUM_INITS
-
-    def check(self) -> None:
-        super().check()
-        if self.momentum_init not in MOMENTUM_INITS:
-            raise ZoftError(
-                f"optimizer.momentum_init={self.momentum_init!r} is invalid: use one of "
-                f"{', '.join(MOMENTUM_INITS)}"
-            )
-
-
-@OPTIMIZERS.register(
-    "lozo",
-    config=LozoConfig,
-    facts=MethodFacts("LOZO", 70, forwards=2, backwards=0, zeroth_order=True, lora=False),
-)
+@OPTIMIZERS.register("lozo")  # settings and facts: zoft.optim.configs.LozoConfig
 class LOZO(ZerothOrderOptimizer):
     """c = (L(θ+εUVᵀ) − L(θ−εUVᵀ)) / 2ε;  X ← X − η(c·UVᵀ + λX) with exactly the probed U and V
     (also on the steps that start a new subspace)."""
@@ -68,11 +26,7 @@ class LOZO(ZerothOrderOptimizer):
         return LowRankDirections.from_config(self.seed, self.cfg)
 
 
-@OPTIMIZERS.register(
-    "lozo-m",
-    config=LozoMConfig,
-    facts=MethodFacts("LOZO-M", 80, forwards=2, backwards=0, zeroth_order=True, lora=False),
-)
+@OPTIMIZERS.register("lozo-m")  # settings and facts: zoft.optim.configs.LozoMConfig
 class LOZOM(LOZO):
     """N ← βN + (1−β)·c·U (N ∈ ℝ^{m×r});  X ← X − η(N Vᵀ + λX).  When V changes, N is first
     projected onto the new subspace: N ← N (V_oldᵀ V_new) / n, the r×r product formed first.

@@ -3,23 +3,10 @@ LoRA variant (the papers' "MeZO (LoRA)" rows) is registered in zoft.optim.mezo_l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from zoft.optim.registry import OPTIMIZERS, MethodFacts
-from zoft.optim.zeroth_order import ZerothOrderConfig, ZerothOrderOptimizer
+from zoft.optim.registry import OPTIMIZERS
+from zoft.optim.zeroth_order import ZerothOrderOptimizer
 
 
-@dataclass
-class MezoConfig(ZerothOrderConfig):
-    name: str = "mezo"
-    lr: float = 1e-6
-    eps: float = 1e-3
-
-
-@OPTIMIZERS.register(
-    "mezo",
-    config=MezoConfig,
-    facts=MethodFacts("MeZO", 30, forwards=2, backwards=0, zeroth_order=True, lora=False),
-)
+@OPTIMIZERS.register("mezo")  # settings and facts: zoft.optim.configs.MezoConfig
 class MeZO(ZerothOrderOptimizer):
     """g = (L(θ+εz) − L(θ−εz)) / 2ε;  θ ← θ − η(g·z + λθ), z ~ N(0, I) keyed per parameter."""

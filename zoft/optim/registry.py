@@ -1,5 +1,6 @@
-"""The method registry: each method's class, config schema and facts, declared once where the
-method is defined (`@OPTIMIZERS.register(name, config=..., facts=MethodFacts(...))`)."""
+"""The method registries: METHODS maps a name to its config dataclass and facts (declared once,
+torch-free, in zoft.optim.configs: `@METHODS.register(name, facts=MethodFacts(...))`), and
+OPTIMIZERS maps the same name to the class that runs it (`@OPTIMIZERS.register(name)`)."""
 
 from __future__ import annotations
 
@@ -27,19 +28,45 @@ class MethodFacts:
 
 
 class MethodRegistry(Registry):
-    """A Registry whose entries carry a config dataclass and MethodFacts."""
+    """Each method's config dataclass, carrying its MethodFacts: the torch-free declaration
+    (zoft.optim.configs) that the command line reads and the methods register against."""
 
-    def register(self, name: str, *, config: type, facts: MethodFacts, **meta: Any):  # type: ignore[override]
-        return super().register(name, config=config, facts=facts, **meta)
+    def register(self, name: str, *, facts: MethodFacts, **meta: Any):  # type: ignore[override]
+        return super().register(name, facts=facts, **meta)
 
     def facts(self, name: str) -> MethodFacts:
         return self.meta(name)["facts"]
 
     def config(self, name: str) -> type:
-        return self.meta(name)["config"]
+        return self.get(name)
 
     def in_paper_order(self) -> list[str]:
         return sorted(self.names(), key=lambda n: (self.facts(n).paper_order, n))
 
 
-OPTIMIZERS = MethodRegistry("optimizer")
+class OptimizerRegistry(Registry):
+    """Each method's class, registered under a name declared in METHODS; its config and facts
+    are read from that declaration, so they are written once."""
+
+    def __init__(self, kind: str, declarations: MethodRegistry) -> None:
+        super().__init__(kind)
+        self.declarations = declarations
+
+    def register(self, name: str, **meta: Any):
+        self.declarations.get(name)  # a class for an undeclared method is refused by name
+        return super().register(name, **meta)
+
+    def facts(self, name: str) -> MethodFacts:
+        self.get(name)
+        return self.declarations.facts(name)
+
+    def config(self, name: str) -> type:
+        self.get(name)
+        return self.declarations.config(name)
+
+    def in_paper_order(self) -> list[str]:
+        return sorted(self.names(), key=lambda n: (self.facts(n).paper_order, n))
+
+
+METHODS = MethodRegistry("optimizer")
+OPTIMIZERS = OptimizerRegistry("optimizer", METHODS)

@@ -7,13 +7,12 @@ update (plain SGD, or momentum), so those are the two hooks a subclass overrides
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from zoft.config import OptimizerConfig, ProbeMode, as_dataclass, ranged
+from zoft.config import as_dataclass
 from zoft.optim.base import (
     Optimizer,
     StepResult,
@@ -26,14 +25,6 @@ from zoft.optim.directions import Directions, GaussianDirections
 from zoft.optim.perturb import PerturbationEngine
 from zoft.scoring.base import Objective
 from zoft.tasks.base import Example
-
-
-@dataclass
-class ZerothOrderConfig(OptimizerConfig):
-    eps: float = ranged(1e-3, gt=0)  # ε: the perturbation scale of the two-point estimate
-    # n-SPSA: directions per step, their estimates averaged into one update
-    queries: int = ranged(1, ge=1)
-    probes: ProbeMode = ProbeMode.auto  # zoft.optim.probes
 
 
 def spsa_estimates(

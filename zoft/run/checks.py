@@ -32,7 +32,7 @@ from zoft.config import (
 )
 from zoft.errors import RunConfigError
 from zoft.models.loading import check_model_dir
-from zoft.optim import OPTIMIZERS
+from zoft.optim import METHODS
 from zoft.run import distributed
 from zoft.run.guards import GuardSettings
 from zoft.scoring.objectives import check_objective
@@ -66,7 +66,7 @@ def validate(cfg: DictConfig) -> None:
         _check_tiny(cfg.model.tiny)
     if not DEVICE_PATTERN.fullmatch(cfg.device):
         raise RunConfigError(f"device={cfg.device} is invalid: use auto, cpu, cuda or cuda:N")
-    facts = OPTIMIZERS.facts(cfg.optimizer.name)
+    facts = METHODS.facts(cfg.optimizer.name)
     zeroth_order = facts.zeroth_order
     required = facts.requires_adapter
     if required and cfg.optimizer.adapter != required:
@@ -115,7 +115,7 @@ def run_schemas(cfg: DictConfig) -> dict[str, type]:
     return {
         "model": ModelConfig,
         "task": TaskConfig,
-        "optimizer": OPTIMIZERS.config(cfg.optimizer.name),
+        "optimizer": METHODS.config(cfg.optimizer.name),
         "logger": LoggerConfig,
     }
 
@@ -123,7 +123,7 @@ def run_schemas(cfg: DictConfig) -> dict[str, type]:
 def _check_method_keys(node: DictConfig) -> None:
     """A key another method has (`+optimizer.rank=4` with optimizer=ft) would be accepted and
     silently ignored; refuse it and list the method's keys."""
-    schema = OPTIMIZERS.config(node.name)
+    schema = METHODS.config(node.name)
     known = {f.name for f in dataclasses.fields(schema)}
     extra = sorted(set(node.keys()) - known)
     if extra:
@@ -135,7 +135,7 @@ def _check_method_keys(node: DictConfig) -> None:
 
 def method_config(cfg: DictConfig) -> OptimizerConfig:
     """cfg.optimizer as an instance of its method's config dataclass (from the registry)."""
-    schema = OPTIMIZERS.config(cfg.optimizer.name)
+    schema = METHODS.config(cfg.optimizer.name)
     node = cfg.optimizer
     if OmegaConf.get_type(node) is not schema:
         node = OmegaConf.merge(OmegaConf.structured(schema), node)
@@ -165,7 +165,7 @@ def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
         changed = [
             k for k, v in OmegaConf.structured(LoraConfig).items() if cfg.optimizer.lora[k] != v
         ]
-        lora_methods = ", ".join(n for n in OPTIMIZERS.in_paper_order() if OPTIMIZERS.facts(n).lora)
+        lora_methods = ", ".join(n for n in METHODS.in_paper_order() if METHODS.facts(n).lora)
         raise RunConfigError(
             f"optimizer.lora.{changed[0]} is set, but optimizer={cfg.optimizer.name} trains no "
             f"LoRA adapters (optimizer.adapter=none); use a LoRA method ({lora_methods}) "

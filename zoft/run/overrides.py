@@ -84,7 +84,7 @@ class _CommandLine:
 
     groups: dict[str, list[str]]
     optimizers: list[str] | None
-    _defaults: dict[bool, DictConfig | None] = dataclasses.field(default_factory=dict)
+    _composed: list[DictConfig | None] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of(cls, parsed: list[Override]) -> _CommandLine:
@@ -105,15 +105,10 @@ class _CommandLine:
         group = key.partition(".")[0]
         if "experiment" in self.groups or len(self.groups.get(group, [None])) > 1:
             return None
-        with_method = group == "optimizer"  # its schema imports the method (torch): only then
-        if with_method not in self._defaults:
-            chosen = [
-                f"{g}={v[0]}"
-                for g, v in self.groups.items()
-                if len(v) == 1 and (with_method or g != "optimizer")
-            ]
-            self._defaults[with_method] = _compose(chosen, with_method)
-        composed = self._defaults[with_method]
+        if not self._composed:
+            chosen = [f"{g}={v[0]}" for g, v in self.groups.items() if len(v) == 1]
+            self._composed.append(_compose(chosen))
+        composed = self._composed[0]
         return None if composed is None else OmegaConf.select(composed, key, default=None)
 
 
@@ -126,21 +121,19 @@ def _root_default(group: str) -> str:
     raise OverrideError(f"conf/config.yaml selects no {group}")
 
 
-def _compose(overrides: list[str], with_method: bool) -> DictConfig | None:
-    """The run config of these group selections (None where it cannot be composed here);
-    without the method, the optimizer node is left out, as zoft-table does (torch-free)."""
+def _compose(overrides: list[str]) -> DictConfig | None:
+    """The run config of these group selections (None where it cannot be composed here)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from zoft.run.schemas import register_base_configs, register_configs
+    from zoft.run.schemas import register_configs
 
     if GlobalHydra.instance().is_initialized():
         return None
-    register_configs() if with_method else register_base_configs()
+    register_configs()
     try:
         with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
-            extra = [] if with_method else ["~optimizer"]
-            return compose(config_name="config", overrides=[*overrides, *extra])
+            return compose(config_name="config", overrides=overrides)
     except Exception:  # only the quoted default is lost; the error itself stands
         return None
 
@@ -198,10 +191,10 @@ def _check_group(group: str, override: Override) -> None:
 
 def _optimizer_schemas(names: list[str] | None) -> dict[str, type]:
     """The schema of each named optimizer (every optimizer's when the names are unknown)."""
-    from zoft.optim import OPTIMIZERS
+    from zoft.optim import METHODS
 
-    known = list(OPTIMIZERS)
-    return {n: OPTIMIZERS.config(n) for n in (names or known) if n in known}
+    known = list(METHODS)
+    return {n: METHODS.config(n) for n in (names or known) if n in known}
 
 
 def _schemas(parent: str, line: _CommandLine) -> list[type]:

@@ -1,5 +1,5 @@
-"""Hydra's ConfigStore: the schemas of zoft.config plus each registered optimizer's, stored once
-before any config is composed."""
+"""Hydra's ConfigStore: the schemas of zoft.config plus each declared method's, stored once before
+any config is composed (all torch-free: the methods' schemas live in zoft.optim.configs)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from zoft.config import LoggerConfig, ModelConfig, TaskConfig, ZoftConfig
 
 
 def register_configs() -> None:
-    """Store every schema; optimizer schemas come from the optimizer registry."""
-    from zoft.optim import OPTIMIZERS  # imports torch: the table path stores the base schemas only
+    """Store every schema; optimizer schemas come from the method declarations."""
+    from zoft.optim import METHODS
 
     register_base_configs()
     cs = ConfigStore.instance()
-    for name in OPTIMIZERS:
-        cs.store(group="schema/optimizer", name=name, node=OPTIMIZERS.config(name))
+    for name in METHODS:
+        cs.store(group="schema/optimizer", name=name, node=METHODS.config(name))
 
 
 def register_base_configs() -> None:
-    """The schemas that need no method (torch-free): enough to compose an experiment's
-    `experiment` and `results_dir` without an optimizer."""
+    """The schemas that need no method: enough to compose an experiment's `experiment` and
+    `results_dir` without an optimizer (zoft-table)."""
     cs = ConfigStore.instance()
     cs.store(name="zoft_schema", node=ZoftConfig)
     # schemas live outside the selectable groups so `model=...` lists only real options

@@ -2,8 +2,7 @@
 composed config, so every key is listed with its effective default and the comment that documents
 it in the schema: nothing here lists keys by hand, so the help cannot drift from the schema.
 
-Torch-free unless the command line names the optimizer (its schema lives beside the method):
-`zoft-run --help` composes the config without the optimizer, as zoft-table does.
+Torch-free: the methods' schemas are declared in zoft.optim.configs, apart from their code.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import ast
 import dataclasses
 import enum
 import functools
-import importlib.resources
 import inspect
 import io
 import shutil
@@ -182,16 +180,6 @@ def run_keys(cfg: DictConfig) -> list[KeyHelp]:
     return list(node_keys(cfg, skip=[*groups, "experiment"]))
 
 
-def primary_default(group: str) -> str | None:
-    """The option conf/config.yaml's defaults list picks for `group` (used when the optimizer is
-    left out of the composition, which would need its torch-side schema)."""
-    text = (importlib.resources.files("zoft.conf") / "config.yaml").read_text(encoding="utf-8")
-    for entry in OmegaConf.create(text).get("defaults", []):
-        if isinstance(entry, DictConfig) and group in entry:
-            return str(entry[group])
-    return None
-
-
 def named_groups(overrides: Sequence[str]) -> list[str]:
     """The config nodes an override names (`optimizer=lozo`, `model.max_length=8`); an experiment
     sets them all."""
@@ -232,24 +220,19 @@ class Composed:
 
 
 def compose_for_help(overrides: Sequence[str]) -> Composed:
-    """The run config these overrides compose to. The optimizer node is left out (no torch)
-    unless an override names it: its schema is registered with the methods."""
+    """The run config these overrides compose to (torch-free: the methods' schemas are
+    declared in zoft.optim.configs)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from zoft.run.schemas import register_base_configs, register_configs
+    from zoft.run.schemas import register_configs
 
-    with_optimizer = "optimizer" in named_groups(overrides)
-    (register_configs if with_optimizer else register_base_configs)()
-    extra = [] if with_optimizer else ["~optimizer"]
+    register_configs()
     with initialize_config_module(config_module="zoft.conf", version_base="1.3"):
-        cfg = compose("config", [*first_values(overrides), *extra], return_hydra_config=True)
+        cfg = compose("config", first_values(overrides), return_hydra_config=True)
         loader = GlobalHydra.instance().config_loader()
         options = {group: loader.get_group_options(group) for group in GROUPS}
-    choices: dict[str, str | None] = dict(cfg.hydra.runtime.choices)
-    if not with_optimizer:
-        choices["optimizer"] = primary_default("optimizer")
-    return Composed(cfg, options, choices)
+    return Composed(cfg, options, dict(cfg.hydra.runtime.choices))
 
 
 def _wrap(head: str, text: str, width: int, column: int) -> list[str]:

@@ -3,6 +3,7 @@ at most 50 new tokens), and the stop rules that say which tokens end an answer."
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,13 @@ def left_pad(
     return ids, mask
 
 
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The forward keyword that takes the KV cache: transformers 5.24 renamed `past_key_values`
+    to `cache` (the old name still works, with a FutureWarning on every run)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def greedy_generate(
     model: torch.nn.Module,
@@ -45,6 +53,7 @@ def greedy_generate(
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     generated: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
+    cache_key = cache_keyword(model)
     out = model(
         input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
     )
@@ -62,8 +71,8 @@ def greedy_generate(
             input_ids=next_ids.unsqueeze(-1),
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=out.past_key_values,
             use_cache=True,
+            **{cache_key: getattr(out, cache_key)},
         )
     return generated
 

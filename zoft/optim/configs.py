@@ -1,0 +1,194 @@
+"""Every method's settings (its config dataclass) and facts, declared once and torch-free.
+
+Kept apart from the methods' code so that the command line (`zoft-run --help`, the override
+checks, the run validation) reads each method's keys, defaults, ranges and rules without importing
+torch: the methods register their classes against these names (`@OPTIMIZERS.register("lozo")`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from zoft.config import (
+    AdapterKind,
+    Amp,
+    DirectionKind,
+    DType,
+    OptimizerConfig,
+    ProbeMode,
+    Schedule,
+    ranged,
+)
+from zoft.errors import RunConfigError, ZoftError
+from zoft.optim.registry import METHODS, MethodFacts
+
+# ---- zeroth-order methods ------------------------------------------------------------------
+
+
+@dataclass
+class ZerothOrderConfig(OptimizerConfig):
+    """What every SPSA method shares (zoft.optim.zeroth_order)."""
+
+    eps: float = ranged(1e-3, gt=0)  # ε: the perturbation scale of the two-point estimate
+    # n-SPSA: directions per step, their estimates averaged into one update
+    queries: int = ranged(1, ge=1)
+    probes: ProbeMode = ProbeMode.auto  # zoft.optim.probes
+
+
+@METHODS.register(
+    "mezo", facts=MethodFacts("MeZO", 30, forwards=2, backwards=0, zeroth_order=True, lora=False)
+)
+@dataclass
+class MezoConfig(ZerothOrderConfig):
+    name: str = "mezo"
+    lr: float = 1e-6
+    eps: float = 1e-3
+
+
+@METHODS.register(
+    "mezo-lora",
+    facts=MethodFacts("MeZO (LoRA)", 40, forwards=2, backwards=0, zeroth_order=True, lora=True),
+)
+@dataclass
+class MezoLoraConfig(MezoConfig):
+    name: str = "mezo-lora"
+    adapter: AdapterKind = AdapterKind.lora
+    lr: float = 1e-4
+    eps: float = 1e-2
+
+
+@METHODS.register(
+    "lozo", facts=MethodFacts("LOZO", 70, forwards=2, backwards=0, zeroth_order=True, lora=False)
+)
+@dataclass
+class LozoConfig(ZerothOrderConfig):
+    name: str = "lozo"
+    lr: float = 1e-6
+    eps: float = 1e-3
+    # r: columns of U and V (at most the widest min(m, n) of the perturbed matrices: on load)
+    rank: int = ranged(2, ge=1)
+    interval: int = ranged(50, ge=1)  # ν: V is resampled every ν steps
+
+    def direction_rank(self) -> int | None:
+        return self.rank
+
+
+# How the momentum starts. first_estimate: N₁ = c₁U₁ (and m₁ = c₁z₁), as the official LOZO code
+# (medium_models LOZOtrainer, lowrank_zo_update_momentum) does. zero: N₀ = 0, so N₁ = (1−β)c₁U₁,
+# a first update 1/(1−β) times smaller (zoft before issue 17; kept to reproduce those runs).
+MOMENTUM_INITS = ("first_estimate", "zero")
+
+
+@METHODS.register(
+    "lozo-m",
+    facts=MethodFacts("LOZO-M", 80, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
+@dataclass
+class LozoMConfig(LozoConfig):
+    name: str = "lozo-m"
+    # momentum (LOZO scripts 0.9; the official code's default is 0.7)
+    beta: float = ranged(0.9, ge=0, lt=1)
+    momentum_init: str = "first_estimate"  # see MOMENTUM_INITS
+
+    def check(self) -> None:
+        super().check()
+        if self.momentum_init not in MOMENTUM_INITS:
+            raise ZoftError(
+                f"optimizer.momentum_init={self.momentum_init!r} is invalid: use one of "
+                f"{', '.join(MOMENTUM_INITS)}"
+            )
+
+
+# ---- backprop methods ----------------------------------------------------------------------
+
+AMP_CHOICES = (None, *Amp)  # autocast off, or one of the Amp dtypes
+
+
+def _check_amp(key: str, value: Any) -> None:
+    if value not in AMP_CHOICES:
+        raise ZoftError(
+            f"optimizer.{key}={value} is not one of null, {', '.join(str(a) for a in Amp)}"
+        )
+
+
+@METHODS.register(
+    "ft", facts=MethodFacts("FT", 130, forwards=1, backwards=1, zeroth_order=False, lora=False)
+)
+@dataclass
+class AdamConfig(OptimizerConfig):
+    name: str = "ft"
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    beta1: float = ranged(0.9, ge=0, lt=1)
+    beta2: float = ranged(0.999, ge=0, lt=1)
+    adam_eps: float = ranged(1e-8, gt=0)
+    warmup_steps: int = ranged(0, ge=0)
+    schedule: Schedule = Schedule.linear
+    max_grad_norm: float = ranged(1.0, ge=0)  # 0 disables clipping
+    amp: Amp | None = None  # autocast compute over fp32 weights (the papers' FT)
+    gradient_checkpointing: bool = False  # recompute activations in the backward: less memory
+
+    def check(self) -> None:
+        super().check()
+        _check_amp("amp", self.amp)
+
+    def check_run(self, run: Any) -> None:
+        super().check_run(run)
+        if run.steps and run.dtype == DType.fp16 and self.adapter == AdapterKind.none:
+            raise RunConfigError(
+                f"dtype=fp16 with optimizer={self.name} would train fp16 weights with no master "
+                "copy; the papers keep fp32 weights and compute in fp16: use dtype=fp32 "
+                "optimizer.amp=fp16"
+            )
+
+
+@METHODS.register(
+    "ft-lora",
+    facts=MethodFacts("FT (LoRA)", 100, forwards=1, backwards=1, zeroth_order=False, lora=True),
+)
+@dataclass
+class AdamLoraConfig(AdamConfig):
+    name: str = "ft-lora"
+    adapter: AdapterKind = AdapterKind.lora
+    lr: float = 1e-4
+
+
+@METHODS.register(
+    "lmao",
+    facts=MethodFacts(
+        "LMAO", 120, forwards=3, backwards=1, zeroth_order=False, lora=True, requires_adapter="lora"
+    ),
+)
+@dataclass
+class LmaoConfig(AdamConfig):
+    """AdamW fields (lr, schedule, clipping, ...) drive the LoRA phase; zo_* the ZO phase."""
+
+    name: str = "lmao"
+    adapter: AdapterKind = AdapterKind.lora
+    lr: float = 1e-5  # η_lora (OPT: linear decay; RoBERTa: schedule=constant)
+    zo_lr: float = ranged(1e-6, gt=0)  # η_base, constant
+    eps: float = ranged(1e-3, gt=0)
+    zo_weight_decay: float = ranged(0.0, ge=0)
+    queries: int = ranged(1, ge=1)  # n-SPSA queries in the ZO phase
+    directions: DirectionKind = DirectionKind.gaussian  # lowrank: LOZO directions in the ZO phase
+    rank: int = ranged(2, ge=1)  # lowrank directions only
+    interval: int = ranged(50, ge=1)  # lowrank directions only
+    zo_first: bool = False  # run the ZO phase before the LoRA phase
+    probes: ProbeMode = ProbeMode.auto  # ZO phase (zoft.optim.probes)
+    lora_steps: int = ranged(1, ge=1)  # LoRA (AdamW) steps per ZO step, all on the same batch
+    # autocast of the ZO phase's forwards (weights and z stay as they are): the official LMAO
+    # scripts' --fp16 runs them under fp16 autocast; None: in the weights' dtype
+    zo_amp: Amp | None = None
+
+    def direction_rank(self) -> int | None:
+        return self.rank if self.directions == DirectionKind.lowrank else None
+
+    def check(self) -> None:
+        super().check()
+        if self.adapter != AdapterKind.lora:
+            raise ZoftError(
+                f"optimizer=lmao trains LoRA adapters by backprop, but optimizer.adapter="
+                f"{self.adapter}; set optimizer.adapter=lora"
+            )
+        _check_amp("zo_amp", self.zo_amp)
