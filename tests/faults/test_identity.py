@@ -349,6 +349,30 @@ def test_an_old_run_whose_data_source_changed_is_run_again(tmp_path, caplog):
     assert "already complete" not in said
 
 
+def test_an_interrupted_run_whose_data_changed_starts_over_keeping_its_checkpoints(tmp_path):
+    """A checkpoint trained on other data is not resumed: the run starts over, says why, and
+    keeps the checkpoints under a new name (before: it resumed, mixing the two data sets)."""
+    from tests.faults.test_interrupts import Running, _zoft_run
+
+    _copy_data(tmp_path)
+    args = ("model=tiny-opt", "optimizer=mezo", "steps=100000", "log_every=1", "threads=1",
+            "zero_shot=false", "task.data_dir=data", "output_dir=out")  # fmt: skip
+    first = Running(_zoft_run(*args), tmp_path)
+    first.wait_for("step 2/100000")
+    first.signal(signal.SIGTERM)
+    code, output = first.finish(timeout=120)
+    assert code == 128 + signal.SIGTERM, output[-3000:]
+    assert (tmp_path / "out" / "checkpoints").is_dir()
+    _flip_labels(tmp_path)
+    again = Running(_zoft_run(*args), tmp_path)
+    again.wait_for("step 1/100000")
+    again.signal(signal.SIGTERM)
+    code, output = again.finish(timeout=120)
+    assert "starting over: the checkpoints in" in output, output[-3000:]
+    assert f"{TRAIN} changed content" in output and "resuming" not in output.lower()
+    assert list((tmp_path / "out").glob("checkpoints.*")), "the earlier checkpoints are kept"
+
+
 # --- one writer -------------------------------------------------------------------------------
 
 _HOLDER = """

@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from zoft.run.record import RunResult
-from zoft.run.rundir import atomic_write, finished_result
+from zoft.run.rundir import atomic_write, finished_result, read_run
 from zoft.tasks import TASKS
 from zoft.tasks.io import DataError, DataReads
 from zoft.tasks.sampling import data_source, resolve_data_dir
@@ -238,3 +238,14 @@ def reusable_result(out_dir: Path, cfg: DictConfig) -> Reuse:
     if check.same:
         return Reuse(previous, note=check.note)
     return Reuse(None, stale=previous, note=check.note)
+
+
+def checkpoint_data_check(out_dir: Path, cfg: DictConfig) -> DataCheck:
+    """Whether the interrupted attempt whose checkpoints are in out_dir read the data this
+    config reads now (from its result.json's fingerprint). An attempt that recorded no
+    fingerprint (stopped before its data was read, or killed before its record was written)
+    is trusted."""
+    attempt = read_run(out_dir)
+    if attempt is None or attempt.complete or not attempt.data_fingerprint:
+        return DataCheck(True)
+    return check_data(attempt, cfg)

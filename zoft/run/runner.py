@@ -27,7 +27,12 @@ from zoft.run.checkpoint import Checkpoint, Checkpointer
 from zoft.run.checks import check_ranks, validate
 from zoft.run.console import run_header, to_file_only
 from zoft.run.environment import environment
-from zoft.run.fingerprint import Reuse, data_fingerprint, reusable_result
+from zoft.run.fingerprint import (
+    Reuse,
+    checkpoint_data_check,
+    data_fingerprint,
+    reusable_result,
+)
 from zoft.run.lock import RunLock
 from zoft.run.loggers import MetricsLog, attach_file_log, build_sinks
 from zoft.run.memory import MemoryTracker
@@ -369,7 +374,7 @@ def _run_locked(cfg: DictConfig, out_dir: Path, main: bool, rerun: str = "") -> 
     metrics = MetricsLog(out_dir / METRICS_FILE if main else None)
     with signal_flags() as flags:
         try:
-            resume = _checkpoint_to_resume(cfg, checkpointer, main)
+            resume = _checkpoint_to_resume(cfg, out_dir, checkpointer, main)
             if main and resume is None:
                 _set_aside_partial_metrics(out_dir)
             if main:
@@ -454,14 +459,26 @@ def _stopped_at_once(err: Interrupted, checkpointer: Checkpointer) -> Interrupte
 
 
 def _checkpoint_to_resume(
-    cfg: DictConfig, checkpointer: Checkpointer, main: bool
+    cfg: DictConfig, out_dir: Path, checkpointer: Checkpointer, main: bool
 ) -> Checkpoint | None:
-    """The checkpoint this attempt continues from: the latest one, unless resume=false (then
-    the old checkpoints are kept under a new name and the run starts over)."""
+    """The checkpoint this attempt continues from: the latest one, unless resume=false or the
+    data changed since the checkpoints were written (then they are kept under a new name and
+    the run starts over)."""
     if not cfg.steps:
         return None
     if cfg.resume:
-        return checkpointer.load()
+        check = checkpoint_data_check(out_dir, cfg)
+        if check.same:
+            return checkpointer.load()
+        if main and (moved := checkpointer.set_aside()) is not None:
+            log.warning(
+                "starting over: the checkpoints in %s were trained on other data (%s); they are "
+                "kept at %s",
+                out_dir,
+                check.note,
+                moved,
+            )
+        return None
     if main and (moved := checkpointer.set_aside()) is not None:
         log.info("resume=false: starting over; the earlier checkpoints are kept at %s", moved)
     return None
