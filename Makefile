@@ -43,7 +43,7 @@ ZERO_SHOT_TASKS := sst2,rte,cb,boolq,wsc,wic,multirc,copa,record,snli,mnli,sst5,
 fidelity-check: $(STAMP)  ## SmolLM2 zero-shot predictions.jsonl vs MeZO's recipe, 7 tasks -> results/fidelity/ (CPU, long)
 	PYTHONPATH=$(CURDIR) $(BIN)/python tests/fidelity/compare_smollm2.py --out results/fidelity/smollm2_zero_shot.md
 
-table-zero-shot: $(STAMP)  ## SmolLM2-135M zero-shot on every local task -> results/tables/ (~30 min)
+table-zero-shot: $(STAMP)  ## SmolLM2-135M zero-shot on every local task -> results/tables/ (~2.5 h on one thread)
 	$(BIN)/zoft-run -m model=smollm2-135m task=$(ZERO_SHOT_TASKS) task.protocol=large steps=0 \
 		results_dir=runs/zero_shot
 	$(BIN)/zoft-table runs/zero_shot --title "SmolLM2-135M zero-shot, MeZO prompts" --no-plots \
