@@ -23,6 +23,8 @@ _MACHINERY = {
     "directions",
     "paired",
     "perturb",
+    "philox",
+    "philox_numba",
     "probes",
     "registry",
     "sequential",
