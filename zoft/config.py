@@ -89,6 +89,13 @@ class ProbeMode(StrEnum):
     sequential = "sequential"
 
 
+class Rng(StrEnum):
+    """How the normals of a direction are drawn (zoft.optim.directions.NORMALS)."""
+
+    torch = "torch"
+    philox = "philox"
+
+
 class DirectionKind(StrEnum):
     """Perturbation directions (zoft.optim.directions.DIRECTIONS)."""
 

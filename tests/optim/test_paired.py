@@ -25,9 +25,11 @@ from zoft.scoring.base import chunks
 from zoft.tasks import get_task
 
 KINDS = {"opt": "causal_lm", "llama": "causal_lm", "roberta": "masked_lm"}
-DIRECTIONS = {
+DIRECTIONS = {  # each kind under both generators (optimizer.rng)
     "gaussian": lambda: GaussianDirections(5),
     "lowrank": lambda: LowRankDirections(5, rank=2, interval=3),
+    "gaussian-philox": lambda: GaussianDirections(5, rng="philox"),
+    "lowrank-philox": lambda: LowRankDirections(5, rank=2, interval=3, rng="philox"),
 }
 # fp32 compares the estimate L+ − L− itself; half precision rounds θ ± εz differently on the
 # sequential path (the paired one never forms W + εUVᵀ), so each loss is compared
@@ -292,7 +294,7 @@ def _swapped(scorer, model, batch):
     return loss_pair
 
 
-@pytest.mark.parametrize("kind", sorted(DIRECTIONS))
+@pytest.mark.parametrize("kind", ["gaussian", "lowrank"])  # the case is one torch-drawn z
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_a_sign_swapped_pairing_is_refused_in_half_precision(dtype, kind):
     """|L+ − L−| ≈ 1e-2 here (step 3, ε = 1e-3), within 2e-2 of either loss: comparing each loss

@@ -32,11 +32,13 @@ def test_direction_is_keyed_by_name_not_visit_order():
     assert direction_seed(3, 5, 0, "w") != direction_seed(3, 5, 1, "w")
 
 
+@pytest.mark.parametrize("rng", ["torch", "philox"])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
-def test_probes_restore_every_parameter_bit_exactly(dtype):
+def test_probes_restore_every_parameter_bit_exactly(dtype, rng):
     model = tiny("llama", dtype=dtype).model.eval()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    engine = PerturbationEngine(model, _params(model), seed=0)
+    directions = directions_module.GaussianDirections(0, rng=rng)
+    engine = PerturbationEngine(model, _params(model), seed=0, directions=directions)
     ids = torch.randint(5, 400, (2, 12))
     with torch.no_grad():
         with engine.probe(step=0, scale=1e-2):
@@ -158,8 +160,9 @@ def test_row_blocks_cover_a_large_parameter_in_row_slices(monkeypatch):
     assert row_blocks(torch.zeros(2, 40)) == [slice(0, 1), slice(1, 2)]  # at least a row each
 
 
+@pytest.mark.parametrize("rng", ["torch", "philox"])
 @pytest.mark.parametrize("kind", ["gaussian", "lowrank"])
-def test_block_by_block_probes_and_updates_use_the_whole_direction(monkeypatch, kind):
+def test_block_by_block_probes_and_updates_use_the_whole_direction(monkeypatch, kind, rng):
     """With parameters split into many row blocks: each block of z is keyed on its own, probes
     equal explicit θ + εz with z = direction() (the blocks joined), θ is restored bit-exactly and
     the update adds exactly c·z."""
@@ -168,9 +171,9 @@ def test_block_by_block_probes_and_updates_use_the_whole_direction(monkeypatch, 
     params = _params(model)
     assert any(len(row_blocks(p)) > 1 for p in params.values())
     directions = (
-        directions_module.GaussianDirections(3)
+        directions_module.GaussianDirections(3, rng=rng)
         if kind == "gaussian"
-        else directions_module.LowRankDirections(3, rank=2, interval=5)
+        else directions_module.LowRankDirections(3, rank=2, interval=5, rng=rng)
     )
     engine = PerturbationEngine(model, params, seed=3, directions=directions)
     before = {n: p.detach().clone() for n, p in params.items()}

@@ -55,9 +55,10 @@ def _losses(run_dir: Path) -> list[tuple]:
     return [(r["step"], r["loss"], r.get("projected_grad"), r.get("dev_accuracy")) for r in lines]
 
 
+@pytest.mark.parametrize("rng", ["torch", "philox"])
 @pytest.mark.parametrize("method", ["mezo", "lozo-m"])
-def test_two_gloo_processes_equal_one_process_on_the_whole_batch(method, data_dir, tmp_path):
-    args = [f"optimizer={method}", "optimizer.lr=1e-3"]
+def test_two_gloo_processes_equal_one_process_on_the_whole_batch(method, rng, data_dir, tmp_path):
+    args = [f"optimizer={method}", "optimizer.lr=1e-3", f"optimizer.rng={rng}"]
     # one process cuts the batch in 2 micro-batches: the shards the 2 ranks compute
     single = _run([*args, "optimizer.micro_batches=2"], tmp_path / "one", data_dir)
     pair = _run(args, tmp_path / "two", data_dir, processes=2)

@@ -3,20 +3,29 @@
 Because a direction is regenerated from its key rather than stored or drawn from a running
 generator, the probe and the update of a step always see exactly the same numbers, whatever the
 order in which parameters are visited, and also on the steps where LOZO resamples V.
+
+The normals themselves come from one of NORMALS (`optimizer.rng`): `torch` seeds a
+torch.Generator per key (each row block of a large parameter keyed on its own), `philox` draws
+z[i] as a pure function of (the parameter's key, element i), so any block of rows is addressed by
+its element offset (zoft.optim.philox; the numba kernels on CPU when installed).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
 
 from zoft.errors import ZoftError
+from zoft.optim import philox
 from zoft.registry import Registry
 
 DIRECTIONS: Registry = Registry("direction kind")
+NORMALS: Registry = Registry("rng")
 
 # z of a larger parameter is drawn in blocks of rows of at most this many elements, each keyed by
 # its index, so the engine forms θ ± εz and applies the update block by block: no full-size fp32
@@ -46,16 +55,88 @@ def keyed_normal(shape: tuple[int, ...], key: int, device: torch.device) -> torc
     return torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
 
 
+class Normals(ABC):
+    """Keyed standard normals in fp32: the blocks of a parameter's dense z, and whole matrices
+    (LOZO's U and V)."""
+
+    @abstractmethod
+    def block(
+        self, seed: int, step: int, query: int, name: str, param: torch.Tensor, index: int
+    ) -> torch.Tensor:
+        """z of block `index` of row_blocks(param), on the parameter's device."""
+
+    @abstractmethod
+    def matrix(self, shape: tuple[int, ...], key: int, device: torch.device) -> torch.Tensor:
+        """A whole tensor of normals for one key."""
+
+
+@NORMALS.register("torch")
+class TorchNormals(Normals):
+    """torch.randn from a generator seeded with the key; a parameter of several row blocks has
+    one key per block (name@index). Every run before issue 19 drew its directions so."""
+
+    def block(
+        self, seed: int, step: int, query: int, name: str, param: torch.Tensor, index: int
+    ) -> torch.Tensor:
+        blocks = row_blocks(param)
+        key_name = name if len(blocks) == 1 else f"{name}@{index}"
+        key = direction_seed(seed, step, query, key_name)
+        return keyed_normal(tuple(param[blocks[index]].shape), key, param.device)
+
+    def matrix(self, shape: tuple[int, ...], key: int, device: torch.device) -> torch.Tensor:
+        return keyed_normal(shape, key, device)
+
+
+def philox_block(
+    key: int, start: int, shape: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
+    """Elements start, start + 1, ... of the Philox stream of `key`, shaped: by the numba
+    kernels on CPU where numba is installed, else by the torch reference (any device)."""
+    from zoft.optim import philox_numba  # imports numba: only once a run draws with philox
+
+    count = math.prod(shape)
+    if device.type == "cpu" and philox_numba.available():
+        philox_numba.numba.set_num_threads(min(torch.get_num_threads(), _NUMBA_THREADS))
+        out = torch.empty(count, dtype=torch.float32)
+        philox_numba.normals_into(out, key, start)
+    else:
+        out = philox.philox_normal(key, start, count, device)
+    return out.view(shape)
+
+
+# numba's thread pool size, fixed at its first use: the kernels use as many threads as torch
+_NUMBA_THREADS = int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
+
+
+@NORMALS.register("philox")
+class PhiloxNormals(Normals):
+    """z[i] = the Philox normal (parameter key, element i): one key per parameter, a row block
+    drawn at its element offset, so blocks are independent of how the rows are split."""
+
+    def block(
+        self, seed: int, step: int, query: int, name: str, param: torch.Tensor, index: int
+    ) -> torch.Tensor:
+        rows = row_blocks(param)[index]
+        start = 0 if rows is ... else rows.start * param[0].numel()
+        key = direction_seed(seed, step, query, name)
+        return philox_block(key, start, tuple(param[rows].shape), param.device)
+
+    def matrix(self, shape: tuple[int, ...], key: int, device: torch.device) -> torch.Tensor:
+        return philox_block(key, 0, tuple(shape), device)
+
+
 class Directions(ABC):
     """The direction z of every parameter for a given step and query."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, rng: str = "torch") -> None:
         self.seed = seed
+        self.rng = str(rng)
+        self.normals: Normals = NORMALS.get(self.rng)()
 
     @classmethod
     def from_config(cls, seed: int, cfg: Any) -> Directions:
-        """Built from an optimizer config (low-rank reads its rank and interval)."""
-        return cls(seed)
+        """Built from an optimizer config (its rng; low-rank also reads rank and interval)."""
+        return cls(seed, rng=_rng(cfg))
 
     @abstractmethod
     def dense_block(
@@ -92,10 +173,12 @@ class GaussianDirections(Directions):
     def dense_block(
         self, name: str, param: torch.Tensor, step: int, query: int, index: int
     ) -> torch.Tensor:
-        blocks = row_blocks(param)
-        key_name = name if len(blocks) == 1 else f"{name}@{index}"
-        key = direction_seed(self.seed, step, query, key_name)
-        return keyed_normal(tuple(param[blocks[index]].shape), key, param.device)
+        return self.normals.block(self.seed, step, query, name, param, index)
+
+
+def _rng(cfg: Any) -> str:
+    """The config's rng (a config built before issue 19, without the key, draws with torch)."""
+    return str(getattr(cfg, "rng", None) or "torch")
 
 
 def check_low_rank(rank: int, interval: int) -> None:
@@ -114,16 +197,16 @@ class LowRankDirections(Directions):
     V ∈ ℝ^{n×r} shared by the `interval` steps of a block (the lazy subspace); Gaussian z for
     1-D parameters. No 1/r factor: the official code's convention, so its learning rates apply."""
 
-    def __init__(self, seed: int, rank: int, interval: int) -> None:
-        super().__init__(seed)
+    def __init__(self, seed: int, rank: int, interval: int, rng: str = "torch") -> None:
+        super().__init__(seed, rng)
         check_low_rank(rank, interval)
         self.rank = rank
         self.interval = interval
-        self.gaussian = GaussianDirections(seed)
+        self.gaussian = GaussianDirections(seed, rng)
 
     @classmethod
     def from_config(cls, seed: int, cfg: Any) -> LowRankDirections:
-        return cls(seed, cfg.rank, cfg.interval)
+        return cls(seed, cfg.rank, cfg.interval, rng=_rng(cfg))
 
     @staticmethod
     def is_low_rank(param: torch.Tensor) -> bool:
@@ -135,12 +218,12 @@ class LowRankDirections(Directions):
 
     def u(self, name: str, param: torch.Tensor, step: int, query: int) -> torch.Tensor:
         key = direction_seed(self.seed, step, query, f"{name}#U")
-        return keyed_normal((param.shape[0], self.rank), key, param.device)
+        return self.normals.matrix((param.shape[0], self.rank), key, param.device)
 
     def v(self, name: str, param: torch.Tensor, block: int) -> torch.Tensor:
         n = param[0].numel()
         key = direction_seed(self.seed, block, -1, f"{name}#V")
-        return keyed_normal((n, self.rank), key, param.device)
+        return self.normals.matrix((n, self.rank), key, param.device)
 
     def factors(
         self, name: str, param: torch.Tensor, step: int, query: int

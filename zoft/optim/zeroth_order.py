@@ -59,7 +59,7 @@ class ZerothOrderOptimizer(Optimizer):
         self.steps_taken = 0
 
     def directions(self) -> Directions:
-        return GaussianDirections(self.seed)
+        return GaussianDirections.from_config(self.seed, self.cfg)
 
     @torch.no_grad()
     def projected_gradients(self, batch: Sequence[Example], step: int) -> tuple[list[float], float]:

@@ -59,6 +59,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "drop_last": True,  # the short last batch of an epoch was dropped
     "optimizer.zo_amp": None,  # LMAO's ZO phase without autocast
     "task.generation_stop": "first_newline",  # generation stopped at the first newline
+    "optimizer.rng": "torch",  # directions drawn by torch.randn (issue 19 added philox)
 }
 # Keys that only matter when another key is set (truthy): left out of the digest otherwise
 _ONLY_WITH = {"icl_demo_sets": "icl_demos"}
