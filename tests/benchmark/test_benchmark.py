@@ -75,6 +75,34 @@ def test_the_command_writes_markdown_and_json(tmp_path, capsys):
     assert (tmp_path / "bench.md").read_text().startswith("# zoft-bench: tiny-llama, fp32, cpu")
 
 
+def test_both_generators_are_timed_in_one_run_with_the_perturbation_share(capsys):
+    bench_main(
+        ["--model", "tiny-opt", "--batch", "2", "--seq-len", "8", "--repeats", "1",
+         "--warmup", "1", "--methods", "forward,mezo-sequential,ft", "--rng", "torch,philox"]
+    )  # fmt: skip
+    text = capsys.readouterr().out
+    assert "| MeZO, sequential probes, torch directions |" in text
+    assert "| MeZO, sequential probes, philox directions |" in text
+    assert text.count("| FT |") == 1  # a step that draws no directions runs once
+    assert "perturbation share" in text and "## Generators against one memory pass" in text
+    for what in ("torch normals", "philox normals", "fp32 axpy pass"):
+        assert f"| {what} |" in text
+    assert "GB/s" in text
+
+
+def test_perturbation_share_is_the_step_less_its_forwards():
+    from zoft.benchmark.report import perturbation_share
+    from zoft.benchmark.run import MethodResult
+
+    def row(method, step_s, forwards, pure_zo=True):
+        return MethodResult(method, method, step_s, [step_s], forwards, 0, None, 1.0, pure_zo)
+
+    forward = row("forward", 1.0, 1, pure_zo=False)
+    assert perturbation_share(row("mezo-sequential", 2.5, 2), forward) == pytest.approx(0.2)
+    assert perturbation_share(row("mezo-paired", 1.8, 2), forward) == 0.0  # pairing is cheaper
+    assert perturbation_share(row("ft", 3.0, 1, pure_zo=False), forward) is None
+
+
 def test_bad_settings_are_refused_before_anything_runs():
     with pytest.raises(SystemExit, match="Unknown benchmark method 'mezzo'"):
         bench_main(["--methods", "forward,mezzo"])
@@ -84,6 +112,8 @@ def test_bad_settings_are_refused_before_anything_runs():
         bench_main(["--batch", "0"])
     with pytest.raises(SystemExit, match="--device tpu is invalid"):
         bench_main(["--device", "tpu"])
+    with pytest.raises(SystemExit, match="--rng mt19937 is invalid: use philox, torch"):
+        bench_main(["--rng", "mt19937"])
 
 
 def test_the_reference_pattern_moves_weights_as_minus_lr_g_z():

@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
+        "--rng",
+        default="torch",
+        help="the directions' generator(s) of the ZO steps (optimizer.rng), comma-separated: "
+        "torch, philox or torch,philox to compare both in one run",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="write OUT.md and OUT.json (e.g. results/bench/x)"
     )
     return parser
@@ -55,6 +61,7 @@ def bench_main(argv: list[str] | None = None) -> None:
         warmup=args.warmup,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         threads=args.threads,
+        rngs=tuple(r.strip() for r in args.rng.split(",") if r.strip()),
     )
     try:
         result = run_benchmark(settings)

@@ -67,6 +67,7 @@ class BenchContext:
     model_cfg: DictConfig
     scorer: SyntheticScorer
     total_steps: int
+    rng: str | None = None  # optimizer.rng of the ZO steps (None: the config's default)
 
 
 # name -> builds a Stepper from the context; metadata: label, pure_zo, optimizer (the registered
@@ -135,6 +136,8 @@ class OptimizerStepper:
         cfg = compose_config([f"optimizer={name}"]).optimizer
         for key, value in {"lr": LOW_LR, **overrides}.items():
             cfg[key] = value
+        if ctx.rng is not None:
+            cfg.rng = ctx.rng
         if "zo_lr" in cfg:
             cfg.zo_lr = LOW_LR
         add_adapter(ctx.model, cfg, ctx.model_cfg)

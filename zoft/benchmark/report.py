@@ -30,8 +30,10 @@ class Target:
 
 def _step_ratio(method: str) -> Callable[[BenchResult], list[tuple[str, float]]]:
     def measure(result: BenchResult) -> list[tuple[str, float]]:
-        forward, row = result.get("forward"), result.get(method)
-        return [(row.label, row.step_s / forward.step_s)] if forward and row else []
+        forward = result.get("forward")
+        if forward is None:
+            return []
+        return [(row.label, row.step_s / forward.step_s) for row in result.rows(method)]
 
     return measure
 
@@ -76,6 +78,37 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def perturbation_share(m: MethodResult, forward: MethodResult | None) -> float | None:
+    """The share of a ZO step that is not its forwards: (step − forwards × one forward) / step,
+    i.e. drawing z, forming θ ± εz, restoring and updating (paired probes: one forward at 2B
+    counted as 2)."""
+    if forward is None or not m.pure_zo or m.method == "forward":
+        return None
+    return max(0.0, m.step_s - m.forwards * forward.step_s) / m.step_s
+
+
+def _generator_lines(result: BenchResult) -> list[str]:
+    if not result.generators:
+        return []
+    n = result.generators[0].elements
+    lines = [
+        "",
+        f"## Generators against one memory pass ({n / 1e6:.1f}M elements: the largest parameter)",
+        "",
+        "| what | time (ms) | per second | memory traffic |",
+        "|---|---:|---:|---:|",
+    ]
+    for g in result.generators:
+        traffic = "—" if g.gb_per_s is None else f"{g.gb_per_s:.1f} GB/s"
+        lines.append(f"| {g.what} | {g.seconds * 1e3:.1f} | {g.per_s / 1e6:.0f} M | {traffic} |")
+    lines += [
+        "",
+        "A fused perturbation reads θ and writes θ ± εz: one axpy pass is its floor, so a",
+        "generator slower than the pass bounds the perturbation's time.",
+    ]
+    return lines
+
+
 def markdown(result: BenchResult) -> str:
     s, env = result.settings, result.environment
     forward, reference = result.get("forward"), result.get("mezo-reference")
@@ -94,15 +127,17 @@ def markdown(result: BenchResult) -> str:
         f"| zoft commit | {env.get('git_commit')} |",
         f"| measured | {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} |",
         "",
-        "| method | step (ms) | step / forward | step / reference MeZO | parameter passes / step"
-        " | forwards + backwards | peak (MiB) | peak / inference |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | step (ms) | step / forward | step / reference MeZO | perturbation share"
+        " | parameter passes / step | forwards + backwards | peak (MiB) | peak / inference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in result.methods:
+        share = perturbation_share(m, forward)
         lines.append(
             f"| {m.label} | {m.step_s * 1e3:.1f} "
             f"| {_fmt(m.step_s / forward.step_s if forward else None)} "
             f"| {_fmt(m.step_s / reference.step_s if reference else None)} "
+            f"| {'—' if share is None else f'{share:.0%}'} "
             f"| {_fmt(m.passes_per_step)} | {m.forwards} + {m.backwards} "
             f"| {m.peak_mib:.0f} | {_fmt(m.peak_mib / forward.peak_mib if forward else None)} |"
         )
@@ -111,7 +146,10 @@ def markdown(result: BenchResult) -> str:
         "Paired probes run both probes as one forward at batch 2B (counted as 2 forwards); the",
         "first step of a paired run also probes sequentially to check the pairing (a warm-up step).",
         "Parameter passes: sweeps per step that form or write a θ-sized tensor (z, a transient",
-        "θ ± εz, the update); the reference pattern makes 4.",
+        "θ ± εz, the update); the reference pattern makes 4. Perturbation share: the step's time",
+        "less its forwards' (forwards × one forward), over the step: drawing z, θ ± εz, restore,",
+        "update.",
+        *_generator_lines(result),
         "",
         "## Targets (DESIGN §8), from the ratios above",
         "",

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import re
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -18,6 +19,8 @@ from zoft.benchmark.methods import BENCH_METHODS, DEFAULT_METHODS, BenchContext,
 from zoft.benchmark.models import BENCH_MODELS
 from zoft.config import check_ranges, ranged
 from zoft.errors import ZoftError
+from zoft.optim import OPTIMIZERS
+from zoft.optim.directions import NORMALS
 from zoft.run.environment import environment
 from zoft.run.memory import MemoryTracker
 
@@ -34,6 +37,8 @@ class BenchSettings:
     warmup: int = ranged(2, ge=1)
     methods: tuple[str, ...] = DEFAULT_METHODS
     threads: int | None = ranged(None, ge=1)
+    # the directions' generators to time each ZO step with (optimizer.rng): both, to compare
+    rngs: tuple[str, ...] = ("torch",)
 
 
 def bench_flag(name: str) -> str:
@@ -52,6 +57,19 @@ class MethodResult:
     passes_per_step: float | None  # parameter sweeps per timed step (None: not counted)
     peak_mib: float  # CUDA allocated on cuda, process peak RSS on the host
     pure_zo: bool
+    rng: str | None = None  # the directions' generator (None: the step draws none)
+
+
+@dataclass
+class GeneratorResult:
+    """Normals per second of one generator, or one fp32 memory pass (the physical floor: a
+    fused kernel reads θ and writes θ ± εz), over the model's largest parameter."""
+
+    what: str
+    elements: int
+    seconds: float  # median of GENERATOR_REPEATS
+    per_s: float  # normals (or elements) per second
+    gb_per_s: float | None = None  # memory traffic of the pass
 
 
 @dataclass
@@ -61,9 +79,15 @@ class BenchResult:
     peak_kind: str
     environment: dict[str, Any]
     methods: list[MethodResult] = field(default_factory=list)
+    generators: list[GeneratorResult] = field(default_factory=list)
 
     def get(self, method: str) -> MethodResult | None:
+        """The first row of a bench method (with the first generator of --rng)."""
         return next((m for m in self.methods if m.method == method), None)
+
+    def rows(self, method: str) -> list[MethodResult]:
+        """Every row of a bench method: one per generator of --rng for a ZO step."""
+        return [m for m in self.methods if m.method == method]
 
 
 def run_benchmark(settings: BenchSettings) -> BenchResult:
@@ -73,6 +97,9 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
         raise ZoftError(f"--device {settings.device} is invalid: use cpu, cuda or cuda:N")
     for name in settings.methods:
         BENCH_METHODS.get(name)  # unknown names fail before anything runs
+    for rng in settings.rngs:
+        if rng not in NORMALS:
+            raise ZoftError(f"--rng {rng} is invalid: use {', '.join(NORMALS.names())}")
     BENCH_MODELS.get(settings.model)
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -83,18 +110,68 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
         peak_kind="CUDA allocated" if cuda else "process peak RSS",
         environment=environment(),
     )
+    for rng in settings.rngs:  # compile (numba) before any peak is measured: every row alike
+        NORMALS.get(rng)().matrix((16,), 0, torch.device(settings.device))
     for name in settings.methods:
-        result.methods.append(_measure(name, settings, result))
+        for rng in _generators(name, settings):
+            result.methods.append(_measure(name, settings, result, rng))
+    result.generators = measure_generators(settings)
     return result
 
 
-def _measure(name: str, settings: BenchSettings, result: BenchResult) -> MethodResult:
+def _generators(name: str, settings: BenchSettings) -> tuple[str | None, ...]:
+    """The generators a bench method is timed with: each of --rng for a step that draws
+    directions through optimizer.rng, none otherwise."""
+    optimizer = BENCH_METHODS.meta(name).get("optimizer")
+    if optimizer is None or "rng" not in {f.name for f in fields(OPTIMIZERS.config(optimizer))}:
+        return (None,)
+    return settings.rngs
+
+
+GENERATOR_REPEATS = 3
+
+
+def measure_generators(settings: BenchSettings) -> list[GeneratorResult]:
+    """Each generator of --rng, and one fp32 axpy pass, over as many elements as the model's
+    largest parameter (the numbers a fused perturbation is bounded by)."""
+    model, _ = BENCH_MODELS.get(settings.model)(settings.dtype, settings.device)
+    n = max(p.numel() for p in model.parameters())
+    device = next(model.parameters()).device
+    del model
+    _release()
+    out = []
+    for rng in settings.rngs:
+        draw = functools.partial(NORMALS.get(rng)().matrix, (n,), 12345, device)
+        seconds = _median_time(draw, settings.device)
+        out.append(GeneratorResult(f"{rng} normals", n, seconds, n / seconds))
+    a = torch.zeros(n, device=device)
+    b = torch.ones(n, device=device)
+    seconds = _median_time(lambda: a.add_(b, alpha=0.5), settings.device)
+    out.append(GeneratorResult("fp32 axpy pass", n, seconds, n / seconds, 12 * n / seconds / 1e9))
+    return out
+
+
+def _median_time(work: Any, device: str) -> float:
+    work()  # warm-up (numba compiles on its first call)
+    times = []
+    for _ in range(GENERATOR_REPEATS):
+        _synchronize(device)
+        start = time.perf_counter()
+        work()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _measure(
+    name: str, settings: BenchSettings, result: BenchResult, rng: str | None = None
+) -> MethodResult:
     _release()
     model, model_cfg = BENCH_MODELS.get(settings.model)(settings.dtype, settings.device)
     result.parameters = sum(p.numel() for p in model.parameters())
     scorer = SyntheticScorer(model, settings.batch, settings.seq_len)
     total = settings.warmup + settings.repeats
-    ctx = BenchContext(model, model_cfg, scorer, total_steps=total)
+    ctx = BenchContext(model, model_cfg, scorer, total_steps=total, rng=rng)
     stepper = BENCH_METHODS.get(name)(ctx)
     tracker = MemoryTracker()
     times: list[float] = []
@@ -114,7 +191,7 @@ def _measure(name: str, settings: BenchSettings, result: BenchResult) -> MethodR
     del stepper, ctx, model, scorer
     return MethodResult(
         method=name,
-        label=meta["label"],
+        label=meta["label"] + (f", {rng} directions" if len(settings.rngs) > 1 and rng else ""),
         step_s=statistics.median(times),
         step_times_s=times,
         forwards=forwards,
@@ -122,6 +199,7 @@ def _measure(name: str, settings: BenchSettings, result: BenchResult) -> MethodR
         passes_per_step=None if swept is None else (after - swept) / settings.repeats,
         peak_mib=float(peak),
         pure_zo=meta.get("pure_zo", False),
+        rng=rng,
     )
 
 
