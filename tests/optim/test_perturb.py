@@ -190,3 +190,45 @@ def test_block_by_block_probes_and_updates_use_the_whole_direction(monkeypatch, 
     for name, p in params.items():
         z = engine.direction(name, step=1)
         torch.testing.assert_close(p.detach(), before[name] - 0.5 * z, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    not directions_module.cpu_kernels(), reason="numba is not installed: no fused kernels"
+)
+@pytest.mark.parametrize("kind", ["gaussian", "lowrank"])
+def test_the_fused_philox_kernels_give_the_bits_of_the_unfused_path(monkeypatch, kind):
+    """rng=philox on CPU fp32: θ ± εz and the update run in the numba kernels with no z drawn,
+    and give exactly the probes and weights of drawing z and using torch ops."""
+    from zoft.optim import philox_numba
+
+    def run(fused: bool):
+        torch.manual_seed(0)
+        model = tiny("llama").model.eval()
+        params = _params(model)
+        directions = (
+            directions_module.GaussianDirections(3, rng="philox")
+            if kind == "gaussian"
+            else directions_module.LowRankDirections(3, rank=2, interval=5, rng="philox")
+        )
+        if not fused:
+            monkeypatch.setattr(directions, "fused_key", lambda *a: None)
+        engine = PerturbationEngine(model, params, seed=3, directions=directions)
+        ids = torch.randint(5, 400, (2, 10), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad(), engine.probe(step=1, scale=1e-2):
+            probed = model(input_ids=ids).logits
+        engine.update(step=1, coeff=-0.5, decay=0.01)
+        return probed, {n: p.detach().clone() for n, p in params.items()}
+
+    calls = []
+    for kernel in ("perturbed_into", "update_inplace"):
+        real = getattr(philox_numba, kernel)
+        monkeypatch.setattr(
+            philox_numba, kernel, lambda *a, _real=real, _k=kernel: calls.append(_k) or _real(*a)
+        )
+    fused_probe, fused_weights = run(fused=True)
+    assert {"perturbed_into", "update_inplace"} <= set(calls)  # the kernels were used
+    calls.clear()
+    plain_probe, plain_weights = run(fused=False)
+    assert not calls
+    assert torch.equal(fused_probe, plain_probe)
+    assert all(torch.equal(fused_weights[n], plain_weights[n]) for n in plain_weights)

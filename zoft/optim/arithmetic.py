@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from zoft.optim.directions import Directions, row_blocks
+from zoft.optim.directions import Directions, cpu_kernels, row_blocks
 
 # adds one block of rows' change to `value` (fp32 rows of θ): (value, block index, rows)
 BlockUpdate = Callable[[torch.Tensor, int, object], None]
@@ -31,8 +31,13 @@ class Perturbation:
         self, name: str, original: torch.Tensor, step: int, scale: float, query: int
     ) -> torch.Tensor:
         """A new tensor θ + scale·z in θ's dtype (θ is not modified), formed block by block of
-        rows: the only other memory is one block of z."""
+        rows: the only other memory is one block of z (none where the fused kernels apply)."""
         self.swept += original.numel()
+        key = self.directions.fused_key(name, original, step, query)
+        if key is not None:  # one pass, no z: the same bits as the unfused path
+            out = torch.empty_like(original)
+            cpu_kernels().perturbed_into(out.view(-1), original.view(-1), scale, key, 0)
+            return out
         blocks = row_blocks(original)
         if len(blocks) == 1:
             z = self.directions.dense_block(name, original, step, query, 0)
@@ -53,6 +58,8 @@ class Perturbation:
     ) -> None:
         """θ ← θ·(1 − decay) + Σ_q coeffs[q]·z_q for every parameter, one sweep per query."""
         for name, p in params.items():
+            if self._fused_update(name, p, step, coeffs, decay):
+                continue
             factors = [self.directions.low_rank(name, p, step, q) for q in range(len(coeffs))]
 
             def add(value: torch.Tensor, index: int, rows: object, name=name, p=p, factors=factors):
@@ -65,6 +72,22 @@ class Perturbation:
                         add_low_rank_rows(value, uv[0][rows], uv[1], c)
 
             self.update_parameter(p, decay, add, sweeps=len(coeffs))
+
+    def _fused_update(
+        self, name: str, p: torch.nn.Parameter, step: int, coeffs: Sequence[float], decay: float
+    ) -> bool:
+        """The update by the fused kernels, in place with no z, when every query's direction
+        allows it: θ·(1 − decay) first, then + c_q·z_q one query at a time (update_parameter's
+        order and roundings). Whether it was applied."""
+        keys = [self.directions.fused_key(name, p.data, step, q) for q in range(len(coeffs))]
+        if not keys or None in keys:
+            return False
+        kernels, theta = cpu_kernels(), p.data.view(-1)
+        first_decay = decay if p.ndim >= 2 else 0.0  # biases and norm weights are not decayed
+        for query, (c, key) in enumerate(zip(coeffs, keys, strict=True)):
+            kernels.update_inplace(theta, c, first_decay if query == 0 else 0.0, key, 0)
+        self.swept += p.numel() * len(coeffs)
+        return True
 
     @torch.no_grad()
     def update_parameter(

@@ -87,18 +87,27 @@ class TorchNormals(Normals):
         return keyed_normal(shape, key, device)
 
 
+def cpu_kernels() -> Any:
+    """zoft.optim.philox_numba with its thread pool matched to torch's, or None without numba
+    (imported here: only once a run draws with philox)."""
+    from zoft.optim import philox_numba
+
+    if not philox_numba.available():
+        return None
+    philox_numba.numba.set_num_threads(min(torch.get_num_threads(), _NUMBA_THREADS))
+    return philox_numba
+
+
 def philox_block(
     key: int, start: int, shape: tuple[int, ...], device: torch.device
 ) -> torch.Tensor:
     """Elements start, start + 1, ... of the Philox stream of `key`, shaped: by the numba
     kernels on CPU where numba is installed, else by the torch reference (any device)."""
-    from zoft.optim import philox_numba  # imports numba: only once a run draws with philox
-
     count = math.prod(shape)
-    if device.type == "cpu" and philox_numba.available():
-        philox_numba.numba.set_num_threads(min(torch.get_num_threads(), _NUMBA_THREADS))
+    kernels = cpu_kernels() if device.type == "cpu" else None
+    if kernels is not None:
         out = torch.empty(count, dtype=torch.float32)
-        philox_numba.normals_into(out, key, start)
+        kernels.normals_into(out, key, start)
     else:
         out = philox.philox_normal(key, start, count, device)
     return out.view(shape)
@@ -123,6 +132,17 @@ class PhiloxNormals(Normals):
 
     def matrix(self, shape: tuple[int, ...], key: int, device: torch.device) -> torch.Tensor:
         return philox_block(key, 0, tuple(shape), device)
+
+    @staticmethod
+    def fusable(param: torch.Tensor) -> bool:
+        """Whether the fused CPU kernels take this parameter (fp32, contiguous, on the CPU, and
+        numba installed): θ ± εz and the update then never hold a z."""
+        return (
+            param.device.type == "cpu"
+            and param.dtype == torch.float32
+            and param.is_contiguous()
+            and cpu_kernels() is not None
+        )
 
 
 class Directions(ABC):
@@ -158,6 +178,11 @@ class Directions(ABC):
         """Whether this parameter's direction is low rank (see low_rank)."""
         return False
 
+    def fused_key(self, name: str, param: torch.Tensor, step: int, query: int) -> int | None:
+        """The Philox key of this parameter's dense z when the fused kernels can form θ ± εz and
+        the update with it in one pass (no z drawn), else None."""
+        return None
+
     def low_rank(
         self, name: str, param: torch.Tensor, step: int, query: int
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -174,6 +199,11 @@ class GaussianDirections(Directions):
         self, name: str, param: torch.Tensor, step: int, query: int, index: int
     ) -> torch.Tensor:
         return self.normals.block(self.seed, step, query, name, param, index)
+
+    def fused_key(self, name: str, param: torch.Tensor, step: int, query: int) -> int | None:
+        if isinstance(self.normals, PhiloxNormals) and self.normals.fusable(param):
+            return direction_seed(self.seed, step, query, name)
+        return None
 
 
 def _rng(cfg: Any) -> str:
@@ -235,6 +265,11 @@ class LowRankDirections(Directions):
         self, name: str, param: torch.Tensor, step: int, query: int
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         return self.factors(name, param, step, query) if self.is_low_rank(param) else None
+
+    def fused_key(self, name: str, param: torch.Tensor, step: int, query: int) -> int | None:
+        if self.is_low_rank(param):
+            return None  # U Vᵀ is applied by addmm, never formed
+        return self.gaussian.fused_key(name, param, step, query)
 
     def dense_block(
         self, name: str, param: torch.Tensor, step: int, query: int, index: int
