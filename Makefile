@@ -9,7 +9,7 @@ ZOFT_DATA ?= $(abspath ../shared/data)
 export ZOFT_DATA
 PYTEST_ARGS ?=
 
-.PHONY: fidelity-check help install demo test test-all lint format clean bench bench-gpu table-zero-shot table-optimizers table-memory \
+.PHONY: fidelity-check help install demo test test-all lint format clean bench bench-gpu gpu-check table-zero-shot table-optimizers table-memory \
 	tables table-mini $(PAPER_TARGETS)
 
 help:  ## list the targets
@@ -143,6 +143,10 @@ BENCH_GPU_METHODS := forward,mezo-reference,mezo-sequential,mezo-paired,lozo-seq
 bench: $(STAMP)  ## zoft-bench on CPU: SmolLM2-135M, short (64) and long (256 token) inputs -> results/bench/
 	$(BIN)/zoft-bench $(BENCH_CPU) --seq-len 64 --out results/bench/cpu_smollm2-135m_b16_t64
 	$(BIN)/zoft-bench $(BENCH_CPU) --seq-len 256 --repeats 3 --warmup 1 --out results/bench/cpu_smollm2-135m_b16_t256
+
+# no install step: a GPU machine may have no network; run it with the environment carried there
+gpu-check:  ## first thing on a GPU machine: every CUDA path (gpu tests, short OPT-1.3B/13B benches) -> results/gpu-check/ (< 10 min)
+	$(BIN)/python -m zoft.benchmark.gpu_check --out results/gpu-check
 
 bench-gpu: $(STAMP)  ## zoft-bench on one GPU: OPT-1.3B / OPT-13B shapes (random weights), bf16 -> results/bench/
 	$(BIN)/zoft-bench $(BENCH_GPU) --model opt-1.3b-random --seq-len 400 --out results/bench/gpu_opt-1.3b_b16_t400

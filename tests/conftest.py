@@ -40,3 +40,15 @@ def model_cfg(name: str) -> DictConfig:
 
 def tiny(arch: str = "opt", dtype: str = "fp32", num_labels: int = 2):
     return load_model(model_cfg(f"tiny-{arch}"), dtype, "cpu", num_labels)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip, saying why, where torch sees no CUDA device (make gpu-check runs them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: run `make gpu-check` on a GPU machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -106,3 +106,20 @@ def test_memory_caps_without_device_map_are_refused():
     cfg = compose(["model=tiny-opt", "model.max_memory=cpu:2GiB"]).model
     with pytest.raises(ModelLoadError, match=r"add model\.device_map=auto"):
         load_model(cfg, "fp32", "cpu", 2)
+
+
+@pytest.mark.gpu
+def test_device_map_auto_on_one_gpu_places_every_weight_there(tmp_path):
+    plain = tiny("opt")
+    plain.model.save_pretrained(tmp_path)
+    plain.tokenizer.save_pretrained(tmp_path)
+    cfg = compose(
+        ["model=tiny-opt", "model.source=hub", f"model.path={tmp_path}", "model.device_map=auto"]
+    ).model
+    mapped = load_model(cfg, "fp32", "cuda", 2)
+    assert {p.device.type for p in mapped.model.parameters()} == {"cuda"}
+    ids = torch.tensor([[2, 10, 11, 12]])
+    with torch.no_grad():
+        expected = plain.model.eval()(input_ids=ids).logits
+        got = mapped.model(input_ids=ids.cuda()).logits.cpu()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -373,3 +373,31 @@ def test_inconclusive_pairing_checks_survive_a_checkpoint():
     state.pop("pairing_inconclusive")  # a checkpoint from before the counter existed
     resumed.load_state_dict(state)
     assert resumed.pairing.inconclusive == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rng", ["torch", "philox"])
+def test_paired_probes_in_fp16_on_an_opt_1_3b_shape(rng):
+    """The paper-scale path: random OPT-1.3B weights in fp16 on one GPU, both probes in one
+    forward at 2B, equal to two sequential forwards within fp16's resolution, θ restored."""
+    from zoft.benchmark.methods import SyntheticScorer
+    from zoft.benchmark.models import BENCH_MODELS
+
+    model, _ = BENCH_MODELS.get("opt-1.3b-random")("fp16", "cuda")
+    model.eval()
+    scorer = SyntheticScorer(model, batch=4, seq_len=64)
+    params = _params(model)
+    watched = {n: params[n].detach().clone() for n in list(params)[:3] + list(params)[-3:]}
+    engine = PerturbationEngine(
+        model, params, seed=1, directions=GaussianDirections(1, rng=rng), probes="paired"
+    )
+    with torch.no_grad():
+        sequential = engine._sequential(3, 1e-3, lambda: batch_loss(scorer, model, [], 1), 0)
+        paired = engine.two_point(
+            3, 1e-3, lambda: batch_loss(scorer, model, [], 1),
+            lambda: batch_loss_pair(scorer, model, [], 1),
+        )  # fmt: skip
+    assert engine.paired is True
+    assert paired == pytest.approx(sequential, rel=1e-2)
+    for name, value in watched.items():
+        assert torch.equal(params[name], value), name

@@ -232,3 +232,22 @@ def test_the_fused_philox_kernels_give_the_bits_of_the_unfused_path(monkeypatch,
     assert not calls
     assert torch.equal(fused_probe, plain_probe)
     assert all(torch.equal(fused_weights[n], plain_weights[n]) for n in plain_weights)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rng", ["torch", "philox"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+def test_cuda_probes_restore_every_parameter_bit_exactly(dtype, rng):
+    model = tiny("llama", dtype=dtype).model.eval().cuda()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    directions = directions_module.GaussianDirections(0, rng=rng)
+    engine = PerturbationEngine(model, _params(model), seed=0, directions=directions)
+    ids = torch.randint(5, 400, (2, 12), device="cuda")
+    with torch.no_grad():
+        with engine.probe(step=0, scale=1e-2):
+            plus = _loss(model, ids)
+        with engine.probe(step=0, scale=-1e-2):
+            minus = _loss(model, ids)
+    assert plus != minus
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n

@@ -173,3 +173,17 @@ def test_direction_seed_keys_and_the_key_range():
     with pytest.raises(ValueError, match="4 words"):
         philox4x32_10(torch.zeros(3, dtype=torch.int64), (0, 0))
     assert philox_normal(key, 10, 0).shape == (0,)
+
+
+@pytest.mark.gpu
+def test_the_reference_on_cuda_draws_the_cpu_stream():
+    """The same uint32 words on the GPU; the normals within 2 ulp (CUDA's libm vs SLEEF)."""
+    from zoft.optim.philox import counters, philox4x32_10, philox_normal
+
+    key = 0x0123_4567_89AB_CDEF
+    cpu = philox4x32_10(counters(5, 4096), key_words(key))
+    gpu = philox4x32_10(counters(5, 4096, "cuda"), key_words(key))
+    assert torch.equal(cpu, gpu.cpu())
+    a, b = philox_normal(key, 3, 100_000), philox_normal(key, 3, 100_000, "cuda").cpu()
+    ulps = (a.view(torch.int32).long() - b.view(torch.int32).long()).abs()
+    assert int(ulps.max()) <= 2

@@ -91,3 +91,15 @@ def test_a_cpu_phase_records_the_host_peak_only():
         pytest.skip("a CUDA machine records its devices too")
     assert set(phase) == {"host_peak_rss_mib", "host_peak_scope"}
     assert tracker.record.peak_mib("eval") == phase["host_peak_rss_mib"]
+
+
+@pytest.mark.gpu
+def test_real_cuda_memory_is_recorded_per_phase():
+    """The CUDA path against the real allocator (the fake above stands in for it on CPU)."""
+    tracker = MemoryTracker()
+    with tracker.phase("alloc"):
+        held = torch.empty(64 * 2**20, dtype=torch.uint8, device="cuda")  # 64 MiB
+    record = tracker.record
+    assert record.peak_mib("alloc") >= 64
+    assert record.to_json()["alloc"]["reserved_mib"] >= 64
+    del held
