@@ -474,13 +474,15 @@ def measure(n: int = 10**7, key: int = 0x1234_5678_9ABC_DEF, repeats: int = 5) -
     a fresh tensor each time, and into a preallocated one: the generation alone) and one fp32
     axpy pass (the memory-pass floor), measured back to back over n elements in the current
     threads, and the torch reference philox_normal (slow: once, over n // 10)."""
-    from zoft.optim.directions import keyed_normal
     from zoft.optim.philox import philox_normal
 
     a, b, buf = torch.zeros(n), torch.ones(n), torch.empty(n)
     gen = torch.Generator().manual_seed(key)
     fns: dict[str, Callable[[], object]] = {
-        "torch.randn (seeded generator)": lambda: keyed_normal((n,), key, a.device),
+        # what directions.keyed_normal does: a fresh generator and tensor per key
+        "torch.randn (seeded generator)": lambda: torch.randn(
+            n, generator=torch.Generator().manual_seed(key)
+        ),
         "torch.randn(out=, generator=)": lambda: torch.randn(n, generator=gen, out=buf),
         "axpy a.add_(b, alpha=0.5)": lambda: a.add_(b, alpha=0.5),
     }
