@@ -98,12 +98,14 @@ class AttentionBlock(torch.nn.Module):
         return self.head(self.attn(x, x, x)[0]).sum()
 
 
-def test_parameters_read_outside_their_module_are_still_perturbed_and_restored():
+@pytest.mark.parametrize("rng", ["torch", "philox"])  # philox on CPU: perturbed in place, fused
+def test_parameters_read_outside_their_module_are_still_perturbed_and_restored(rng):
     torch.manual_seed(0)
     model = AttentionBlock().eval()
     params = _params(model)
     before = {n: p.detach().clone() for n, p in params.items()}
-    engine = PerturbationEngine(model, params, seed=2)
+    directions = directions_module.GaussianDirections(2, rng=rng)
+    engine = PerturbationEngine(model, params, seed=2, directions=directions)
     x = torch.randn(2, 3, 8)
     with torch.no_grad():
         probed = engine.loss_at(step=0, scale=1e-2, fn=lambda: model(x))

@@ -49,6 +49,20 @@ class Perturbation:
         return out
 
     @torch.no_grad()
+    def perturb_in_place(
+        self, name: str, data: torch.Tensor, step: int, scale: float, query: int
+    ) -> None:
+        """data ← data + scale·z (its caller keeps a copy to restore from): by the fused kernels
+        in one pass with no transient where they apply, else through perturbed()."""
+        key = self.directions.fused_key(name, data, step, query)
+        if key is None:
+            data.copy_(self.perturbed(name, data, step, scale, query))
+            return
+        self.swept += data.numel()
+        flat = data.view(-1)
+        cpu_kernels().perturbed_into(flat, flat, scale, key, 0)
+
+    @torch.no_grad()
     def update(
         self,
         params: dict[str, torch.nn.Parameter],

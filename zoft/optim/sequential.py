@@ -88,9 +88,7 @@ class SequentialProbe:
         saved = {}
         for name in sorted(self.copy_restored):
             saved[name] = self.walk.params[name].data.clone()
-            self.walk.params[name].data.copy_(
-                self.maths.perturbed(name, self.walk.params[name].data, step, scale, query)
-            )
+            self.maths.perturb_in_place(name, self.walk.params[name].data, step, scale, query)
             self.walk.touched.add(name)
         return saved
 
