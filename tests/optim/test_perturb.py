@@ -195,7 +195,8 @@ def test_block_by_block_probes_and_updates_use_the_whole_direction(monkeypatch, 
 
 
 @pytest.mark.skipif(
-    not directions_module.cpu_kernels(), reason="numba is not installed: no fused kernels"
+    not directions_module.philox_kernels(torch.device("cpu")),
+    reason="numba is not installed: no fused kernels",
 )
 @pytest.mark.parametrize("kind", ["gaussian", "lowrank"])
 def test_the_fused_philox_kernels_give_the_bits_of_the_unfused_path(monkeypatch, kind):

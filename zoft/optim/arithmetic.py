@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from zoft.optim.directions import Directions, cpu_kernels, row_blocks
+from zoft.optim.directions import Directions, philox_kernels, row_blocks
 
 # adds one block of rows' change to `value` (fp32 rows of θ): (value, block index, rows)
 BlockUpdate = Callable[[torch.Tensor, int, object], None]
@@ -36,7 +36,9 @@ class Perturbation:
         key = self.directions.fused_key(name, original, step, query)
         if key is not None:  # one pass, no z: the same bits as the unfused path
             out = torch.empty_like(original)
-            cpu_kernels().perturbed_into(out.view(-1), original.view(-1), scale, key, 0)
+            philox_kernels(original.device).perturbed_into(
+                out.view(-1), original.view(-1), scale, key, 0
+            )
             return out
         blocks = row_blocks(original)
         if len(blocks) == 1:
@@ -60,7 +62,7 @@ class Perturbation:
             return
         self.swept += data.numel()
         flat = data.view(-1)
-        cpu_kernels().perturbed_into(flat, flat, scale, key, 0)
+        philox_kernels(data.device).perturbed_into(flat, flat, scale, key, 0)
 
     @torch.no_grad()
     def update(
@@ -96,7 +98,7 @@ class Perturbation:
         keys = [self.directions.fused_key(name, p.data, step, q) for q in range(len(coeffs))]
         if not keys or None in keys:
             return False
-        kernels, theta = cpu_kernels(), p.data.view(-1)
+        kernels, theta = philox_kernels(p.device), p.data.view(-1)
         first_decay = decay if p.ndim >= 2 else 0.0  # biases and norm weights are not decayed
         for query, (c, key) in enumerate(zip(coeffs, keys, strict=True)):
             kernels.update_inplace(theta, c, first_decay if query == 0 else 0.0, key, 0)

@@ -87,12 +87,18 @@ class TorchNormals(Normals):
         return keyed_normal(shape, key, device)
 
 
-def cpu_kernels() -> Any:
-    """zoft.optim.philox_numba with its thread pool matched to torch's, or None without numba
-    (imported here: only once a run draws with philox)."""
+def philox_kernels(device: torch.device) -> Any:
+    """The fast Philox kernels for tensors on `device`, or None: zoft.optim.philox_numba on the
+    CPU (its thread pool matched to torch's), zoft.optim.philox_triton on CUDA. Both offer
+    normals_into, perturbed_into and update_inplace; imported here, once a run draws with
+    philox."""
+    if device.type == "cuda":
+        from zoft.optim import philox_triton
+
+        return philox_triton if philox_triton.available(device) else None
     from zoft.optim import philox_numba
 
-    if not philox_numba.available():
+    if device.type != "cpu" or not philox_numba.available():
         return None
     philox_numba.numba.set_num_threads(min(torch.get_num_threads(), _NUMBA_THREADS))
     return philox_numba
@@ -104,15 +110,16 @@ def philox_block(
     """Elements start, start + 1, ... of the Philox stream of `key`, shaped: by the numba
     kernels on CPU where numba is installed, else by the torch reference (any device)."""
     count = math.prod(shape)
-    kernels = cpu_kernels() if device.type == "cpu" else None
+    kernels = philox_kernels(device)
     if kernels is not None:
-        out = torch.empty(count, dtype=torch.float32)
+        out = torch.empty(count, dtype=torch.float32, device=device)
         kernels.normals_into(out, key, start)
     else:
         out = philox.philox_normal(key, start, count, device)
     return out.view(shape)
 
 
+_HALF_AND_FULL = (torch.float32, torch.bfloat16, torch.float16)
 # numba's thread pool size, fixed at its first use: the kernels use as many threads as torch
 _NUMBA_THREADS = int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
 
@@ -135,13 +142,13 @@ class PhiloxNormals(Normals):
 
     @staticmethod
     def fusable(param: torch.Tensor) -> bool:
-        """Whether the fused CPU kernels take this parameter (fp32, contiguous, on the CPU, and
-        numba installed): θ ± εz and the update then never hold a z."""
+        """Whether the fused kernels take this parameter, so θ ± εz and the update never hold a
+        z: contiguous, and fp32 on the CPU (numba) or fp32/bf16/fp16 on CUDA (Triton)."""
+        dtypes = (torch.float32,) if param.device.type == "cpu" else _HALF_AND_FULL
         return (
-            param.device.type == "cpu"
-            and param.dtype == torch.float32
+            param.dtype in dtypes
             and param.is_contiguous()
-            and cpu_kernels() is not None
+            and philox_kernels(param.device) is not None
         )
 
 
