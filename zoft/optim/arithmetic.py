@@ -95,6 +95,8 @@ class Perturbation:
         """The update by the fused kernels, in place with no z, when every query's direction
         allows it: θ·(1 − decay) first, then + c_q·z_q one query at a time (update_parameter's
         order and roundings). Whether it was applied."""
+        if len(coeffs) > 1 and p.dtype != torch.float32:
+            return False  # half-precision weights take all queries in fp32, then round once
         keys = [self.directions.fused_key(name, p.data, step, q) for q in range(len(coeffs))]
         if not keys or None in keys:
             return False

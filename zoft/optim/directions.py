@@ -7,12 +7,15 @@ order in which parameters are visited, and also on the steps where LOZO resample
 The normals themselves come from one of NORMALS (`optimizer.rng`): `torch` seeds a
 torch.Generator per key (each row block of a large parameter keyed on its own), `philox` draws
 z[i] as a pure function of (the parameter's key, element i), so any block of rows is addressed by
-its element offset (zoft.optim.philox; the numba kernels on CPU when installed).
+its element offset (zoft.optim.philox; numba kernels on the CPU and Triton kernels on CUDA when
+installed, the torch reference otherwise).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import math
 import os
 from abc import ABC, abstractmethod
@@ -26,6 +29,7 @@ from zoft.registry import Registry
 
 DIRECTIONS: Registry = Registry("direction kind")
 NORMALS: Registry = Registry("rng")
+log = logging.getLogger(__name__)
 
 # z of a larger parameter is drawn in blocks of rows of at most this many elements, each keyed by
 # its index, so the engine forms θ ± εz and applies the update block by block: no full-size fp32
@@ -107,16 +111,28 @@ def philox_kernels(device: torch.device) -> Any:
 def philox_block(
     key: int, start: int, shape: tuple[int, ...], device: torch.device
 ) -> torch.Tensor:
-    """Elements start, start + 1, ... of the Philox stream of `key`, shaped: by the numba
-    kernels on CPU where numba is installed, else by the torch reference (any device)."""
+    """Elements start, start + 1, ... of the Philox stream of `key`, shaped: by the device's
+    kernels where they are installed, else by the torch reference (any device, slow)."""
     count = math.prod(shape)
     kernels = philox_kernels(device)
     if kernels is not None:
         out = torch.empty(count, dtype=torch.float32, device=device)
         kernels.normals_into(out, key, start)
     else:
+        _warn_reference(device.type)
         out = philox.philox_normal(key, start, count, device)
     return out.view(shape)
+
+
+@functools.cache
+def _warn_reference(device_type: str) -> None:
+    extra = "fast (numba)" if device_type == "cpu" else "gpu (triton)"
+    log.warning(
+        "optimizer.rng=philox on %s draws with the torch reference, about 15x slower than "
+        "torch.randn: pip install 'zoft[%s]' for its kernels (the same stream)",
+        device_type,
+        extra,
+    )
 
 
 _HALF_AND_FULL = (torch.float32, torch.bfloat16, torch.float16)
