@@ -25,6 +25,7 @@ _MACHINERY = {
     "perturb",
     "philox",
     "philox_numba",
+    "philox_triton",
     "probes",
     "registry",
     "sequential",
