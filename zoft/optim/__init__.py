@@ -28,6 +28,7 @@ _MACHINERY = {
     "philox_triton",
     "probes",
     "registry",
+    "row_forwards",
     "sequential",
     "walk",
     "zeroth_order",

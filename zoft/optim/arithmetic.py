@@ -50,6 +50,37 @@ class Perturbation:
             out[rows] = z.mul_(scale).add_(original[rows]).to(original.dtype)
         return out
 
+    def perturbed_rows(
+        self,
+        name: str,
+        original: torch.Tensor,
+        rows: slice | torch.Tensor,
+        step: int,
+        scale: float,
+        query: int,
+    ) -> torch.Tensor:
+        """θ[rows] + scale·z[rows] in θ's dtype (rows: a slice or a 1-D index tensor), drawing only
+        those rows of z (directions.addressable). For a dense z these are the bits of the same rows
+        of perturbed(); a low-rank U[rows] Vᵀ may round differently from rows of U Vᵀ."""
+        key = self.directions.fused_key(name, original, step, query)
+        if key is not None:
+            kernels = philox_kernels(original.device)
+            if isinstance(rows, slice):
+                start = rows.indices(original.shape[0])[0] * original[0].numel()
+                block = original[rows]
+                out = torch.empty_like(block)
+                kernels.perturbed_into(out.view(-1), block.reshape(-1), scale, key, start)
+            else:
+                out = original.new_empty((len(rows), *original.shape[1:]))
+                kernels.perturbed_rows_into(
+                    out.view(len(rows), -1), original.view(original.shape[0], -1), rows, scale, key
+                )
+            self.swept += out.numel()
+            return out
+        z = self.directions.rows(name, original, step, query, rows)
+        self.swept += z.numel()
+        return z.mul_(scale).add_(original[rows]).to(original.dtype)
+
     @torch.no_grad()
     def perturb_in_place(
         self, name: str, data: torch.Tensor, step: int, scale: float, query: int

@@ -213,6 +213,17 @@ class Directions(ABC):
         rank, else None: paired probes and the update then never form z."""
         return None
 
+    def addressable(self, param: torch.Tensor) -> bool:
+        """Whether rows of this parameter's z can be drawn without the rest (philox: z[i] is a
+        function of its counter; torch draws a block at once, so it keeps the full transient)."""
+        return False
+
+    def rows(
+        self, name: str, param: torch.Tensor, step: int, query: int, rows: slice | torch.Tensor
+    ) -> torch.Tensor:
+        """z[rows] in fp32 (a slice or a 1-D index tensor of rows), where addressable."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw rows of z on their own")
+
 
 @DIRECTIONS.register("gaussian")
 class GaussianDirections(Directions):
@@ -227,6 +238,20 @@ class GaussianDirections(Directions):
         if isinstance(self.normals, PhiloxNormals) and self.normals.fusable(param):
             return direction_seed(self.seed, step, query, name)
         return None
+
+    def addressable(self, param: torch.Tensor) -> bool:
+        return isinstance(self.normals, PhiloxNormals) and param.ndim >= 1
+
+    def rows(
+        self, name: str, param: torch.Tensor, step: int, query: int, rows: slice | torch.Tensor
+    ) -> torch.Tensor:
+        key = direction_seed(self.seed, step, query, name)
+        width, shape = param[0].numel(), tuple(param.shape[1:])
+        if isinstance(rows, slice):
+            start, stop, _ = rows.indices(param.shape[0])
+            return philox_block(key, start * width, (stop - start, *shape), param.device)
+        drawn = [philox_block(key, r * width, shape, param.device) for r in rows.tolist()]
+        return torch.stack(drawn) if drawn else param.new_empty((0, *shape), dtype=torch.float32)
 
 
 def _rng(cfg: Any) -> str:
@@ -293,6 +318,18 @@ class LowRankDirections(Directions):
         if self.is_low_rank(param):
             return None  # U Vᵀ is applied by addmm, never formed
         return self.gaussian.fused_key(name, param, step, query)
+
+    def addressable(self, param: torch.Tensor) -> bool:
+        return self.gaussian.addressable(param)  # U is drawn whole either way: philox only
+
+    def rows(
+        self, name: str, param: torch.Tensor, step: int, query: int, rows: slice | torch.Tensor
+    ) -> torch.Tensor:
+        if not self.is_low_rank(param):
+            return self.gaussian.rows(name, param, step, query, rows)
+        u, v = self.factors(name, param, step, query)
+        picked = u[rows]
+        return (picked @ v.T).reshape(picked.shape[0], *param.shape[1:])
 
     def dense_block(
         self, name: str, param: torch.Tensor, step: int, query: int, index: int

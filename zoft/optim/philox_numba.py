@@ -384,6 +384,27 @@ def _update_kernel(theta, coeff, keep, k0, k1, start):
                 th[j] = _fma(coeff, zs[j], th[j] * keep)
 
 
+@_parallel
+def _perturbed_rows_kernel(out, theta, rows, scale, k0, k1):
+    """out[i] = θ[rows[i]] + scale·z of that row (counters from rows[i]·width), rows in
+    parallel: the embedding rows a batch looks up, without the rest of the table's z."""
+    width = out.shape[1]
+    for i in prange(rows.shape[0]):
+        uu = np.empty((4, _TILE), np.float32)
+        z = np.empty(4 * _TILE, np.float32)
+        start = rows[i] * width
+        first = start // 4
+        tiles = ((start + width + 3) // 4 - first + _TILE - 1) // _TILE
+        o, th = out[i], theta[rows[i]]
+        for t in range(tiles):
+            c0 = first + t * _TILE
+            _normals_tile(z, uu, np.uint64(c0), k0, k1)
+            lo, hi = max(0, c0 * 4 - start), min(width, (c0 + _TILE) * 4 - start)
+            zs = z[lo + start - c0 * 4 :]
+            for j in range(hi - lo):
+                o[lo + j] = th[lo + j] + scale * zs[j]
+
+
 def _require() -> None:
     if numba is None:
         raise RuntimeError(f"the numba Philox kernels are unavailable: {_WHY}")
@@ -441,6 +462,29 @@ def perturbed_into(
         raise ValueError(f"out {tuple(o.shape)} and theta {tuple(t.shape)} differ in length")
     k0, k1, s = _key_start(key, start)
     _perturbed_kernel(o, t, np.float32(scale), k0, k1, s)
+    return out
+
+
+def perturbed_rows_into(
+    out: torch.Tensor, theta: torch.Tensor, rows: torch.Tensor, scale: float, key: int
+) -> torch.Tensor:
+    """out[i] = θ[rows[i]] + scale·z[rows[i]] for a 2-D θ (z's rows addressed by counter), no
+    other row of z drawn."""
+    _require()
+    if out.ndim != 2 or theta.ndim != 2 or out.shape != (len(rows), theta.shape[1]):
+        raise ValueError(
+            f"out {tuple(out.shape)} must be (len(rows), width) of theta {tuple(theta.shape)}"
+        )
+    for t, what in ((out, "out"), (theta, "theta")):
+        if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+            raise ValueError(f"{what} must be a contiguous fp32 CPU tensor")
+    index = rows.detach().to("cpu", torch.int64).numpy()
+    if index.size and (index.min() < 0 or index.max() >= theta.shape[0]):
+        raise ValueError(f"rows must lie in [0, {theta.shape[0]})")
+    k0, k1, _ = _key_start(key, 0)
+    _perturbed_rows_kernel(
+        out.detach().numpy(), theta.detach().numpy(), index, np.float32(scale), k0, k1
+    )
     return out
 
 

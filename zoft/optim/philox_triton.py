@@ -139,6 +139,21 @@ def perturbed_into(
     return out
 
 
+def perturbed_rows_into(
+    out: torch.Tensor, theta: torch.Tensor, rows: torch.Tensor, scale: float, key: int
+) -> torch.Tensor:
+    """out[i] = θ[rows[i]] + scale·z[rows[i]] for a 2-D θ (z's rows addressed by counter), one
+    launch per row."""
+    if out.ndim != 2 or theta.ndim != 2 or out.shape != (len(rows), theta.shape[1]):
+        raise ValueError(
+            f"out {tuple(out.shape)} must be (len(rows), width) of theta {tuple(theta.shape)}"
+        )
+    width = theta.shape[1]
+    for i, row in enumerate(rows.tolist()):
+        perturbed_into(out[i], theta[row], scale, key, row * width)
+    return out
+
+
 def update_inplace(
     theta: torch.Tensor, coeff: float, decay: float, key: int, start: int
 ) -> torch.Tensor:

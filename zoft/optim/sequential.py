@@ -2,13 +2,16 @@
 
 Every module that owns a perturbed parameter swaps in a transient θ + scale·z on entry to its
 forward and swaps the untouched original back on exit (a tied parameter is swapped once, by the
-outermost module). A parameter read outside its owner's forward is found by the first probe,
-which is then repeated with that parameter perturbed in place and restored from a copy.
+outermost module). Where rows of z are addressed on their own (philox), an Embedding and a large
+Linear instead run a forward that draws only the rows they read (zoft.optim.row_forwards). A
+parameter read outside its owner's forward is found by the first probe, which is then repeated
+with that parameter perturbed in place and restored from a copy.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 
 from zoft.optim.arithmetic import Perturbation
+from zoft.optim.row_forwards import row_forward_for
 from zoft.optim.walk import Owned, ParameterWalk
 
 __all__ = ["SequentialProbe"]
@@ -36,6 +40,7 @@ class SequentialProbe:
         self.copy_restored: set[str] = set()  # parameters read outside their owner's forward
         self.checked = False  # whether the first probe has looked for such parameters
         self.active: set[str] = set()  # parameters swapped for a transient copy right now
+        self._owner_count: Counter[str] = Counter()  # modules owning each parameter (ties)
 
     def loss_at(self, step: int, scale: float, fn: Callable[[], T], query: int = 0) -> T:
         """fn() evaluated at θ + scale·z. The first call checks that every parameter was really
@@ -62,11 +67,17 @@ class SequentialProbe:
         """Forward passes inside the block see θ + scale·z; afterwards θ is bit-identical."""
         frames: list[list[_Frame]] = []
         handles = []
+        overridden: list[nn.Module] = []
         saved = self._perturb_copy_restored(step, scale, query)
-        for module, owned in self.walk.owners(frozenset(self.copy_restored)):
+        owners = self.walk.owners(frozenset(self.copy_restored))
+        self._owner_count = Counter(name for _, owned in owners for _, name in owned)
+        for module, owned in owners:
+            rest = self._install_row_forward(module, owned, step, scale, query, overridden)
+            if not rest:
+                continue
             stack: list[_Frame] = []
             frames.append(stack)
-            enter = self._make_enter(owned, step, scale, query, stack)
+            enter = self._make_enter(rest, step, scale, query, stack)
             handles.append(module.register_forward_pre_hook(enter))
             handles.append(module.register_forward_hook(self._make_exit(stack), always_call=True))
         try:
@@ -74,6 +85,8 @@ class SequentialProbe:
         finally:
             for h in handles:
                 h.remove()
+            for module in overridden:
+                del module.forward
             for stack in frames:  # a forward that died between its hooks leaves frames behind
                 while stack:
                     _restore(stack.pop())
@@ -91,6 +104,42 @@ class SequentialProbe:
             self.maths.perturb_in_place(name, self.walk.params[name].data, step, scale, query)
             self.walk.touched.add(name)
         return saved
+
+    def _install_row_forward(
+        self,
+        module: nn.Module,
+        owned: Owned,
+        step: int,
+        scale: float,
+        query: int,
+        overridden: list[nn.Module],
+    ) -> Owned:
+        """Give `module` a forward that draws only the rows of its weight's z it reads, where
+        zoft.optim.row_forwards has one and the weight's rows are addressable; the owned
+        parameters left for the swap hooks."""
+        name = dict(owned).get("weight")
+        if name is None or not self.maths.directions.addressable(self.walk.params[name]):
+            return owned
+        param = self.walk.params[name]
+
+        def draw(rows: slice | torch.Tensor) -> torch.Tensor:
+            self.walk.touched.add(name)
+            return self.maths.perturbed_rows(name, param.data, rows, step, scale, query)
+
+        tied = self._owner_count.get(name, 0) > 1
+        forward = row_forward_for(module, draw, tied)
+        if forward is None:
+            return owned
+        plain = type(module).forward
+
+        def probe_forward(*args, **kwargs):
+            if name in self.active:  # swapped in whole by an outer module sharing it
+                return plain(module, *args, **kwargs)
+            return forward(*args, **kwargs)
+
+        module.forward = probe_forward
+        overridden.append(module)
+        return [(attr, n) for attr, n in owned if n != name]
 
     def _make_enter(self, owned: Owned, step: int, scale: float, query: int, stack: list[_Frame]):
         def enter(module: nn.Module, args: object) -> None:
