@@ -48,5 +48,8 @@ def test_optimizer_runs_three_steps(optimizer, model, data_dir, tmp_path, monkey
         assert total > result["model_parameters"]  # the model's weights plus the adapters
     elif facts.lora:  # adapters only (plus a classifier head)
         assert total < 0.5 * result["model_parameters"]
+    if facts.zeroth_order:  # how its probes ran, and why, are on record
+        assert result["optimizer_stats"]["probes"] == "sequential"  # probes=auto on a CPU
+        assert "on cpu" in result["optimizer_stats"]["probes_reason"]
     assert 0.0 <= result["test"]["accuracy"] <= 1.0
     assert result["train_loss_first"] > 0

@@ -77,8 +77,8 @@ class Optimizer(ABC):
         """Trainable parameters by canonical name (tied parameters appear once)."""
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
 
-    def stats(self) -> dict[str, float]:
-        """Method-specific counters for result.json (e.g. parameter passes)."""
+    def stats(self) -> dict[str, Any]:
+        """Method-specific counters for result.json (e.g. parameter passes, probe decisions)."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

@@ -53,7 +53,14 @@ class LMAO(Optimizer):
         )
         self.zo_device_type = next(iter(self.base.values())).device.type
         directions = DIRECTIONS.get(cfg.directions).from_config(seed, cfg)
-        self.engine = PerturbationEngine(model, self.base, seed, directions, probes=cfg.probes)
+        self.engine = PerturbationEngine(
+            model,
+            self.base,
+            seed,
+            directions,
+            probes=cfg.probes,
+            max_memory_ratio=cfg.max_memory_ratio,
+        )
         self.steps_taken = 0
 
     def trainable(self) -> dict[str, nn.Parameter]:
@@ -123,7 +130,7 @@ class LMAO(Optimizer):
     def weight_resolution(self) -> float:
         return weight_resolution(list(self.base.values()))
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, Any]:
         return {
             **engine_stats(self.engine, self.steps_taken),
             "adapter_parameters": sum(p.numel() for p in self.adapter.values()),

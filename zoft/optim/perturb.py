@@ -54,6 +54,7 @@ class PerturbationEngine:
         seed: int,
         directions: Directions | None = None,
         probes: str = "sequential",
+        max_memory_ratio: float = 1.05,
     ) -> None:
         self.walk = ParameterWalk(model, params)
         self.maths = Perturbation(directions or GaussianDirections(seed))
@@ -61,7 +62,7 @@ class PerturbationEngine:
             (torch.finfo(p.dtype).eps for p in self.walk.params.values()),
             default=torch.finfo(torch.float32).eps,
         )
-        self.pairing = PairingPolicy(probes, self.walk.device, resolution)
+        self.pairing = PairingPolicy(probes, self.walk.device, resolution, max_memory_ratio)
         self.sequential = SequentialProbe(self.walk, self.maths)
         self.seed = seed
 
@@ -113,6 +114,7 @@ class PerturbationEngine:
             "swept": self.maths.swept,
             "copy_restored": sorted(self.copy_restored),
             "checked": self.sequential.checked,
+            "probes_reason": self.pairing.reason,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -121,6 +123,7 @@ class PerturbationEngine:
         self.maths.swept = state["swept"]
         self.sequential.copy_restored = set(state["copy_restored"])
         self.sequential.checked = state["checked"]
+        self.pairing.reason = state.get("probes_reason", self.pairing.reason)  # older checkpoints
 
     @property
     def touched(self) -> set[str]:
@@ -170,7 +173,9 @@ class PerturbationEngine:
             assert loss_pair is not None
             return self._paired(step, eps, loss_pair, query, verify)
 
-        return self.pairing.two_point(step, sequential, None if loss_pair is None else paired)
+        return self.pairing.two_point(
+            step, sequential, None if loss_pair is None else paired, inference=loss
+        )
 
     def _sequential(
         self, step: int, eps: float, loss: Callable[[], float], query: int

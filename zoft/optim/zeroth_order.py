@@ -54,7 +54,12 @@ class ZerothOrderOptimizer(Optimizer):
         super().__init__(cfg, model, scorer, total_steps, seed)
         as_dataclass(cfg).check()
         self.engine = PerturbationEngine(
-            model, self.trainable(), seed, self.directions(), probes=cfg.probes
+            model,
+            self.trainable(),
+            seed,
+            self.directions(),
+            probes=cfg.probes,
+            max_memory_ratio=cfg.max_memory_ratio,
         )
         self.steps_taken = 0
 
@@ -100,7 +105,7 @@ class ZerothOrderOptimizer(Optimizer):
             update_scale=self.cfg.lr * abs(projected),
         )
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, Any]:
         return engine_stats(self.engine, self.steps_taken)
 
     def state_dict(self) -> dict[str, Any]:
@@ -114,10 +119,13 @@ class ZerothOrderOptimizer(Optimizer):
         return weight_resolution(list(self.engine.params.values()))
 
 
-def engine_stats(engine: PerturbationEngine, steps: int) -> dict[str, float]:
-    """Parameter sweeps (total and per step) and whether the probes ran paired (1) or not (0)."""
+def engine_stats(engine: PerturbationEngine, steps: int) -> dict[str, Any]:
+    """Parameter sweeps (total and per step), whether the probes ran paired (1) or not (0), and
+    why (the probes=auto decision)."""
     return {
         "parameter_passes": engine.passes,
         "parameter_passes_per_step": engine.passes / max(steps, 1),
         "paired_probes": float(bool(engine.paired)),
+        "probes": engine.pairing.decision,
+        "probes_reason": engine.pairing.reason,
     }

@@ -40,6 +40,7 @@ _NON_SEMANTIC = (
     "threads",
     "experiment",
     "optimizer.probes",  # paired or sequential probes: the same losses up to float rounding
+    "optimizer.max_memory_ratio",  # only chooses between paired and sequential probes
     "model.max_memory",  # where device_map=auto places the layers
     "checkpoint_every",
     "resume",
