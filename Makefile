@@ -136,11 +136,12 @@ table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scale
 		--out results/tables/mini/minilm_k16
 
 # zoft-bench: one forward against one step of every method, in one process (DESIGN §8).
-BENCH_CPU := --model smollm2-135m --batch 16 --threads 2
+BENCH_CPU := --model smollm2-135m --batch 16 --threads 2 --rng torch,philox \
+	--methods forward,mezo-reference,mezo-sequential,mezo-paired,lozo-sequential,lozo-paired,lozo-m-sequential,lozo-m-paired,mezo-lora-paired,lmao,ft-lora,ft
 BENCH_GPU := --device cuda --dtype bf16 --batch 16
 BENCH_GPU_METHODS := forward,mezo-reference,mezo-sequential,mezo-paired,lozo-sequential,lozo-paired,lozo-m-paired,mezo-lora-paired,lmao,ft-lora
 
-bench: $(STAMP)  ## zoft-bench on CPU: SmolLM2-135M, short (64) and long (256 token) inputs -> results/bench/
+bench: $(STAMP)  ## zoft-bench on CPU: SmolLM2-135M, short (64) and long (256 token) inputs, torch and philox -> results/bench/ (~50 min)
 	$(BIN)/zoft-bench $(BENCH_CPU) --seq-len 64 --out results/bench/cpu_smollm2-135m_b16_t64
 	$(BIN)/zoft-bench $(BENCH_CPU) --seq-len 256 --repeats 3 --warmup 1 --out results/bench/cpu_smollm2-135m_b16_t256
 

@@ -110,3 +110,18 @@ def test_the_fused_modes_equal_torch_ops_on_the_same_z(dtype):
 
 def _bf16_ulps(a: torch.Tensor, b: torch.Tensor) -> int:
     return int((a.cpu().view(torch.int16).long() - b.cpu().view(torch.int16).long()).abs().max())
+
+
+@inner
+def test_the_rows_mode_gives_the_rows_of_the_range_mode():
+    """perturbed_rows_into (an embedding's looked-up rows) equals those rows of perturbed_into
+    over the whole table."""
+    from zoft.optim import philox_triton
+
+    theta = torch.randn(9, 70, generator=torch.Generator().manual_seed(2)).to(_device())
+    full = torch.empty_like(theta)
+    philox_triton.perturbed_into(full.view(-1), theta.view(-1), 0.25, KEY, 0)
+    rows = torch.tensor([8, 0, 3, 3], device=_device())
+    out = torch.empty(len(rows), 70, device=_device())
+    philox_triton.perturbed_rows_into(out, theta, rows, 0.25, KEY)
+    assert torch.equal(out, full[rows])
