@@ -76,15 +76,17 @@ def test_the_generator_is_read_from_the_method_config():
 
 
 def test_only_philox_enters_the_digest(monkeypatch):
-    """rng=torch is the legacy value (left out: finished runs keep their folders); philox is a
-    different run."""
+    """philox is the default since issue 19 (a new computation, so a new digest); rng=torch is
+    the legacy value, left out of the digest, so runs finished before the key existed keep their
+    folders (342a60efce and e40e43489d: MeZO's and LMAO's default digests before the change)."""
     monkeypatch.setenv("ZOFT_DATA", "/data")
     base = ["optimizer=mezo"]
     plain = config_digest(compose(base))
-    assert config_digest(compose([*base, "optimizer.rng=torch"])) == plain
-    assert config_digest(compose([*base, "optimizer.rng=philox"])) != plain
+    assert config_digest(compose([*base, "optimizer.rng=philox"])) == plain
+    assert config_digest(compose([*base, "optimizer.rng=torch"])) == "342a60efce" != plain
     lmao = ["optimizer=lmao"]
-    assert config_digest(compose([*lmao, "optimizer.rng=philox"])) != config_digest(compose(lmao))
+    assert config_digest(compose([*lmao, "optimizer.rng=torch"])) == "e40e43489d"
+    assert config_digest(compose(lmao)) != "e40e43489d"
 
 
 @pytest.mark.skipif(not philox_numba.available(), reason="numba is not installed")

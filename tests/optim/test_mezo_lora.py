@@ -27,10 +27,10 @@ def test_its_schema_is_mezos_plus_the_lora_adapter():
 
 
 def test_the_digest_of_its_default_run_is_stable(monkeypatch):
-    """Finished mezo-lora cells are found by this digest (the value before the method had its
-    own module)."""
+    """Finished mezo-lora cells (drawn with the torch generator, the default before issue 19) are
+    found by this digest (the value before the method had its own module)."""
     monkeypatch.setenv("ZOFT_DATA", "/data")
-    assert config_digest(compose(["optimizer=mezo-lora"])) == "38e93d6ba0"
+    assert config_digest(compose(["optimizer=mezo-lora", "optimizer.rng=torch"])) == "38e93d6ba0"
 
 
 def test_a_step_moves_the_adapters_and_leaves_the_base_weights_bit_identical(data_dir):

@@ -244,7 +244,7 @@ def test_the_pass_counter_reports_the_sweeps_each_scheme_makes():
         "mezo-paired": (MeZO, MezoConfig, "paired"),
         "lozo-paired": (LOZO, LozoConfig, "paired"),
     }.items():
-        opt, model, batch = _optimizer(cls, config, probes)
+        opt, model, batch = _optimizer(cls, config, probes, rng="torch")  # whole transients
         opt.step(batch, 0)  # a paired run's first step also probes sequentially, to compare
         before = opt.engine.swept
         opt.step(batch, 1)

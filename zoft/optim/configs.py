@@ -37,9 +37,10 @@ class ZerothOrderConfig(OptimizerConfig):
     probes: ProbeMode = ProbeMode.auto  # zoft.optim.probes
     # probes=auto pairs only while the paired peak is within this multiple of inference
     max_memory_ratio: float = ranged(1.05, ge=1)
-    # the directions' normals: torch = torch.randn per key (every run before issue 19);
-    # philox = a counter-based stream, z[i] a pure function of (key, i) (zoft.optim.philox)
-    rng: Rng = Rng.torch
+    # the directions' normals: philox = a counter-based stream, z[i] a pure function of (key, i)
+    # (zoft.optim.philox; numba / Triton kernels); torch = torch.randn per key, every run before
+    # issue 19 (measured slower and heavier: docs/benchmarks.md)
+    rng: Rng = Rng.philox
 
 
 @METHODS.register(
@@ -183,7 +184,7 @@ class LmaoConfig(AdamConfig):
     zo_first: bool = False  # run the ZO phase before the LoRA phase
     probes: ProbeMode = ProbeMode.auto  # ZO phase (zoft.optim.probes)
     max_memory_ratio: float = ranged(1.05, ge=1)  # probes=auto's memory limit (see above)
-    rng: Rng = Rng.torch  # the ZO phase's normals (see ZerothOrderConfig.rng)
+    rng: Rng = Rng.philox  # the ZO phase's normals (see ZerothOrderConfig.rng)
     lora_steps: int = ranged(1, ge=1)  # LoRA (AdamW) steps per ZO step, all on the same batch
     # autocast of the ZO phase's forwards (weights and z stay as they are): the official LMAO
     # scripts' --fp16 runs them under fp16 autocast; None: in the weights' dtype
