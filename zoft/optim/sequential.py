@@ -40,7 +40,6 @@ class SequentialProbe:
         self.copy_restored: set[str] = set()  # parameters read outside their owner's forward
         self.checked = False  # whether the first probe has looked for such parameters
         self.active: set[str] = set()  # parameters swapped for a transient copy right now
-        self._owner_count: Counter[str] = Counter()  # modules owning each parameter (ties)
 
     def loss_at(self, step: int, scale: float, fn: Callable[[], T], query: int = 0) -> T:
         """fn() evaluated at θ + scale·z. The first call checks that every parameter was really
@@ -70,9 +69,9 @@ class SequentialProbe:
         overridden: list[nn.Module] = []
         saved = self._perturb_copy_restored(step, scale, query)
         owners = self.walk.owners(frozenset(self.copy_restored))
-        self._owner_count = Counter(name for _, owned in owners for _, name in owned)
+        uses = Counter(name for _, owned in owners for _, name in owned)  # > 1: tied
         for module, owned in owners:
-            rest = self._install_row_forward(module, owned, step, scale, query, overridden)
+            rest = self._install_row_forward(module, owned, uses, step, scale, query, overridden)
             if not rest:
                 continue
             stack: list[_Frame] = []
@@ -109,6 +108,7 @@ class SequentialProbe:
         self,
         module: nn.Module,
         owned: Owned,
+        uses: Counter[str],
         step: int,
         scale: float,
         query: int,
@@ -116,7 +116,7 @@ class SequentialProbe:
     ) -> Owned:
         """Give `module` a forward that draws only the rows of its weight's z it reads, where
         zoft.optim.row_forwards has one and the weight's rows are addressable; the owned
-        parameters left for the swap hooks."""
+        parameters left for the swap hooks. `uses`: how many modules own each parameter."""
         name = dict(owned).get("weight")
         if name is None or not self.maths.directions.addressable(self.walk.params[name]):
             return owned
@@ -126,8 +126,7 @@ class SequentialProbe:
             self.walk.touched.add(name)
             return self.maths.perturbed_rows(name, param.data, rows, step, scale, query)
 
-        tied = self._owner_count.get(name, 0) > 1
-        forward = row_forward_for(module, draw, tied)
+        forward = row_forward_for(module, draw, tied=uses[name] > 1)
         if forward is None:
             return owned
         plain = type(module).forward
