@@ -65,6 +65,57 @@ class MezoLoraConfig(MezoConfig):
     eps: float = 1e-2
 
 
+# How the momentum starts. first_estimate: N₁ = c₁U₁ (and m₁ = c₁z₁), as the official LOZO code
+# (medium_models LOZOtrainer, lowrank_zo_update_momentum) does. zero: N₀ = 0, so N₁ = (1−β)c₁U₁,
+# a first update 1/(1−β) times smaller (zoft before issue 17; kept to reproduce those runs).
+MOMENTUM_INITS = ("first_estimate", "zero")
+
+
+def _check_momentum_init(value: str) -> None:
+    if value not in MOMENTUM_INITS:
+        raise ZoftError(
+            f"optimizer.momentum_init={value!r} is invalid: use one of {', '.join(MOMENTUM_INITS)}"
+        )
+
+
+@METHODS.register(
+    "mezo-m",
+    facts=MethodFacts("MeZO-M", 50, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
+@dataclass
+class MezoMomentumConfig(ZerothOrderConfig):
+    """MeZO whose estimate g·z drives heavy-ball momentum (LOZO's MeZO-M baseline); the momentum
+    is a dense fp32 copy of the weights' size: the memory LOZO's OPT-13B table charges it."""
+
+    name: str = "mezo-m"
+    lr: float = 1e-6
+    eps: float = 1e-3
+    beta: float = ranged(0.9, ge=0, lt=1)  # m ← βm + (1−β)·g·z, as LOZO-M's momentum
+    momentum_init: str = "first_estimate"  # see MOMENTUM_INITS
+
+    def check(self) -> None:
+        super().check()
+        _check_momentum_init(self.momentum_init)
+
+
+@METHODS.register(
+    "mezo-adam",
+    facts=MethodFacts("MeZO-Adam", 60, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
+@dataclass
+class MezoAdamConfig(ZerothOrderConfig):
+    """MeZO's estimate g·z as the gradient of an AdamW step (MeZO medium_models
+    --zero_order_use_trainer_optim --optimizer adam): two dense fp32 moments of the weights' size,
+    bias-corrected, decoupled weight decay after the step, constant learning rate."""
+
+    name: str = "mezo-adam"
+    lr: float = 1e-5
+    eps: float = 1e-3
+    beta1: float = ranged(0.9, ge=0, lt=1)
+    beta2: float = ranged(0.999, ge=0, lt=1)
+    adam_eps: float = ranged(1e-8, gt=0)
+
+
 @METHODS.register(
     "lozo", facts=MethodFacts("LOZO", 70, forwards=2, backwards=0, zeroth_order=True, lora=False)
 )
@@ -81,12 +132,6 @@ class LozoConfig(ZerothOrderConfig):
         return self.rank
 
 
-# How the momentum starts. first_estimate: N₁ = c₁U₁ (and m₁ = c₁z₁), as the official LOZO code
-# (medium_models LOZOtrainer, lowrank_zo_update_momentum) does. zero: N₀ = 0, so N₁ = (1−β)c₁U₁,
-# a first update 1/(1−β) times smaller (zoft before issue 17; kept to reproduce those runs).
-MOMENTUM_INITS = ("first_estimate", "zero")
-
-
 @METHODS.register(
     "lozo-m",
     facts=MethodFacts("LOZO-M", 80, forwards=2, backwards=0, zeroth_order=True, lora=False),
@@ -100,11 +145,7 @@ class LozoMConfig(LozoConfig):
 
     def check(self) -> None:
         super().check()
-        if self.momentum_init not in MOMENTUM_INITS:
-            raise ZoftError(
-                f"optimizer.momentum_init={self.momentum_init!r} is invalid: use one of "
-                f"{', '.join(MOMENTUM_INITS)}"
-            )
+        _check_momentum_init(self.momentum_init)
 
 
 # ---- backprop methods ----------------------------------------------------------------------
