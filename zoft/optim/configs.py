@@ -148,6 +148,33 @@ class LozoMConfig(LozoConfig):
         _check_momentum_init(self.momentum_init)
 
 
+# ---- fitted heads ---------------------------------------------------------------------------
+
+
+@METHODS.register(
+    "lp", facts=MethodFacts("LP", 20, forwards=2, backwards=0, zeroth_order=False, lora=False)
+)
+@dataclass
+class LinearProbeConfig(OptimizerConfig):
+    """Linear probing as MeZO ran it (zoft.optim.linear_probe): a logistic regression on the
+    frozen model's features where its head scores the gold target, written into the head's rows.
+    lr is unused: the fit is scikit-learn's LogisticRegressionCV."""
+
+    name: str = "lp"
+    cs: int = ranged(10, ge=1)  # LogisticRegressionCV's Cs: that many C values, log-spaced
+    folds: int = ranged(5, ge=2)  # its cross-validation folds (fewer when a class is smaller)
+    # MeZO's --lp_early_stopping: tol 0.01 and at most 1000 iterations (else 1e-4 and 5000)
+    early_stopping: bool = False
+
+    def check(self) -> None:
+        super().check()
+        if self.adapter != AdapterKind.none:
+            raise ZoftError(
+                f"optimizer=lp fits the model's own head, but optimizer.adapter={self.adapter}; "
+                "set optimizer.adapter=none"
+            )
+
+
 # ---- backprop methods ----------------------------------------------------------------------
 
 AMP_CHOICES = (None, *Amp)  # autocast off, or one of the Amp dtypes
