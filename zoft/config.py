@@ -65,6 +65,12 @@ class AdapterKind(StrEnum):
 
     none = "none"  # the model's own parameters
     lora = "lora"  # LoRA adapters added to model.lora_targets
+    dora = "dora"  # DoRA: LoRA with a learned magnitude per output (peft use_dora)
+    adalora = "adalora"  # AdaLoRA: SVD-form adapters whose ranks are pruned to a budget
+
+
+# the adapters that optimizer.lora configures (rank, alpha, dropout, targets)
+LORA_FAMILY = (AdapterKind.lora, AdapterKind.dora, AdapterKind.adalora)
 
 
 class Schedule(StrEnum):

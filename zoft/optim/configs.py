@@ -230,6 +230,63 @@ class AdamLoraConfig(AdamConfig):
 
 
 @METHODS.register(
+    "ft-dora",
+    facts=MethodFacts(
+        "DoRA", 104, forwards=1, backwards=1, zeroth_order=False, lora=True,
+        requires_adapter="dora",
+    ),
+)  # fmt: skip
+@dataclass
+class AdamDoraConfig(AdamConfig):
+    """FT on DoRA adapters (peft use_dora; LMAO Table 10: r 8, lr 1e-5, batch 16)."""
+
+    name: str = "ft-dora"
+    adapter: AdapterKind = AdapterKind.dora
+    lr: float = 1e-5
+
+
+@METHODS.register(
+    "ft-adalora",
+    facts=MethodFacts(
+        "AdaLoRA", 102, forwards=1, backwards=1, zeroth_order=False, lora=True,
+        requires_adapter="adalora",
+    ),
+)  # fmt: skip
+@dataclass
+class AdamAdaLoraConfig(AdamConfig):
+    """FT on AdaLoRA adapters (peft AdaLoraConfig; LMAO Table 10: r 8, lr 1e-5, batch 16):
+    lora.r is the final average rank (target_r), init_r the starting one; the budget falls
+    cubically from step tinit to steps − tfinal, pruning every delta_t steps."""
+
+    name: str = "ft-adalora"
+    adapter: AdapterKind = AdapterKind.adalora
+    lr: float = 1e-5
+    init_r: int = ranged(12, ge=1)  # peft's default
+    tinit: int = ranged(0, ge=0)  # steps at the initial budget
+    tfinal: int = ranged(0, ge=0)  # final steps at the target budget (ranks fixed)
+    delta_t: int = ranged(1, ge=1)  # steps between budget allocations
+    sensitivity_beta1: float = ranged(0.85, gt=0, lt=1)  # EMA of the importance
+    sensitivity_beta2: float = ranged(0.85, gt=0, lt=1)  # EMA of its uncertainty
+    orth_reg_weight: float = ranged(0.5, ge=0)  # weight of ‖PPᵀ − I‖ + ‖QᵀQ − I‖ in the loss
+
+    def check(self) -> None:
+        super().check()
+        if self.init_r < self.lora.r:
+            raise ZoftError(
+                f"optimizer.init_r={self.init_r} is below optimizer.lora.r={self.lora.r}: "
+                "AdaLoRA prunes from init_r down to lora.r; raise init_r or lower lora.r"
+            )
+
+    def check_run(self, run: Any) -> None:
+        super().check_run(run)
+        if run.steps and self.tinit >= run.steps - self.tfinal:
+            raise RunConfigError(
+                f"optimizer.tinit={self.tinit} and optimizer.tfinal={self.tfinal} leave no "
+                f"budgeting phase in steps={run.steps}: lower them or raise steps"
+            )
+
+
+@METHODS.register(
     "lmao",
     facts=MethodFacts(
         "LMAO", 120, forwards=3, backwards=1, zeroth_order=False, lora=True, requires_adapter="lora"

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from zoft.config import (
+    LORA_FAMILY,
     LoggerConfig,
     LoraConfig,
     ModelConfig,
@@ -73,6 +74,12 @@ def validate(cfg: DictConfig) -> None:
         raise RunConfigError(
             f"optimizer={cfg.optimizer.name} needs optimizer.adapter={required} (got "
             f"{cfg.optimizer.adapter}); drop the override"
+        )
+    if cfg.optimizer.adapter == "adalora" and cfg.optimizer.name != "ft-adalora":
+        raise RunConfigError(
+            f"optimizer.adapter=adalora needs optimizer=ft-adalora, which allocates its rank "
+            f"budget (got optimizer={cfg.optimizer.name}); use optimizer=ft-adalora, or "
+            "optimizer.adapter=lora"
         )
     if cfg.optimizer.micro_batches > cfg.batch_size:
         raise RunConfigError(
@@ -161,7 +168,9 @@ def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
             "model.device_map spreads one model over this process's devices and cannot be "
             "combined with torchrun's data parallelism; run one process, or drop model.device_map"
         )
-    if cfg.optimizer.adapter == "none" and cfg.optimizer.lora != OmegaConf.structured(LoraConfig):
+    if cfg.optimizer.adapter not in LORA_FAMILY and cfg.optimizer.lora != OmegaConf.structured(
+        LoraConfig
+    ):
         changed = [
             k for k, v in OmegaConf.structured(LoraConfig).items() if cfg.optimizer.lora[k] != v
         ]
@@ -181,7 +190,7 @@ def check_ranks(cfg: DictConfig, model: nn.Module) -> None:
     1×1024 token-type embedding under the papers' r = 4); r is refused only above min(m, n) of
     the widest, where it costs more and perturbs nothing more."""
     method = method_config(cfg)
-    if method.adapter == "lora":
+    if method.adapter in LORA_FAMILY:
         targets = list(method.lora.targets or cfg.model.lora_targets or [])
         shapes = {
             f"{name}.weight": _matrix(module.weight)
