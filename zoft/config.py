@@ -67,6 +67,7 @@ class AdapterKind(StrEnum):
     lora = "lora"  # LoRA adapters added to model.lora_targets
     dora = "dora"  # DoRA: LoRA with a learned magnitude per output (peft use_dora)
     adalora = "adalora"  # AdaLoRA: SVD-form adapters whose ranks are pruned to a budget
+    prefix = "prefix"  # prefix tuning: trained keys and values in front of every attention layer
 
 
 # the adapters that optimizer.lora configures (rank, alpha, dropout, targets)

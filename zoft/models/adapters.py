@@ -14,6 +14,7 @@ from torch import nn
 
 from zoft.config import enum_value
 from zoft.errors import ZoftError
+from zoft.models.prefix import add_prefix, is_prefix_parameter
 from zoft.registry import Registry
 
 ADAPTERS: Registry = Registry("adapter")
@@ -27,7 +28,7 @@ class AdapterError(ZoftError):
 
 
 def is_adapter_parameter(name: str) -> bool:
-    return LORA_MARK in name
+    return LORA_MARK in name or is_prefix_parameter(name)
 
 
 def is_head_parameter(name: str) -> bool:
@@ -107,6 +108,19 @@ def _adalora(model: nn.Module, optimizer_cfg: Any, model_cfg: Any) -> None:
         total_step=optimizer_cfg.tinit + optimizer_cfg.tfinal + 1,
     )
     _inject(model, config, targets, model_cfg)
+    mark_adapters_trainable(model, model_cfg)
+
+
+@ADAPTERS.register("prefix")
+def _prefix(model: nn.Module, optimizer_cfg: Any, model_cfg: Any) -> None:
+    """Prefix tuning (zoft.models.prefix): only the prefix (and a fresh classification head)
+    trains."""
+    if not hasattr(optimizer_cfg, "prefix_tokens"):
+        raise AdapterError(
+            f"optimizer.adapter=prefix needs a prefix method (optimizer=mezo-prefix or "
+            f"ft-prefix), which sets its tokens and initialisation (got {optimizer_cfg.name})"
+        )
+    add_prefix(model, optimizer_cfg.prefix_tokens, optimizer_cfg.prefix_init)
     mark_adapters_trainable(model, model_cfg)
 
 

@@ -65,6 +65,43 @@ class MezoLoraConfig(MezoConfig):
     eps: float = 1e-2
 
 
+PREFIX_INITS = ("real_activations", "random")  # zoft.models.prefix.add_prefix
+
+
+def _check_prefix(cfg: Any) -> None:
+    if cfg.adapter != AdapterKind.prefix:
+        raise ZoftError(
+            f"optimizer={cfg.name} trains a prefix, but optimizer.adapter={cfg.adapter}; set "
+            "optimizer.adapter=prefix"
+        )
+    if cfg.prefix_init not in PREFIX_INITS:
+        raise ZoftError(
+            f"optimizer.prefix_init={cfg.prefix_init!r} is invalid: use one of "
+            f"{', '.join(PREFIX_INITS)}"
+        )
+
+
+@METHODS.register(
+    "mezo-prefix",
+    facts=MethodFacts("MeZO (prefix)", 45, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
+@dataclass
+class MezoPrefixConfig(MezoConfig):
+    """MeZO on a prefix (MeZO's prefix.py, --num_prefix 5 --no_reparam
+    --prefix_init_by_real_act): lr 1e-2, ε 1e-1 (MeZO Tables 15/16)."""
+
+    name: str = "mezo-prefix"
+    adapter: AdapterKind = AdapterKind.prefix
+    lr: float = 1e-2
+    eps: float = 1e-1
+    prefix_tokens: int = ranged(5, ge=1)  # positions in front of every attention layer
+    prefix_init: str = "real_activations"  # see PREFIX_INITS
+
+    def check(self) -> None:
+        super().check()
+        _check_prefix(self)
+
+
 # How the momentum starts. first_estimate: N₁ = c₁U₁ (and m₁ = c₁z₁), as the official LOZO code
 # (medium_models LOZOtrainer, lowrank_zo_update_momentum) does. zero: N₀ = 0, so N₁ = (1−β)c₁U₁,
 # a first update 1/(1−β) times smaller (zoft before issue 17; kept to reproduce those runs).
@@ -243,6 +280,26 @@ class AdamDoraConfig(AdamConfig):
     name: str = "ft-dora"
     adapter: AdapterKind = AdapterKind.dora
     lr: float = 1e-5
+
+
+@METHODS.register(
+    "ft-prefix",
+    facts=MethodFacts("FT (prefix)", 106, forwards=1, backwards=1, zeroth_order=False, lora=False),
+)
+@dataclass
+class AdamPrefixConfig(AdamConfig):
+    """FT on a prefix (MeZO Table 18 / medium_models finetune.sh --prefix_tuning --num_prefix 5
+    --no_reparam --prefix_init_by_real_act): lr grid {1e-2, 3e-2, 5e-2}."""
+
+    name: str = "ft-prefix"
+    adapter: AdapterKind = AdapterKind.prefix
+    lr: float = 1e-2
+    prefix_tokens: int = ranged(5, ge=1)
+    prefix_init: str = "real_activations"  # see PREFIX_INITS
+
+    def check(self) -> None:
+        super().check()
+        _check_prefix(self)
 
 
 @METHODS.register(

@@ -180,12 +180,13 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+@OPTIMIZERS.register("ft-prefix")  # settings and facts: zoft.optim.configs.AdamPrefixConfig
 @OPTIMIZERS.register("ft-dora")  # settings and facts: zoft.optim.configs.AdamDoraConfig
 @OPTIMIZERS.register("ft-lora")  # settings and facts: zoft.optim.configs.AdamLoraConfig
 @OPTIMIZERS.register("ft")  # settings and facts: zoft.optim.configs.AdamConfig
 class FullFineTuning(Optimizer):
-    """FT (every weight), FT-LoRA or DoRA (the adapters): one forward and one backward in train
-    mode, then an AdamW step."""
+    """FT (every weight), FT-LoRA, DoRA (the adapters) or FT-prefix (the prefix): one forward and
+    one backward in train mode, then an AdamW step."""
 
     def __init__(
         self, cfg: Any, model: nn.Module, scorer: Objective, total_steps: int, seed: int

@@ -75,10 +75,11 @@ def validate(cfg: DictConfig) -> None:
             f"optimizer={cfg.optimizer.name} needs optimizer.adapter={required} (got "
             f"{cfg.optimizer.adapter}); drop the override"
         )
-    if cfg.optimizer.adapter == "adalora" and cfg.optimizer.name != "ft-adalora":
+    own = ADAPTER_METHODS.get(enum_value(cfg.optimizer.adapter))
+    if own and cfg.optimizer.name not in own:
         raise RunConfigError(
-            f"optimizer.adapter=adalora needs optimizer=ft-adalora, which allocates its rank "
-            f"budget (got optimizer={cfg.optimizer.name}); use optimizer=ft-adalora, or "
+            f"optimizer.adapter={cfg.optimizer.adapter} needs optimizer={' or '.join(own)}, whose "
+            f"settings it takes (got optimizer={cfg.optimizer.name}); use one of them, or "
             "optimizer.adapter=lora"
         )
     if cfg.optimizer.micro_batches > cfg.batch_size:
@@ -180,6 +181,10 @@ def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
             f"LoRA adapters (optimizer.adapter=none); use a LoRA method ({lora_methods}) "
             "or drop the optimizer.lora overrides"
         )
+
+
+# adapters whose settings only these methods carry (AdaLoRA's budget, the prefix's tokens)
+ADAPTER_METHODS = {"adalora": ("ft-adalora",), "prefix": ("mezo-prefix", "ft-prefix")}
 
 
 def check_ranks(cfg: DictConfig, model: nn.Module) -> None:
