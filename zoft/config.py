@@ -108,6 +108,7 @@ class DirectionKind(StrEnum):
 
     gaussian = "gaussian"
     lowrank = "lowrank"
+    subspace = "subspace"  # SubZero's (√(mn)/r)·U Σ Vᵀ in lazily resampled orthonormal bases
 
 
 class Objective(StrEnum):

@@ -170,6 +170,25 @@ class LozoConfig(ZerothOrderConfig):
 
 
 @METHODS.register(
+    "subzero",
+    facts=MethodFacts("SubZero", 75, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
+@dataclass
+class SubZeroConfig(ZerothOrderConfig):
+    """SubZero (zoft.optim.directions.SubspaceDirections): MeZO's step along (√(mn)/r)·U Σ Vᵀ;
+    rank 8 and interval 2000 are the official code's defaults (zimingyy/SubZero run.py)."""
+
+    name: str = "subzero"
+    lr: float = 1e-6
+    eps: float = 1e-3
+    rank: int = ranged(8, ge=1)  # r: columns of U and V (capped at min(m, n) per matrix)
+    interval: int = ranged(2000, ge=1)  # T: U and V are redrawn every T steps
+
+    def direction_rank(self) -> int | None:
+        return self.rank
+
+
+@METHODS.register(
     "lozo-m",
     facts=MethodFacts("LOZO-M", 80, forwards=2, backwards=0, zeroth_order=True, lora=False),
 )
