@@ -39,6 +39,10 @@ class VectorScorer:
     def loss(self, model, batch):
         return F.cross_entropy(model(self._x(batch)), torch.tensor([ex.label for ex in batch]))
 
+    def loss_sum(self, model, batch):
+        labels = torch.tensor([ex.label for ex in batch])
+        return F.cross_entropy(model(self._x(batch)), labels, reduction="sum"), len(batch)
+
     def head_features(self, model, batch):
         return self._x(batch), torch.tensor([ex.label for ex in batch])
 

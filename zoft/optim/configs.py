@@ -221,6 +221,8 @@ class LinearProbeConfig(OptimizerConfig):
     folds: int = ranged(5, ge=2)  # its cross-validation folds (fewer when a class is smaller)
     # MeZO's --lp_early_stopping: tol 0.01 and at most 1000 iterations (else 1e-4 and 5000)
     early_stopping: bool = False
+    # examples per forward of the loss and the features (a step's batch may be the whole train set)
+    feature_batch: int = ranged(32, ge=1)
 
     def check(self) -> None:
         super().check()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from zoft.config import as_dataclass
-from zoft.optim.base import Optimizer, StepResult, check_finite, loss_value
+from zoft.optim.base import Optimizer, StepResult, batch_loss, check_finite
 from zoft.optim.registry import OPTIMIZERS
 from zoft.scoring.base import Objective
 from zoft.tasks.base import Example
@@ -109,12 +110,18 @@ class LinearProbe(Optimizer):
     @torch.no_grad()
     def step(self, batch: Sequence[Example], step: int) -> StepResult:
         self.model.eval()
-        loss = loss_value(self.scorer.loss(self.model, batch))
+        parts = math.ceil(len(batch) / self.cfg.feature_batch)
+        loss = batch_loss(self.scorer, self.model, batch, parts)
         check_finite(step, loss=loss)
         new = [ex for ex in batch if example_key(ex) not in self.seen]
         if new:
             self._put_back_original_rows()
-            features, targets = self.scorer.head_features(self.model, new)
+            chunks = [
+                self.scorer.head_features(self.model, new[at : at + self.cfg.feature_batch])
+                for at in range(0, len(new), self.cfg.feature_batch)
+            ]
+            features = torch.cat([f for f, _ in chunks])
+            targets = torch.cat([t for _, t in chunks])
             if not torch.isfinite(features).all():
                 self._write_fit()  # the last fit again: this step changes nothing
                 check_finite(step, features=float("nan"))
