@@ -68,17 +68,25 @@ class MezoLoraConfig(MezoConfig):
 PREFIX_INITS = ("real_activations", "random")  # zoft.models.prefix.add_prefix
 
 
-def _check_prefix(cfg: Any) -> None:
-    if cfg.adapter != AdapterKind.prefix:
-        raise ZoftError(
-            f"optimizer={cfg.name} trains a prefix, but optimizer.adapter={cfg.adapter}; set "
-            "optimizer.adapter=prefix"
-        )
-    if cfg.prefix_init not in PREFIX_INITS:
-        raise ZoftError(
-            f"optimizer.prefix_init={cfg.prefix_init!r} is invalid: use one of "
-            f"{', '.join(PREFIX_INITS)}"
-        )
+@dataclass
+class PrefixSettings:
+    """What the prefix methods add to their method's settings (zoft.models.prefix)."""
+
+    prefix_tokens: int = ranged(5, ge=1)  # positions in front of every attention layer
+    prefix_init: str = "real_activations"  # see PREFIX_INITS
+
+    def check(self) -> None:
+        super().check()  # type: ignore[misc]  (the method's config, next in the MRO)
+        if self.adapter != AdapterKind.prefix:  # type: ignore[attr-defined]
+            raise ZoftError(
+                f"optimizer={self.name} trains a prefix, but optimizer.adapter="  # type: ignore[attr-defined]
+                f"{self.adapter}; set optimizer.adapter=prefix"  # type: ignore[attr-defined]
+            )
+        if self.prefix_init not in PREFIX_INITS:
+            raise ZoftError(
+                f"optimizer.prefix_init={self.prefix_init!r} is invalid: use one of "
+                f"{', '.join(PREFIX_INITS)}"
+            )
 
 
 @METHODS.register(
@@ -86,7 +94,7 @@ def _check_prefix(cfg: Any) -> None:
     facts=MethodFacts("MeZO (prefix)", 45, forwards=2, backwards=0, zeroth_order=True, lora=False),
 )
 @dataclass
-class MezoPrefixConfig(MezoConfig):
+class MezoPrefixConfig(PrefixSettings, MezoConfig):
     """MeZO on a prefix (MeZO's prefix.py, --num_prefix 5 --no_reparam
     --prefix_init_by_real_act): lr 1e-2, ε 1e-1 (MeZO Tables 15/16)."""
 
@@ -94,12 +102,6 @@ class MezoPrefixConfig(MezoConfig):
     adapter: AdapterKind = AdapterKind.prefix
     lr: float = 1e-2
     eps: float = 1e-1
-    prefix_tokens: int = ranged(5, ge=1)  # positions in front of every attention layer
-    prefix_init: str = "real_activations"  # see PREFIX_INITS
-
-    def check(self) -> None:
-        super().check()
-        _check_prefix(self)
 
 
 # How the momentum starts. first_estimate: N₁ = c₁U₁ (and m₁ = c₁z₁), as the official LOZO code
@@ -308,19 +310,13 @@ class AdamDoraConfig(AdamConfig):
     facts=MethodFacts("FT (prefix)", 106, forwards=1, backwards=1, zeroth_order=False, lora=False),
 )
 @dataclass
-class AdamPrefixConfig(AdamConfig):
+class AdamPrefixConfig(PrefixSettings, AdamConfig):
     """FT on a prefix (MeZO Table 18 / medium_models finetune.sh --prefix_tuning --num_prefix 5
     --no_reparam --prefix_init_by_real_act): lr grid {1e-2, 3e-2, 5e-2}."""
 
     name: str = "ft-prefix"
     adapter: AdapterKind = AdapterKind.prefix
     lr: float = 1e-2
-    prefix_tokens: int = ranged(5, ge=1)
-    prefix_init: str = "real_activations"  # see PREFIX_INITS
-
-    def check(self) -> None:
-        super().check()
-        _check_prefix(self)
 
 
 @METHODS.register(

@@ -173,8 +173,8 @@ class Scorer(ABC):
 
     def head(self, model: torch.nn.Module) -> torch.nn.Module:
         """The linear layer whose rows score this kind's candidates (what linear probing fits):
-        the output embeddings of a language model, a classifier's last projection."""
-        raise NotImplementedError(f"{type(self).__name__} has no scoring head")
+        a language model's output embeddings (a classifier overrides it)."""
+        return model.get_output_embeddings()
 
     def head_features(
         self, model: torch.nn.Module, examples: Sequence[Example]

@@ -202,9 +202,6 @@ class CausalLMScorer(Scorer):
             token_lp[picked] = chosen - logits[local].logsumexp(-1)
         return token_lp * in_option
 
-    def head(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.get_output_embeddings()
-
     @torch.no_grad()
     def head_features(
         self, model: torch.nn.Module, examples: Sequence[Example]

@@ -54,9 +54,6 @@ class MaskedLMScorer(Scorer):
             return head(hidden[rows, at])
         return model(input_ids=ids, attention_mask=mask).logits[rows, at]
 
-    def head(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.get_output_embeddings()
-
     @torch.no_grad()
     def head_features(
         self, model: torch.nn.Module, examples: Sequence[Example]
