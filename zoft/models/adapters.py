@@ -140,13 +140,13 @@ def _inject_lora(model: nn.Module, optimizer_cfg: Any, model_cfg: Any, use_dora:
     mark_adapters_trainable(model, model_cfg)
 
 
-def _inject(model: nn.Module, config: Any, targets: list[str], model_cfg: Any) -> Any:
-    """peft's tuner for `config`, injected in place; the tuner is returned (AdaLoRA's budget
-    lives on it)."""
+def _inject(model: nn.Module, config: Any, targets: list[str], model_cfg: Any) -> None:
+    """peft's layers for `config`, injected in place (what peft's inject_adapter_in_model does,
+    for any of its tuner types)."""
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
     try:
-        return PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](model, config, adapter_name="default")
+        PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](model, config, adapter_name="default")
     except ValueError as err:
         raise AdapterError(
             f"LoRA targets {targets} were not found in model {model_cfg.name} ({err}); set "

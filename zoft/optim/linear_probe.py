@@ -94,7 +94,8 @@ class LinearProbe(Optimizer):
         self.features: list[torch.Tensor] = []  # per step, [T_i, H] fp32 on the CPU
         self.targets: list[torch.Tensor] = []
         self.seen: set[str] = set()
-        self.original: dict[int, torch.Tensor] = {}  # head rows before any fit (weight | bias)
+        # the head's rows before any fit: (weight row, bias entry or None) per row written
+        self.original: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.fitted_on = 0  # feature rows of the last fit
         # the last fit: (classes [C] long, coefficients [C, H], intercepts [C]) in float64
         self.fit: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None

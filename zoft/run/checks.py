@@ -178,7 +178,8 @@ def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
         lora_methods = ", ".join(n for n in METHODS.in_paper_order() if METHODS.facts(n).lora)
         raise RunConfigError(
             f"optimizer.lora.{changed[0]} is set, but optimizer={cfg.optimizer.name} trains no "
-            f"LoRA adapters (optimizer.adapter=none); use a LoRA method ({lora_methods}) "
+            f"LoRA adapters (optimizer.adapter={cfg.optimizer.adapter}); use a LoRA method "
+            f"({lora_methods}) "
             "or drop the optimizer.lora overrides"
         )
 
