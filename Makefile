@@ -62,7 +62,9 @@ $(RUN_TABLES): $(STAMP)
 
 # Every method on the same short CPU experiment: SmolLM2-135M, SST-2 k=16 (data_seed 13), 100 steps
 # of batch 8, test = the 872 SST-2 validation sentences. ZO rates: 1e-5 (top of MeZO's RoBERTa
-# grid) for MeZO, LOZO, LOZO-M and LMAO's ZO phase; LoRA rates 1e-4 (FT-LoRA, LMAO's LoRA phase).
+# grid) for MeZO, MeZO-M, MeZO-Adam, LOZO, LOZO-M, SubZero (subspace every 50 steps) and LMAO's ZO
+# phase; LoRA-family rates 1e-4 (FT-LoRA, AdaLoRA, DoRA, LMAO's LoRA phase); the prefix methods at
+# MeZO's 1e-2 (ε 1e-1); LP fits once on the 32 training examples.
 OPT_TRAIN := steps=100 batch_size=8 eval_every=25 log_every=1 zero_shot=false
 table-optimizers: RUN = zoft-run model=smollm2-135m task=sst2 task.protocol=kshot task.k=16 \
 	data_seed=13 seed=0
@@ -76,8 +78,16 @@ table-optimizers: CELLS = "steps=0" \
 	"$(OPT_TRAIN) optimizer=lozo-m optimizer.lr=1e-5" \
 	"$(OPT_TRAIN) optimizer=ft-lora" \
 	"$(OPT_TRAIN) optimizer=lmao optimizer.lr=1e-4 optimizer.zo_lr=1e-5" \
-	"$(OPT_TRAIN) optimizer=ft"
-table-optimizers:  ## every method, one short SmolLM2 run each -> results/tables/ (~25 min)
+	"$(OPT_TRAIN) optimizer=ft" \
+	"$(OPT_TRAIN) optimizer=mezo-prefix" \
+	"$(OPT_TRAIN) optimizer=mezo-m optimizer.lr=1e-5" \
+	"$(OPT_TRAIN) optimizer=mezo-adam" \
+	"$(OPT_TRAIN) optimizer=subzero optimizer.lr=1e-5 optimizer.interval=50" \
+	"$(OPT_TRAIN) optimizer=ft-prefix" \
+	"$(OPT_TRAIN) optimizer=ft-adalora optimizer.lr=1e-4" \
+	"$(OPT_TRAIN) optimizer=ft-dora optimizer.lr=1e-4" \
+	"steps=1 batch_size=32 zero_shot=false optimizer=lp"
+table-optimizers:  ## every method, one short SmolLM2 run each -> results/tables/ (~1 h)
 
 # Peak memory on long inputs (MultiRC paragraphs, batch 8, 5 steps): MeZO vs FT-LoRA vs LMAO with
 # and without gradient checkpointing in its LoRA phase.
@@ -100,7 +110,8 @@ PAPER_TABLES := mezo-opt13b=mezo_opt13b_table1 mezo-opt-large=mezo_opt_table20 \
 	lmao-roberta-k16=lmao_roberta_k16 lmao-roberta-k512=lmao_roberta_k512 \
 	lmao-opt1.3b=lmao_opt1.3b_table2 lmao-opt2.7b=lmao_opt2.7b_table8 \
 	lmao-opt6.7b=lmao_opt6.7b_table9 mezo-memory=mezo_memory_table22 \
-	lozo-memory=lozo_memory_opt13b lmao-memory=lmao_memory_table3 mezo-speed=mezo_speed_table23
+	lozo-memory=lozo_memory_opt13b lozo-memory-roberta=lozo_memory_roberta \
+	lmao-memory=lmao_memory_table3 mezo-speed=mezo_speed_table23 lmao-table10=lmao_opt1.3b_table10
 PAPER_TARGETS := $(foreach t,$(PAPER_TABLES),table-$(firstword $(subst =, ,$(t))))
 SWEEP_ARGS ?=
 

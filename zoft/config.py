@@ -65,6 +65,13 @@ class AdapterKind(StrEnum):
 
     none = "none"  # the model's own parameters
     lora = "lora"  # LoRA adapters added to model.lora_targets
+    dora = "dora"  # DoRA: LoRA with a learned magnitude per output (peft use_dora)
+    adalora = "adalora"  # AdaLoRA: SVD-form adapters whose ranks are pruned to a budget
+    prefix = "prefix"  # prefix tuning: trained keys and values in front of every attention layer
+
+
+# the adapters that optimizer.lora configures (rank, alpha, dropout, targets)
+LORA_FAMILY = (AdapterKind.lora, AdapterKind.dora, AdapterKind.adalora)
 
 
 class Schedule(StrEnum):
@@ -101,6 +108,7 @@ class DirectionKind(StrEnum):
 
     gaussian = "gaussian"
     lowrank = "lowrank"
+    subspace = "subspace"  # SubZero's (√(mn)/r)·U Σ Vᵀ in lazily resampled orthonormal bases
 
 
 class Objective(StrEnum):

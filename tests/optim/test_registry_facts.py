@@ -18,6 +18,7 @@ import yaml
 
 import zoft.optim
 from tests.conftest import REPO
+from zoft.config import LORA_FAMILY
 from zoft.optim import _MACHINERY, METHODS, OPTIMIZERS
 from zoft.registry import UnknownNameError
 
@@ -53,7 +54,7 @@ def test_facts_agree_with_the_config():
     assert len(set(displays)) == len(displays) and len(set(orders)) == len(orders)
     for name in OPTIMIZERS:
         facts, adapter = OPTIMIZERS.facts(name), _defaults(name).get("adapter", "none")
-        assert facts.lora == (adapter == "lora"), name
+        assert facts.lora == (adapter in LORA_FAMILY), name  # LoRA, DoRA or AdaLoRA adapters
         assert facts.requires_adapter in (None, adapter) and (
             facts.lora or not facts.requires_adapter
         )

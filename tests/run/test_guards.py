@@ -26,9 +26,10 @@ from zoft.tasks.base import Splits
 
 
 def _method(name: str) -> list[str]:
-    # a large lr so the weights move; a constant schedule, so runs of different lengths take the
+    # a large lr so the weights move; a constant schedule, and AdaLoRA's rank budget held at
+    # its initial size (its cubic decay spans the run), so runs of different lengths take the
     # same first steps
-    return quick_overrides(name, lr=1e-3, zo_lr=1e-3, schedule="constant")
+    return quick_overrides(name, lr=1e-3, zo_lr=1e-3, schedule="constant", tinit=100)
 
 
 class Poisoned:

@@ -296,6 +296,14 @@ def test_dry_run_of_a_shipped_experiment_lists_its_cells_and_launches_nothing(da
     assert pairs == {
         (t, o) for t in ("sst2", "cb", "boolq", "copa") for o in ("mezo", "ft-lora", "lmao")
     }
+    modules = {
+        "mezo": "zoft.optim.mezo",
+        "ft-lora": "zoft.optim.first_order",
+        "lmao": "zoft.optim.lmao",
+    }
+    for line in cells:  # each cell names the module whose registered class runs it
+        method = re.search(r"optimizer=(\S+)", line)[1]
+        assert f"  [{modules[method]}]  -> " in line, line
     for line in cells:
         out_dir = Path(line.rsplit("-> ", 1)[1])
         assert out_dir.parent.parent.parent.parent == runs  # runs/task/model/method/leaf

@@ -19,6 +19,8 @@ from zoft.models.adapters import add_adapter
 from zoft.models.loading import model_device
 from zoft.optim import OPTIMIZERS, build_optimizer
 from zoft.registry import Registry
+from zoft.scoring.base import head_inputs
+from zoft.tasks.base import Example
 
 LOW_LR = 1e-9  # the steps are timed, not trained: keep the weights where they started
 
@@ -50,6 +52,18 @@ class SyntheticScorer:
     ) -> tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int]]:
         losses, n = self._losses(model, 2), len(self.targets)
         return (losses[:n].sum(), n), (losses[n:].sum(), n)
+
+    def head(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.get_output_embeddings()
+
+    @torch.no_grad()
+    def head_features(
+        self, model: torch.nn.Module, examples: Sequence[Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output projection's input at each row's last position and its target (LP)."""
+        with head_inputs(self.head(model)) as seen:
+            self._losses(model, 1)
+        return seen[-1][:, -1].float().cpu(), self.targets.clone()
 
 
 class Stepper(Protocol):
@@ -144,7 +158,8 @@ class OptimizerStepper:
         self.optimizer = build_optimizer(cfg, ctx.model, ctx.scorer, ctx.total_steps, seed=0)
 
     def step(self, index: int) -> tuple[int, int]:
-        result = self.optimizer.step([], index)
+        # the synthetic scorer ignores the examples; fresh ones each step make LP fit each step
+        result = self.optimizer.step([Example({"step": index}, 0)], index)
         return result.forwards, result.backwards
 
     def sweeps(self) -> float | None:
@@ -172,7 +187,9 @@ def _register_zoft_methods() -> list[str]:
     for name in OPTIMIZERS.in_paper_order():
         facts = OPTIMIZERS.facts(name)
         if facts.zeroth_order:
-            for probes in ("sequential", "paired"):
+            # a prefix is read by a hook, outside any module's forward: it cannot be paired
+            pairs = OPTIMIZERS.config(name)().adapter != "prefix"
+            for probes in ("sequential", "paired") if pairs else ("sequential",):
                 method = f"{name}-{probes}"
                 label = f"{facts.display}, {probes} probes"
                 _register_optimizer(method, name, label, True, probes=probes)

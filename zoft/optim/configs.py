@@ -65,6 +65,96 @@ class MezoLoraConfig(MezoConfig):
     eps: float = 1e-2
 
 
+PREFIX_INITS = ("real_activations", "random")  # zoft.models.prefix.add_prefix
+
+
+@dataclass
+class PrefixSettings:
+    """What the prefix methods add to their method's settings (zoft.models.prefix)."""
+
+    prefix_tokens: int = ranged(5, ge=1)  # positions in front of every attention layer
+    prefix_init: str = "real_activations"  # see PREFIX_INITS
+
+    def check(self) -> None:
+        super().check()  # type: ignore[misc]  (the method's config, next in the MRO)
+        if self.adapter != AdapterKind.prefix:  # type: ignore[attr-defined]
+            raise ZoftError(
+                f"optimizer={self.name} trains a prefix, but optimizer.adapter="  # type: ignore[attr-defined]
+                f"{self.adapter}; set optimizer.adapter=prefix"  # type: ignore[attr-defined]
+            )
+        if self.prefix_init not in PREFIX_INITS:
+            raise ZoftError(
+                f"optimizer.prefix_init={self.prefix_init!r} is invalid: use one of "
+                f"{', '.join(PREFIX_INITS)}"
+            )
+
+
+@METHODS.register(
+    "mezo-prefix",
+    facts=MethodFacts("MeZO (prefix)", 45, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
+@dataclass
+class MezoPrefixConfig(PrefixSettings, MezoConfig):
+    """MeZO on a prefix (MeZO's prefix.py, --num_prefix 5 --no_reparam
+    --prefix_init_by_real_act): lr 1e-2, ε 1e-1 (MeZO Tables 15/16)."""
+
+    name: str = "mezo-prefix"
+    adapter: AdapterKind = AdapterKind.prefix
+    lr: float = 1e-2
+    eps: float = 1e-1
+
+
+# How the momentum starts. first_estimate: N₁ = c₁U₁ (and m₁ = c₁z₁), as the official LOZO code
+# (medium_models LOZOtrainer, lowrank_zo_update_momentum) does. zero: N₀ = 0, so N₁ = (1−β)c₁U₁,
+# a first update 1/(1−β) times smaller (zoft before issue 17; kept to reproduce those runs).
+MOMENTUM_INITS = ("first_estimate", "zero")
+
+
+def _check_momentum_init(value: str) -> None:
+    if value not in MOMENTUM_INITS:
+        raise ZoftError(
+            f"optimizer.momentum_init={value!r} is invalid: use one of {', '.join(MOMENTUM_INITS)}"
+        )
+
+
+@METHODS.register(
+    "mezo-m",
+    facts=MethodFacts("MeZO-M", 50, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
+@dataclass
+class MezoMomentumConfig(ZerothOrderConfig):
+    """MeZO whose estimate g·z drives heavy-ball momentum (LOZO's MeZO-M baseline); the momentum
+    is a dense fp32 copy of the weights' size: the memory LOZO's OPT-13B table charges it."""
+
+    name: str = "mezo-m"
+    lr: float = 1e-6
+    eps: float = 1e-3
+    beta: float = ranged(0.9, ge=0, lt=1)  # m ← βm + (1−β)·g·z, as LOZO-M's momentum
+    momentum_init: str = "first_estimate"  # see MOMENTUM_INITS
+
+    def check(self) -> None:
+        super().check()
+        _check_momentum_init(self.momentum_init)
+
+
+@METHODS.register(
+    "mezo-adam",
+    facts=MethodFacts("MeZO-Adam", 60, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
+@dataclass
+class MezoAdamConfig(ZerothOrderConfig):
+    """MeZO's estimate g·z as the gradient of an AdamW step (MeZO medium_models
+    --zero_order_use_trainer_optim --optimizer adam): two dense fp32 moments of the weights' size,
+    bias-corrected, decoupled weight decay after the step, constant learning rate."""
+
+    name: str = "mezo-adam"
+    lr: float = 1e-5
+    eps: float = 1e-3
+    beta1: float = ranged(0.9, ge=0, lt=1)
+    beta2: float = ranged(0.999, ge=0, lt=1)
+    adam_eps: float = ranged(1e-8, gt=0)
+
+
 @METHODS.register(
     "lozo", facts=MethodFacts("LOZO", 70, forwards=2, backwards=0, zeroth_order=True, lora=False)
 )
@@ -81,10 +171,23 @@ class LozoConfig(ZerothOrderConfig):
         return self.rank
 
 
-# How the momentum starts. first_estimate: N₁ = c₁U₁ (and m₁ = c₁z₁), as the official LOZO code
-# (medium_models LOZOtrainer, lowrank_zo_update_momentum) does. zero: N₀ = 0, so N₁ = (1−β)c₁U₁,
-# a first update 1/(1−β) times smaller (zoft before issue 17; kept to reproduce those runs).
-MOMENTUM_INITS = ("first_estimate", "zero")
+@METHODS.register(
+    "subzero",
+    facts=MethodFacts("SubZero", 75, forwards=2, backwards=0, zeroth_order=True, lora=False),
+)
+@dataclass
+class SubZeroConfig(ZerothOrderConfig):
+    """SubZero (zoft.optim.directions.SubspaceDirections): MeZO's step along (√(mn)/r)·U Σ Vᵀ;
+    rank 8 and interval 2000 are the official code's defaults (zimingyy/SubZero run.py)."""
+
+    name: str = "subzero"
+    lr: float = 1e-6
+    eps: float = 1e-3
+    rank: int = ranged(8, ge=1)  # r: columns of U and V (capped at min(m, n) per matrix)
+    interval: int = ranged(2000, ge=1)  # T: U and V are redrawn every T steps
+
+    def direction_rank(self) -> int | None:
+        return self.rank
 
 
 @METHODS.register(
@@ -100,10 +203,35 @@ class LozoMConfig(LozoConfig):
 
     def check(self) -> None:
         super().check()
-        if self.momentum_init not in MOMENTUM_INITS:
+        _check_momentum_init(self.momentum_init)
+
+
+# ---- fitted heads ---------------------------------------------------------------------------
+
+
+@METHODS.register(
+    "lp", facts=MethodFacts("LP", 20, forwards=2, backwards=0, zeroth_order=False, lora=False)
+)
+@dataclass
+class LinearProbeConfig(OptimizerConfig):
+    """Linear probing as MeZO ran it (zoft.optim.linear_probe): a logistic regression on the
+    frozen model's features where its head scores the gold target, written into the head's rows.
+    lr is unused: the fit is scikit-learn's LogisticRegressionCV."""
+
+    name: str = "lp"
+    cs: int = ranged(10, ge=1)  # LogisticRegressionCV's Cs: that many C values, log-spaced
+    folds: int = ranged(5, ge=2)  # its cross-validation folds (fewer when a class is smaller)
+    # MeZO's --lp_early_stopping: tol 0.01 and at most 1000 iterations (else 1e-4 and 5000)
+    early_stopping: bool = False
+    # examples per forward of the loss and the features (a step's batch may be the whole train set)
+    feature_batch: int = ranged(32, ge=1)
+
+    def check(self) -> None:
+        super().check()
+        if self.adapter != AdapterKind.none:
             raise ZoftError(
-                f"optimizer.momentum_init={self.momentum_init!r} is invalid: use one of "
-                f"{', '.join(MOMENTUM_INITS)}"
+                f"optimizer=lp fits the model's own head, but optimizer.adapter={self.adapter}; "
+                "set optimizer.adapter=none"
             )
 
 
@@ -159,6 +287,77 @@ class AdamLoraConfig(AdamConfig):
     name: str = "ft-lora"
     adapter: AdapterKind = AdapterKind.lora
     lr: float = 1e-4
+
+
+@METHODS.register(
+    "ft-dora",
+    facts=MethodFacts(
+        "DoRA", 104, forwards=1, backwards=1, zeroth_order=False, lora=True,
+        requires_adapter="dora",
+    ),
+)  # fmt: skip
+@dataclass
+class AdamDoraConfig(AdamConfig):
+    """FT on DoRA adapters (peft use_dora; LMAO Table 10: r 8, lr 1e-5, batch 16)."""
+
+    name: str = "ft-dora"
+    adapter: AdapterKind = AdapterKind.dora
+    lr: float = 1e-5
+
+
+@METHODS.register(
+    "ft-prefix",
+    facts=MethodFacts("FT (prefix)", 106, forwards=1, backwards=1, zeroth_order=False, lora=False),
+)
+@dataclass
+class AdamPrefixConfig(PrefixSettings, AdamConfig):
+    """FT on a prefix (MeZO Table 18 / medium_models finetune.sh --prefix_tuning --num_prefix 5
+    --no_reparam --prefix_init_by_real_act): lr grid {1e-2, 3e-2, 5e-2}."""
+
+    name: str = "ft-prefix"
+    adapter: AdapterKind = AdapterKind.prefix
+    lr: float = 1e-2
+
+
+@METHODS.register(
+    "ft-adalora",
+    facts=MethodFacts(
+        "AdaLoRA", 102, forwards=1, backwards=1, zeroth_order=False, lora=True,
+        requires_adapter="adalora",
+    ),
+)  # fmt: skip
+@dataclass
+class AdamAdaLoraConfig(AdamConfig):
+    """FT on AdaLoRA adapters (peft AdaLoraConfig; LMAO Table 10: r 8, lr 1e-5, batch 16):
+    lora.r is the final average rank (target_r), init_r the starting one; the budget falls
+    cubically from step tinit to steps − tfinal, pruning every delta_t steps."""
+
+    name: str = "ft-adalora"
+    adapter: AdapterKind = AdapterKind.adalora
+    lr: float = 1e-5
+    init_r: int = ranged(12, ge=1)  # peft's default
+    tinit: int = ranged(0, ge=0)  # steps at the initial budget
+    tfinal: int = ranged(0, ge=0)  # final steps at the target budget (ranks fixed)
+    delta_t: int = ranged(1, ge=1)  # steps between budget allocations
+    sensitivity_beta1: float = ranged(0.85, gt=0, lt=1)  # EMA of the importance
+    sensitivity_beta2: float = ranged(0.85, gt=0, lt=1)  # EMA of its uncertainty
+    orth_reg_weight: float = ranged(0.5, ge=0)  # weight of ‖PPᵀ − I‖ + ‖QᵀQ − I‖ in the loss
+
+    def check(self) -> None:
+        super().check()
+        if self.init_r < self.lora.r:
+            raise ZoftError(
+                f"optimizer.init_r={self.init_r} is below optimizer.lora.r={self.lora.r}: "
+                "AdaLoRA prunes from init_r down to lora.r; raise init_r or lower lora.r"
+            )
+
+    def check_run(self, run: Any) -> None:
+        super().check_run(run)
+        if run.steps and self.tinit >= run.steps - self.tfinal:
+            raise RunConfigError(
+                f"optimizer.tinit={self.tinit} and optimizer.tfinal={self.tfinal} leave no "
+                f"budgeting phase in steps={run.steps}: lower them or raise steps"
+            )
 
 
 @METHODS.register(

@@ -339,3 +339,40 @@ class LowRankDirections(Directions):
         rows = row_blocks(param)[index]
         u, v = self.factors(name, param, step, query)
         return (u[rows] @ v.T).reshape(param[rows].shape)
+
+
+@DIRECTIONS.register("subspace")
+class SubspaceDirections(LowRankDirections):
+    """SubZero (Yu et al., 2024): z = (√(mn)/r)·U Σ Vᵀ for parameters of 2+ dimensions, with U, V
+    the orthonormal Q factors of the thin QR of m×r and n×r normals, shared by the `interval`
+    steps of a block (the lazy subspace), and Σ an r×r normal matrix fresh every step and query;
+    √(mn)/r gives E‖z‖² = mn, a dense Gaussian's, so MeZO's ε and rates carry over. Gaussian z for
+    1-D parameters. As factors (U', V) with U' = (√(mn)/r)·U Σ, so probes and updates never form
+    z. r is capped at min(m, n) per matrix."""
+
+    def __init__(self, seed: int, rank: int, interval: int, rng: str = "torch") -> None:
+        super().__init__(seed, rank, interval, rng)
+        self._bases: dict[str, tuple[int, torch.Tensor]] = {}  # the current block's U or V
+
+    def _rank(self, param: torch.Tensor) -> int:
+        return min(self.rank, param.shape[0], param[0].numel())
+
+    def _basis(self, name: str, rows: int, param: torch.Tensor, block: int) -> torch.Tensor:
+        """Q of the thin QR of a keyed rows × r normal matrix, for this block (cached)."""
+        held = self._bases.get(name)
+        if held is None or held[0] != block:
+            key = direction_seed(self.seed, block, -1, name)
+            normals = self.normals.matrix((rows, self._rank(param)), key, param.device)
+            held = (block, torch.linalg.qr(normals).Q.contiguous())
+            self._bases[name] = held
+        return held[1]
+
+    def u(self, name: str, param: torch.Tensor, step: int, query: int) -> torch.Tensor:
+        m, n, r = param.shape[0], param[0].numel(), self._rank(param)
+        basis = self._basis(f"{name}#SU", m, param, self.block(step))
+        key = direction_seed(self.seed, step, query, f"{name}#S")
+        core = self.normals.matrix((r, r), key, param.device)
+        return (basis @ core).mul_(math.sqrt(m * n) / r)
+
+    def v(self, name: str, param: torch.Tensor, block: int) -> torch.Tensor:
+        return self._basis(f"{name}#SV", param[0].numel(), param, block)

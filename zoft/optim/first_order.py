@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -76,8 +76,11 @@ class BackpropPhase:
         params: dict[str, nn.Parameter],
         total_steps: int,
         sub_steps: int = 1,
+        after_update: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg, self.model, self.scorer, self.params = cfg, model, scorer, params
+        # called with the step after each applied update, gradients still in place (AdaLoRA)
+        self.after_update = after_update
         self.optimizer = adamw_for(params, cfg)
         factor = linear_schedule(
             cfg.warmup_steps * sub_steps, total_steps * sub_steps, cfg.schedule
@@ -135,6 +138,8 @@ class BackpropPhase:
         self.scaler.update()
         if scale_before <= self.scaler.get_scale():  # the scaler ran the optimizer step
             self.scheduler.step()
+            if self.after_update is not None:
+                self.after_update(step)
         self.optimizer.zero_grad(set_to_none=True)
         return total / weight, lr
 
@@ -175,11 +180,13 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+@OPTIMIZERS.register("ft-prefix")  # settings and facts: zoft.optim.configs.AdamPrefixConfig
+@OPTIMIZERS.register("ft-dora")  # settings and facts: zoft.optim.configs.AdamDoraConfig
 @OPTIMIZERS.register("ft-lora")  # settings and facts: zoft.optim.configs.AdamLoraConfig
 @OPTIMIZERS.register("ft")  # settings and facts: zoft.optim.configs.AdamConfig
 class FullFineTuning(Optimizer):
-    """FT (every weight) or FT-LoRA (the adapters): one forward and one backward in train mode,
-    then an AdamW step."""
+    """FT (every weight), FT-LoRA, DoRA (the adapters) or FT-prefix (the prefix): one forward and
+    one backward in train mode, then an AdamW step."""
 
     def __init__(
         self, cfg: Any, model: nn.Module, scorer: Objective, total_steps: int, seed: int

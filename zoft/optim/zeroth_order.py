@@ -90,6 +90,18 @@ class ZerothOrderOptimizer(Optimizer):
         coeffs = [-lr * g / queries for g in estimates]
         self.engine.update(step, coeffs, decay=lr * self.cfg.weight_decay)
 
+    def estimate_block(
+        self, name: str, param: torch.Tensor, step: int, estimates: Sequence[float], index: int
+    ) -> torch.Tensor:
+        """(1/q) Σ_q g_q z_q on block `index` of row_blocks(param), in fp32: the gradient
+        estimate that methods with per-coordinate state (momentum, Adam) feed into it, formed a
+        block at a time so that no whole-parameter transient joins their state."""
+        directions, total = self.engine.directions, None
+        for query, g in enumerate(estimates):
+            z = directions.dense_block(name, param, step, query, index)  # a fresh tensor
+            total = z.mul_(g) if total is None else total.add_(z, alpha=g)
+        return total.div_(len(estimates))
+
     def step(self, batch: Sequence[Example], step: int) -> StepResult:
         estimates, loss_plus = self.projected_gradients(batch, step)
         projected = sum(estimates) / len(estimates)
@@ -129,3 +141,15 @@ def engine_stats(engine: PerturbationEngine, steps: int) -> dict[str, Any]:
         "probes": engine.pairing.decision,
         "probes_reason": engine.pairing.reason,
     }
+
+
+def state_bytes(*states: dict[str, torch.Tensor]) -> int:
+    """The bytes a method's per-coordinate state holds (its memory beyond MeZO's)."""
+    return sum(t.numel() * t.element_size() for state in states for t in state.values())
+
+
+def on_devices(
+    state: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter]
+) -> dict[str, torch.Tensor]:
+    """Restored state tensors moved to their parameters' devices, kept in fp32."""
+    return {n: t.to(device=params[n].device, dtype=torch.float32) for n, t in state.items()}

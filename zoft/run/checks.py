@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from zoft.config import (
+    LORA_FAMILY,
     LoggerConfig,
     LoraConfig,
     ModelConfig,
@@ -73,6 +74,13 @@ def validate(cfg: DictConfig) -> None:
         raise RunConfigError(
             f"optimizer={cfg.optimizer.name} needs optimizer.adapter={required} (got "
             f"{cfg.optimizer.adapter}); drop the override"
+        )
+    own = ADAPTER_METHODS.get(enum_value(cfg.optimizer.adapter))
+    if own and cfg.optimizer.name not in own:
+        raise RunConfigError(
+            f"optimizer.adapter={cfg.optimizer.adapter} needs optimizer={' or '.join(own)}, whose "
+            f"settings it takes (got optimizer={cfg.optimizer.name}); use one of them, or "
+            "optimizer.adapter=lora"
         )
     if cfg.optimizer.micro_batches > cfg.batch_size:
         raise RunConfigError(
@@ -161,16 +169,23 @@ def _check_combinations(cfg: DictConfig, zeroth_order: bool) -> None:
             "model.device_map spreads one model over this process's devices and cannot be "
             "combined with torchrun's data parallelism; run one process, or drop model.device_map"
         )
-    if cfg.optimizer.adapter == "none" and cfg.optimizer.lora != OmegaConf.structured(LoraConfig):
+    if cfg.optimizer.adapter not in LORA_FAMILY and cfg.optimizer.lora != OmegaConf.structured(
+        LoraConfig
+    ):
         changed = [
             k for k, v in OmegaConf.structured(LoraConfig).items() if cfg.optimizer.lora[k] != v
         ]
         lora_methods = ", ".join(n for n in METHODS.in_paper_order() if METHODS.facts(n).lora)
         raise RunConfigError(
             f"optimizer.lora.{changed[0]} is set, but optimizer={cfg.optimizer.name} trains no "
-            f"LoRA adapters (optimizer.adapter=none); use a LoRA method ({lora_methods}) "
+            f"LoRA adapters (optimizer.adapter={cfg.optimizer.adapter}); use a LoRA method "
+            f"({lora_methods}) "
             "or drop the optimizer.lora overrides"
         )
+
+
+# adapters whose settings only these methods carry (AdaLoRA's budget, the prefix's tokens)
+ADAPTER_METHODS = {"adalora": ("ft-adalora",), "prefix": ("mezo-prefix", "ft-prefix")}
 
 
 def check_ranks(cfg: DictConfig, model: nn.Module) -> None:
@@ -181,7 +196,7 @@ def check_ranks(cfg: DictConfig, model: nn.Module) -> None:
     1×1024 token-type embedding under the papers' r = 4); r is refused only above min(m, n) of
     the widest, where it costs more and perturbs nothing more."""
     method = method_config(cfg)
-    if method.adapter == "lora":
+    if method.adapter in LORA_FAMILY:
         targets = list(method.lora.targets or cfg.model.lora_targets or [])
         shapes = {
             f"{name}.weight": _matrix(module.weight)

@@ -8,7 +8,8 @@ masked LMs by the label words' logits at <mask>; encoders without an MLM head by
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -100,6 +101,18 @@ def _without_padding(row: list[float]) -> list[float]:
     return row[:end]
 
 
+@contextmanager
+def head_inputs(head: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """The inputs `head` receives while the block runs, one tensor per call, detached (a forward
+    hook: the features linear probing fits, exactly what the head would score)."""
+    seen: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
 class Scorer(ABC):
     """Loss and predictions of one model kind on one task; an Objective (objective=loss)."""
 
@@ -157,6 +170,18 @@ class Scorer(ABC):
         gold = torch.tensor([p.gold for p in pair], device=table.device)
         first, second = halves(F.cross_entropy(table, gold, reduction="none"))
         return (first.sum(), pair.half), (second.sum(), pair.half)
+
+    def head(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The linear layer whose rows score this kind's candidates (what linear probing fits):
+        a language model's output embeddings (a classifier overrides it)."""
+        return model.get_output_embeddings()
+
+    def head_features(
+        self, model: torch.nn.Module, examples: Sequence[Example]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """([T, H] fp32 inputs of head() where a gold target is scored, [T] the head rows of
+        those targets): what linear probing fits, from the model as it is."""
+        raise NotImplementedError(f"{type(self).__name__} has no head features")
 
     @torch.no_grad()
     def predict(

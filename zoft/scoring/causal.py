@@ -3,7 +3,7 @@ generative tasks answered by greedy generation."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -19,6 +19,7 @@ from zoft.scoring.base import (
     Scorer,
     chunks,
     halves,
+    head_inputs,
     length_batches,
 )
 from zoft.scoring.generation import (
@@ -162,29 +163,36 @@ class CausalLMScorer(Scorer):
                 rows.add(full, min(n_option, len(full) - 1), i, j, since if share_inputs else None)
         return rows
 
-    def _option_logprobs(
-        self, model: torch.nn.Module, rows: _OptionRows, paired: bool = False
-    ) -> torch.Tensor:
-        """[R, K] log-probabilities of each row's option tokens, right-aligned (0 before a
-        row's first option token); inputs are scored in chunks that bound the logits' size
-        (`paired`: the rows of a Doubled batch, both copies in every chunk)."""
+    def _chunk_logits(
+        self, model: torch.nn.Module, rows: _OptionRows, k: int, paired: bool = False
+    ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """(input indices, [len, k, V] fp32 logits at their last k positions) per forward: the
+        inputs in chunks that bound the logits' size (`paired`: the rows of a Doubled batch,
+        both copies in every chunk)."""
         device = model_device(model)
-        k = max(len(t) for t in rows.targets)
         vocab = model.get_output_embeddings().weight.shape[0]
         chunk = len(rows.inputs) if self.single_forward else max(1, LOGIT_BUDGET // (k * vocab))
-        row_of_input = torch.tensor(rows.input_of_row, device=device)
-        targets, in_option = _right_aligned(rows.targets, k, device)
-        token_lp = torch.zeros(len(rows.targets), k, device=device)
         for group in chunks(len(rows.inputs), chunk, paired):
             # at least k wide: a chunk of short inputs still yields the k kept positions
-            inputs = [rows.inputs[i] for i in group]
-            ids, mask = left_pad(inputs, self.tokenizer.pad_token_id, k)
+            ids, mask = left_pad([rows.inputs[i] for i in group], self.tokenizer.pad_token_id, k)
             ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=k
             )
-            logits = out.logits[:, -k:].float()  # whatever was kept
+            yield group, out.logits[:, -k:].float()  # whatever was kept
+
+    def _option_logprobs(
+        self, model: torch.nn.Module, rows: _OptionRows, paired: bool = False
+    ) -> torch.Tensor:
+        """[R, K] log-probabilities of each row's option tokens, right-aligned (0 before a
+        row's first option token)."""
+        device = model_device(model)
+        k = max(len(t) for t in rows.targets)
+        row_of_input = torch.tensor(rows.input_of_row, device=device)
+        targets, in_option = _right_aligned(rows.targets, k, device)
+        token_lp = torch.zeros(len(rows.targets), k, device=device)
+        for group, logits in self._chunk_logits(model, rows, k, paired):
             slot = torch.full((len(rows.inputs),), -1, dtype=torch.long, device=device)
             slot[torch.tensor(group, device=device)] = torch.arange(len(group), device=device)
             local = slot[row_of_input]
@@ -193,6 +201,24 @@ class CausalLMScorer(Scorer):
             chosen = logits[local].gather(-1, targets[picked].unsqueeze(-1)).squeeze(-1)
             token_lp[picked] = chosen - logits[local].logsumexp(-1)
         return token_lp * in_option
+
+    @torch.no_grad()
+    def head_features(
+        self, model: torch.nn.Module, examples: Sequence[Example]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output projection's input at every position that predicts a gold-option token,
+        and that token (MeZO's linear probing: the gold option only, the LM-loss encoding)."""
+        rows = self._rows(self.prompts(examples), gold_only=True)
+        k = max(len(t) for t in rows.targets)
+        hidden: dict[int, torch.Tensor] = {}
+        with head_inputs(self.head(model)) as seen:
+            for group, _ in self._chunk_logits(model, rows, k):
+                kept = seen.pop()[:, -k:]
+                hidden.update(zip(group, kept, strict=True))
+        pairs = zip(rows.input_of_row, rows.targets, strict=True)
+        features = [hidden[at][k - len(t) :] for at, t in pairs]
+        targets = [token for t in rows.targets for token in t]
+        return torch.cat(features).float(), torch.tensor(targets, dtype=torch.long)
 
     def prompts(self, examples: Sequence[Example]) -> list[CausalPrompt]:
         made = [self.task.causal_prompt(ex, self.template) for ex in examples]

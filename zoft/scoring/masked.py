@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from zoft.models.loading import model_device
-from zoft.scoring.base import SCORERS, Scorer
+from zoft.scoring.base import SCORERS, Scorer, head_inputs
 from zoft.tasks.base import Example, MaskedPrompt
 from zoft.tasks.io import DataError
 
@@ -53,6 +53,19 @@ class MaskedLMScorer(Scorer):
             hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
             return head(hidden[rows, at])
         return model(input_ids=ids, attention_mask=mask).logits[rows, at]
+
+    @torch.no_grad()
+    def head_features(
+        self, model: torch.nn.Module, examples: Sequence[Example]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's input at each <mask> and the gold label word's id (MeZO medium_models
+        LinearHeadTrainer: features before the decoder, one per example)."""
+        prompts = self.prompts(examples)
+        with head_inputs(self.head(model)) as seen:
+            self._logits_at(model, [self._encode(p) for p in prompts])
+        label_ids = self._label_ids(prompts[0].label_words)
+        targets = [label_ids[p.gold] for p in prompts]
+        return torch.cat(seen).float(), torch.tensor(targets, dtype=torch.long)
 
     def prompts(self, examples: Sequence[Example]) -> list[MaskedPrompt]:
         return [self.task.masked_prompt(ex) for ex in examples]

@@ -59,11 +59,11 @@ class GridSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def _cell_status(self, cell: Cell) -> tuple[str, Path]:
+    def _cell_status(self, cell: Cell) -> tuple[str, Path, str]:
         """'done' when the cell's run directory holds a complete run of this very config that
         read the data it would read now (the runner's own skip check); 'locked' when another
         process is writing it; else 'todo' (a complete run of another config too: its launch
-        reports the clash)."""
+        reports the clash). Third: the module that runs the cell (method_module)."""
         from zoft.errors import RunConfigError
         from zoft.run.fingerprint import reusable_result
         from zoft.run.lock import lock_holder
@@ -73,6 +73,7 @@ class GridSweeper(Sweeper):
         with open_dict(cfg):
             del cfg["hydra"]
         out_dir = resolve_output_dir(cfg)
+        module = method_module(cfg) if self.dry_run else ""  # torch and the methods: listed only
         try:
             reuse = reusable_result(out_dir, cfg)
         except RunConfigError:
@@ -80,21 +81,23 @@ class GridSweeper(Sweeper):
         if reuse is not None and reuse.record is not None:
             if reuse.note:
                 log.info("%s: complete (%s)", out_dir, reuse.note)
-            return "done", out_dir
+            return "done", out_dir, module
         holder = lock_holder(out_dir)
         if holder is not None:
             if not self.dry_run:
                 record_locked(cell, f"{out_dir} is locked by {holder}")
-            return "locked", out_dir
+            return "locked", out_dir, module
         if reuse is not None and reuse.stale is not None:
             log.info("%s: to run again, %s", out_dir, reuse.note)
-        return "todo", out_dir
+        return "todo", out_dir, module
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         cells = expand_cells(self.params, self.grid, arguments)
         statuses = [self._cell_status(cell) for cell in cells]
-        todo = [cell for cell, (status, _) in zip(cells, statuses, strict=True) if status == "todo"]
-        locked = sum(status == "locked" for status, _ in statuses)
+        todo = [
+            cell for cell, (status, *_) in zip(cells, statuses, strict=True) if status == "todo"
+        ]
+        locked = sum(status == "locked" for status, *_ in statuses)
         name = OmegaConf.select(self.config, "experiment.name") or "sweep"
         summary = (
             f"{name}: {len(cells)} cells, {len(cells) - len(todo) - locked} complete, "
@@ -103,12 +106,14 @@ class GridSweeper(Sweeper):
         if locked:
             summary += f", {locked} locked by another process (not run)"
         if self.dry_run:
-            for index, (cell, (status, out_dir)) in enumerate(zip(cells, statuses, strict=True)):
-                print(f"{index:5d} {status}  {' '.join(cell)}  -> {out_dir}")
+            for index, (cell, (status, out_dir, module)) in enumerate(
+                zip(cells, statuses, strict=True)
+            ):
+                print(f"{index:5d} {status}  {' '.join(cell)}  [{module}]  -> {out_dir}")
             print(summary, flush=True)
             return []
         log.info("%s", summary)
-        self._check_writable([out_dir for status, out_dir in statuses if status == "todo"])
+        self._check_writable([out_dir for status, out_dir, _ in statuses if status == "todo"])
         size = self.max_batch_size or max(len(todo), 1)
         returns: list[Sequence[JobReturn]] = []
         for start in range(0, len(todo), size):
@@ -153,3 +158,13 @@ def _failed(job: JobReturn) -> bool:
     if job.status == JobStatus.FAILED:
         return True
     return job.return_value in ("failed", INTERRUPTED)
+
+
+def method_module(cfg: Any) -> str:
+    """The module whose registered class runs the cell's method (zoft.optim.<module>), or the
+    runner's evaluation alone for a cell without training steps (zero-shot, ICL)."""
+    if not cfg.steps:
+        return "zoft.run.runner: evaluation only"
+    from zoft.optim import OPTIMIZERS
+
+    return OPTIMIZERS.get(cfg.optimizer.name).__module__
