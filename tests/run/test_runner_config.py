@@ -93,7 +93,7 @@ def test_impossible_combinations_are_refused(overrides, message):
     [
         (
             ["optimizer=mezo", "optimizer.adapter=prefx"],
-            r"Invalid value 'prefx', expected one of \[none, lora\]",
+            r"Invalid value 'prefx', expected one of \[none, lora, dora, adalora, prefix\]",
         ),
         (["guard.nonfinite=ignore"], r"Invalid value 'ignore', expected one of \[stop, skip\]"),
     ],
