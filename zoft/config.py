@@ -113,6 +113,13 @@ class Rng(StrEnum):
     philox = "philox"
 
 
+class Rounding(StrEnum):
+    """How a ZO update is rounded into bf16/fp16 weights (zoft.optim.arithmetic)."""
+
+    nearest = "nearest"  # round to nearest: an update below half a unit of θ is lost
+    stochastic = "stochastic"  # up or down at random, keyed: E[θ'] = the fp32 update
+
+
 class DirectionKind(StrEnum):
     """Perturbation directions (zoft.optim.directions.DIRECTIONS)."""
 
