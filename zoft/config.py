@@ -26,6 +26,7 @@ class ModelKind(StrEnum):
     causal_lm = "causal_lm"
     masked_lm = "masked_lm"
     classifier = "classifier"
+    auto = "auto"  # detected from the model's transformers config (zoft.models.detect)
 
 
 class ModelSource(StrEnum):
@@ -55,9 +56,18 @@ class DType(StrEnum):
 
 
 class TinyArch(StrEnum):
+    """Architectures a random-weight tiny model is built in (zoft.models.tiny), by model_type."""
+
     opt = "opt"
     llama = "llama"
     roberta = "roberta"
+    mistral = "mistral"
+    qwen2 = "qwen2"
+    gemma2 = "gemma2"
+    gpt2 = "gpt2"
+    gpt_neox = "gpt_neox"
+    phi3 = "phi3"
+    bert = "bert"
 
 
 class AdapterKind(StrEnum):
@@ -101,6 +111,13 @@ class Rng(StrEnum):
 
     torch = "torch"
     philox = "philox"
+
+
+class Rounding(StrEnum):
+    """How a ZO update is rounded into bf16/fp16 weights (zoft.optim.arithmetic)."""
+
+    nearest = "nearest"  # round to nearest: an update below half a unit of θ is lost
+    stochastic = "stochastic"  # up or down at random, keyed: E[θ'] = the fp32 update
 
 
 class DirectionKind(StrEnum):
@@ -277,7 +294,7 @@ class TinyConfig:
     hidden_size: int = ranged(64, ge=1)
     num_layers: int = ranged(2, ge=1)
     num_heads: int = ranged(4, ge=1)
-    num_kv_heads: int = ranged(2, ge=1)  # llama
+    num_kv_heads: int = ranged(2, ge=1)  # grouped-query architectures (zoft.models.tiny)
     ffn_dim: int | None = ranged(None, ge=1)
     max_positions: int = ranged(512, ge=2)
     vocab_size: int = ranged(600, ge=1)
@@ -287,7 +304,8 @@ class TinyConfig:
 @dataclass
 class ModelConfig:
     name: str = MISSING  # the model's name in run directories and tables
-    kind: ModelKind = ModelKind.causal_lm  # how it scores: LM head, MLM head (LM-BFF), classifier
+    # how it scores: LM head, MLM head (LM-BFF), classifier; auto: read from its config.json
+    kind: ModelKind = ModelKind.causal_lm
     source: ModelSource = ModelSource.hub  # where the weights come from
     hub_id: str | None = None  # Hugging Face hub id (source=hub)
     path: str | None = None  # a local model directory; overrides the source
@@ -295,8 +313,11 @@ class ModelConfig:
     package_subdir: str = ""  # the model directory inside the package (source=package_dir)
     gguf_file: str | None = None  # the GGUF file inside the package (source=gguf_package)
     tiny: TinyConfig = field(default_factory=TinyConfig)  # used when source=tiny
+    # model=tiny: the random model's architecture (its tiny.arch follows this key)
+    arch: TinyArch | None = None
     max_length: int = ranged(512, ge=2)  # tokens per input; longer inputs are truncated
-    lora_targets: list[str] = field(default_factory=list)  # modules LoRA adapts by default
+    # modules LoRA adapts by default; empty: peft's targets for the architecture (zoft.models.detect)
+    lora_targets: list[str] = field(default_factory=list)
     device_map: str | None = None  # "auto" spreads a large model over every visible device
     # per-device caps for device_map=auto, "device:size" pairs: "0:70GiB 1:70GiB cpu:200GiB"
     max_memory: str | None = None

@@ -81,11 +81,25 @@ def test_unknown_target_names_the_targets_and_the_fix():
     assert "optimizer.lora.targets" in message
 
 
-def test_a_model_without_lora_targets_is_refused():
+def test_a_model_without_lora_targets_takes_its_architectures():
     loaded = tiny("opt")
     mc = model_cfg("tiny-opt")
     mc.lora_targets = []
-    with pytest.raises(AdapterError, match=r"model\.lora_targets"):
+    add_adapter(loaded.model, LmaoConfig(), mc)  # peft's targets for OPT: q_proj, v_proj
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in _lora_names(loaded.model)} == {
+        "q_proj",
+        "v_proj",
+    }
+
+
+def test_an_architecture_without_lora_targets_is_refused(monkeypatch):
+    from peft.utils import constants
+
+    loaded = tiny("opt")
+    mc = model_cfg("tiny-opt")
+    mc.lora_targets = []
+    monkeypatch.delitem(constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, "opt")
+    with pytest.raises(AdapterError, match=r"architecture 'opt'.*model\.lora_targets"):
         add_adapter(loaded.model, LmaoConfig(), mc)
     assert not _lora_names(loaded.model)  # nothing was injected
 

@@ -1,5 +1,6 @@
-"""Every registered optimizer trains 3 steps from the config system, on each model kind: a tiny
-causal LM, a tiny masked LM, and the packaged encoder with a classification head."""
+"""Every registered optimizer trains 3 steps from the config system, on each model kind (tiny
+causal LMs, tiny masked LMs, the packaged encoder with a classification head) and on every
+architecture model=tiny builds."""
 
 import pytest
 
@@ -7,7 +8,14 @@ from tests.conftest import compose
 from zoft.optim import OPTIMIZERS
 from zoft.run.runner import run
 
-MODELS = ["tiny-opt", "tiny-llama", "tiny-roberta", "minilm-l6"]
+# the shipped configs, then every other architecture model=tiny builds (model.arch)
+MODELS = {
+    **{name: [f"model={name}"] for name in ("tiny-opt", "tiny-llama", "tiny-roberta", "minilm-l6")},
+    **{
+        f"tiny-{arch}": ["model=tiny", f"model.arch={arch}"]
+        for arch in ("mistral", "qwen2", "gemma2", "gpt2", "gpt_neox", "phi3", "bert")
+    },
+}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -16,7 +24,7 @@ def test_optimizer_runs_three_steps(optimizer, model, data_dir, tmp_path, monkey
     monkeypatch.setenv("ZOFT_DATA", str(data_dir))
     cfg = compose(
         [
-            f"model={model}",
+            *MODELS[model],
             f"optimizer={optimizer}",
             "task=rte",
             "task.protocol=large",

@@ -38,7 +38,7 @@ BAD_CONFIGS = [
     ["objective=acc"],
     ["guard.nonfinite=ignore"],
     ["logger=wandb", "logger.mode=on"],
-    ["model.tiny.arch=gpt2"],
+    ["model.tiny.arch=gpt3"],
     ["dtype=fp64"],
     ["task.protocol=fewshot"],
     ["experiment.measure=time"],

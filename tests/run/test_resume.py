@@ -35,9 +35,13 @@ TIMING_KEYS = {"elapsed_s", "examples_per_s"}
 
 def _command(results: Path, method: str) -> list[str]:
     # a large lr so the weights move; interval 4 so LOZO's subspace changes within the run;
-    # "<method>+philox" draws the directions with optimizer.rng=philox
-    method, _, rng = method.partition("+")
-    method_args = quick_overrides(method, lr=1e-3, zo_lr=1e-3, interval=4, rng=rng or "torch")
+    # "<method>+philox" draws the directions with optimizer.rng=philox; "+stochastic" trains in
+    # bf16 with stochastically rounded updates (their random numbers keyed like the directions)
+    method, *variants = method.split("+")
+    rng = "philox" if "philox" in variants else "torch"
+    method_args = quick_overrides(method, lr=1e-3, zo_lr=1e-3, interval=4, rng=rng)
+    if "stochastic" in variants:
+        method_args += ["dtype=bf16", "optimizer.rounding=stochastic"]
     return [sys.executable, "-m", "zoft", *COMMON, *method_args, f"results_dir={results}"]
 
 
@@ -70,7 +74,9 @@ def _interrupt_after(cmd: list[str], env: dict[str, str], results: Path, step: i
     return proc.returncode
 
 
-@pytest.mark.parametrize("method", [*method_params(), "mezo+philox", "lozo-m+philox"])
+@pytest.mark.parametrize(
+    "method", [*method_params(), "mezo+philox", "lozo-m+philox", "mezo+philox+stochastic"]
+)
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(method, data_dir, tmp_path):
     env = _env(data_dir)
     straight, broken = tmp_path / "straight", tmp_path / "broken"

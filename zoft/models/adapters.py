@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoft.config import enum_value
 from zoft.errors import ZoftError
+from zoft.models.detect import ModelDetectError, lora_targets_of, model_kind
 from zoft.models.prefix import add_prefix, is_prefix_parameter
 from zoft.registry import Registry
 
@@ -47,14 +47,13 @@ def _no_adapter(model: nn.Module, optimizer_cfg: Any, model_cfg: Any) -> None:
 
 
 def lora_targets(model: nn.Module, optimizer_cfg: Any, model_cfg: Any) -> list[str]:
-    """The modules a LoRA-family adapter is injected into (checked against the model)."""
+    """The modules a LoRA-family adapter is injected into (checked against the model):
+    optimizer.lora.targets, else model.lora_targets, else the architecture's (zoft.models.detect)."""
     settings = optimizer_cfg.lora
-    targets = list(settings.targets or model_cfg.lora_targets or [])
-    if not targets:
-        raise AdapterError(
-            f"optimizer {optimizer_cfg.name} adds LoRA adapters, but model {model_cfg.name} names "
-            "no target modules; set model.lora_targets=[q_proj,v_proj] (or optimizer.lora.targets)"
-        )
+    try:
+        targets = lora_targets_of(optimizer_cfg, model_cfg, model.config.model_type)
+    except ModelDetectError as err:
+        raise AdapterError(str(err)) from None
     if settings.r < 1:
         raise AdapterError(f"optimizer.lora.r={settings.r} is invalid: the rank must be at least 1")
     module_names = [name for name, _ in model.named_modules()]
@@ -157,7 +156,7 @@ def _inject(model: nn.Module, config: Any, targets: list[str], model_cfg: Any) -
 
 def mark_adapters_trainable(model: nn.Module, model_cfg: Any) -> None:
     """Only the adapters (and an encoder's fresh classification head) train, in fp32."""
-    with_head = enum_value(model_cfg.kind) == "classifier"
+    with_head = model_kind(model_cfg) == "classifier"
     for name, p in model.named_parameters():
         p.requires_grad_(is_adapter_parameter(name) or (with_head and is_head_parameter(name)))
         if is_adapter_parameter(name) and p.dtype != torch.float32:

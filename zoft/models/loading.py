@@ -28,6 +28,7 @@ from transformers import (
 
 from zoft.config import enum_value
 from zoft.errors import ZoftError
+from zoft.models.detect import model_kind
 from zoft.models.tiny import tiny_config
 from zoft.registry import Registry
 
@@ -203,7 +204,7 @@ def _load_tiny(cfg: Any, cls: Any, kwargs: dict[str, Any]) -> tuple[Any, Any, st
 
 def load_model(cfg: Any, dtype: str, device: str, num_labels: int | None = None) -> LoadedModel:
     """Load model + tokenizer on `device` in `dtype`; `num_labels` sizes a classification head."""
-    kind, source = enum_value(cfg.kind), enum_value(cfg.source)
+    kind, source = model_kind(cfg), enum_value(cfg.source)
     cls = MODEL_CLASSES[kind]
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
     notes: list[str] = []

@@ -64,11 +64,14 @@ def build_tokenizer(vocab_size: int = 600, masked: bool = False) -> PreTrainedTo
     )
 
 
+# Each architecture registers how to build its transformers config, with its facts: `masked`
+# (an encoder scored by its MLM head, whose tokenizer wraps in <s> ... </s>) and `grouped_query`
+# (key/value heads shared by groups of query heads: tiny.num_kv_heads applies).
 TINY_ARCHITECTURES: Registry[Any] = Registry("tiny architecture")
 
 
 def _common(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> dict[str, Any]:
-    """Keys every transformers config shares; each architecture adds its own."""
+    """Keys most transformers configs share; each architecture adds its own."""
     return {
         "vocab_size": vocab,
         "hidden_size": size.hidden_size,
@@ -77,6 +80,17 @@ def _common(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> dict[str, An
         "pad_token_id": tok.pad_token_id,
         "bos_token_id": tok.bos_token_id,
         "eos_token_id": tok.eos_token_id,
+    }
+
+
+def _grouped(vocab: int, size: Any, tok: PreTrainedTokenizerFast, ratio: int) -> dict[str, Any]:
+    """A Llama-style decoder's keys: grouped-query heads, a gated MLP, tied embeddings."""
+    return {
+        **_common(vocab, size, tok),
+        "intermediate_size": size.ffn_dim or ratio * size.hidden_size,
+        "num_key_value_heads": size.num_kv_heads,
+        "max_position_embeddings": size.max_positions,
+        "tie_word_embeddings": True,
     }
 
 
@@ -93,21 +107,81 @@ def _opt_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
     )
 
 
-@TINY_ARCHITECTURES.register("llama")
+@TINY_ARCHITECTURES.register("llama", grouped_query=True)
 def _llama_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
     from transformers import LlamaConfig
 
-    common = _common(vocab, size, tok)
-    return LlamaConfig(
-        **common,
-        intermediate_size=size.ffn_dim or 2 * common["hidden_size"],
-        num_key_value_heads=size.num_kv_heads,
-        max_position_embeddings=size.max_positions,
-        tie_word_embeddings=True,
+    return LlamaConfig(**_grouped(vocab, size, tok, ratio=2))
+
+
+@TINY_ARCHITECTURES.register("mistral", grouped_query=True)
+def _mistral_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
+    from transformers import MistralConfig
+
+    return MistralConfig(**_grouped(vocab, size, tok, ratio=2), sliding_window=None)
+
+
+@TINY_ARCHITECTURES.register("qwen2", grouped_query=True)
+def _qwen2_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**_grouped(vocab, size, tok, ratio=2))
+
+
+@TINY_ARCHITECTURES.register("gemma2", grouped_query=True)
+def _gemma2_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
+    """Gemma 2's alternating sliding-window layers and logit soft-capping, at tiny sizes."""
+    from transformers import Gemma2Config
+
+    head_dim = size.hidden_size // size.num_heads
+    return Gemma2Config(
+        **_grouped(vocab, size, tok, ratio=2),
+        head_dim=head_dim,
+        query_pre_attn_scalar=head_dim,
+        sliding_window=max(2, size.max_positions // 2),
     )
 
 
-@TINY_ARCHITECTURES.register("roberta")
+@TINY_ARCHITECTURES.register("phi3", grouped_query=True)
+def _phi3_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
+    """Phi-3's fused qkv_proj and gate_up_proj (peft has no LoRA targets for it)."""
+    from transformers import Phi3Config
+
+    grouped = {**_grouped(vocab, size, tok, ratio=2), "tie_word_embeddings": False}
+    return Phi3Config(**grouped, original_max_position_embeddings=size.max_positions)
+
+
+@TINY_ARCHITECTURES.register("gpt2")
+def _gpt2_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
+    """GPT-2's Conv1D projections (weights stored in × out) and fused c_attn."""
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=vocab,
+        n_embd=size.hidden_size,
+        n_layer=size.num_layers,
+        n_head=size.num_heads,
+        n_inner=size.ffn_dim,
+        n_positions=size.max_positions,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+
+
+@TINY_ARCHITECTURES.register("gpt_neox")
+def _gpt_neox_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
+    """GPT-NeoX (Pythia): fused query_key_value, partial rotary, untied embed_out."""
+    from transformers import GPTNeoXConfig
+
+    return GPTNeoXConfig(
+        **_common(vocab, size, tok),
+        intermediate_size=size.ffn_dim or 4 * size.hidden_size,
+        max_position_embeddings=size.max_positions,
+    )
+
+
+@TINY_ARCHITECTURES.register("roberta", masked=True)
 def _roberta_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
     from transformers import RobertaConfig
 
@@ -119,7 +193,20 @@ def _roberta_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
     )
 
 
+@TINY_ARCHITECTURES.register("bert", masked=True)
+def _bert_config(vocab: int, size: Any, tok: PreTrainedTokenizerFast) -> Any:
+    from transformers import BertConfig
+
+    return BertConfig(
+        **_common(vocab, size, tok),
+        intermediate_size=size.ffn_dim or 4 * size.hidden_size,
+        max_position_embeddings=size.max_positions,
+    )
+
+
 def tiny_config(size: Any) -> tuple[Any, PreTrainedTokenizerFast]:
     """The transformers config and tokenizer of a tiny model (`size` is a TinyConfig)."""
-    tok = build_tokenizer(size.vocab_size, masked=size.arch == "roberta")
-    return TINY_ARCHITECTURES.get(size.arch)(len(tok), size, tok), tok
+    arch = str(size.arch)
+    masked = TINY_ARCHITECTURES.meta(arch).get("masked", False)
+    tok = build_tokenizer(size.vocab_size, masked=masked)
+    return TINY_ARCHITECTURES.get(arch)(len(tok), size, tok), tok

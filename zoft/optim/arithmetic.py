@@ -1,7 +1,10 @@
 """The per-parameter maths of the zeroth-order methods: θ ± scale·z formed without writing θ, and
 the update θ ← θ·(1 − decay) + Σ c·z (dense z, or LOZO's low-rank U Vᵀ applied by addmm),
-block by block of rows in fp32, rounded once. `swept` counts the θ-sized tensors formed or
-written (a z, a transient θ±εz, an update), the engine's parameter passes."""
+block by block of rows in fp32, rounded once: to nearest, or (rounding=stochastic, for bf16/fp16
+weights) up or down at random with the probability that makes the expected weight the fp32 one,
+the random numbers keyed by (seed, step, parameter) like the directions. `swept` counts the
+θ-sized tensors formed or written (a z, a transient θ±εz, an update), the engine's parameter
+passes."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from zoft.optim.directions import Directions, philox_kernels, row_blocks
+from zoft.optim.directions import Directions, direction_seed, philox_kernels, row_blocks
 
 # adds one block of rows' change to `value` (fp32 rows of θ): (value, block index, rows)
 BlockUpdate = Callable[[torch.Tensor, int, object], None]
@@ -18,8 +21,9 @@ BlockUpdate = Callable[[torch.Tensor, int, object], None]
 class Perturbation:
     """Keyed directions applied to parameters, with the sweeps they cost."""
 
-    def __init__(self, directions: Directions) -> None:
+    def __init__(self, directions: Directions, rounding: str = "nearest") -> None:
         self.directions = directions
+        self.rounding = str(rounding)
         self.swept = 0  # elements of θ-sized tensors formed or written
 
     def direction(self, name: str, param: torch.Tensor, step: int, query: int) -> torch.Tensor:
@@ -105,7 +109,9 @@ class Perturbation:
     ) -> None:
         """θ ← θ·(1 − decay) + Σ_q coeffs[q]·z_q for every parameter, one sweep per query."""
         for name, p in params.items():
-            if self._fused_update(name, p, step, coeffs, decay):
+            if not self._rounds_stochastically(p) and self._fused_update(
+                name, p, step, coeffs, decay
+            ):
                 continue
             factors = [self.directions.low_rank(name, p, step, q) for q in range(len(coeffs))]
 
@@ -118,7 +124,7 @@ class Perturbation:
                     else:
                         add_low_rank_rows(value, uv[0][rows], uv[1], c)
 
-            self.update_parameter(p, decay, add, sweeps=len(coeffs))
+            self.update_parameter(name, p, step, decay, add, sweeps=len(coeffs))
 
     def _fused_update(
         self, name: str, p: torch.nn.Parameter, step: int, coeffs: Sequence[float], decay: float
@@ -138,20 +144,57 @@ class Perturbation:
         self.swept += p.numel() * len(coeffs)
         return True
 
+    def _rounds_stochastically(self, p: torch.Tensor) -> bool:
+        return self.rounding == "stochastic" and p.dtype != torch.float32
+
     @torch.no_grad()
     def update_parameter(
-        self, p: torch.nn.Parameter, decay: float, add: BlockUpdate, sweeps: int = 1
+        self,
+        name: str,
+        p: torch.nn.Parameter,
+        step: int,
+        decay: float,
+        add: BlockUpdate,
+        sweeps: int = 1,
     ) -> None:
         """θ ← θ·(1 − decay) + add(...) block by block of rows (decay only on 2+-dimensional
-        parameters: biases and norm weights are 1-D), in fp32 (in place for fp32 weights)."""
+        parameters: biases and norm weights are 1-D), in fp32 (in place for fp32 weights), then
+        rounded into θ's dtype by the engine's rule."""
+        generator = None
+        if self._rounds_stochastically(p):
+            generator = torch.Generator(device=p.device)
+            generator.manual_seed(rounding_key(self.directions.seed, step, name))
         for index, rows in enumerate(row_blocks(p)):
             value = p.data[rows].float()  # a view of p.data itself when fp32
             if decay and p.ndim >= 2:
                 value.mul_(1.0 - decay)
             add(value, index, rows)
-            if value.data_ptr() != p.data[rows].data_ptr():
+            if generator is not None:
+                p.data[rows] = stochastically_rounded(value, p.dtype, generator)
+            elif value.data_ptr() != p.data[rows].data_ptr():
                 p.data[rows] = value
         self.swept += p.numel() * sweeps
+
+
+def rounding_key(seed: int, step: int, name: str) -> int:
+    """The generator seed of one parameter's rounding at one step (a key no direction uses)."""
+    return direction_seed(seed, step, -1, f"{name}#round")
+
+
+def stochastically_rounded(
+    value: torch.Tensor, dtype: torch.dtype, generator: torch.Generator
+) -> torch.Tensor:
+    """fp32 `value` in `dtype`, each element one of its two neighbours there: the far one with
+    probability |value − near| / |far − near|, so that E[result] = value (exact values, and
+    non-finite ones, stay as round-to-nearest gives them). One uniform per element, from
+    `generator` (blocks drawn in row order: the same bits on every device and every resume)."""
+    near = value.to(dtype)
+    near_value = near.float()
+    away = torch.where(near_value > value, float("-inf"), float("inf")).to(dtype)
+    far = torch.nextafter(near, away)
+    chance = (value - near_value).abs_().div_((far.float() - near_value).abs_())
+    uniform = torch.rand(value.shape, generator=generator, device=value.device)
+    return torch.where(uniform < chance.nan_to_num_(nan=0.0), far, near)
 
 
 def add_low_rank_rows(

@@ -60,6 +60,7 @@ class LMAO(Optimizer):
             directions,
             probes=cfg.probes,
             max_memory_ratio=cfg.max_memory_ratio,
+            rounding=cfg.rounding,
         )
         self.steps_taken = 0
 

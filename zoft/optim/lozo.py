@@ -69,7 +69,7 @@ class LOZOM(LOZO):
                 def add(value, index, rows, state=state):
                     value.add_(state[rows], alpha=-lr)
 
-            self.engine.maths.update_parameter(p, decay, add)  # one sweep over θ
+            self.engine.maths.update_parameter(name, p, step, decay, add)  # one sweep over θ
 
     def _factored_momentum(
         self,

@@ -49,7 +49,9 @@ class MezoAdam(ZerothOrderOptimizer):
                 if decay and p.ndim >= 2:
                     value.mul_(1.0 - decay)
 
-            self.engine.maths.update_parameter(p, 0.0, add)  # decay after the step, in add
+            self.engine.maths.update_parameter(
+                name, p, step, 0.0, add
+            )  # decay after the step, in add
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "state_bytes": state_bytes(self.exp_avg, self.exp_avg_sq)}

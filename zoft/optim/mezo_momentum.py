@@ -41,7 +41,7 @@ class MezoMomentum(ZerothOrderOptimizer):
                     state[rows].mul_(beta).add_(estimate, alpha=1.0 - beta)
                 value.add_(state[rows], alpha=-lr)
 
-            self.engine.maths.update_parameter(p, lr * self.cfg.weight_decay, add)
+            self.engine.maths.update_parameter(name, p, step, lr * self.cfg.weight_decay, add)
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "state_bytes": state_bytes(self.momentum)}

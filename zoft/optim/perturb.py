@@ -55,9 +55,10 @@ class PerturbationEngine:
         directions: Directions | None = None,
         probes: str = "sequential",
         max_memory_ratio: float = 1.05,
+        rounding: str = "nearest",
     ) -> None:
         self.walk = ParameterWalk(model, params)
-        self.maths = Perturbation(directions or GaussianDirections(seed))
+        self.maths = Perturbation(directions or GaussianDirections(seed), rounding)
         resolution = max(
             (torch.finfo(p.dtype).eps for p in self.walk.params.values()),
             default=torch.finfo(torch.float32).eps,

@@ -32,7 +32,9 @@ from zoft.config import (
     out_of_range,
 )
 from zoft.errors import RunConfigError
+from zoft.models.detect import lora_targets_of, model_kind
 from zoft.models.loading import check_model_dir
+from zoft.models.tiny import TINY_ARCHITECTURES
 from zoft.optim import METHODS
 from zoft.run import distributed
 from zoft.run.guards import GuardSettings
@@ -57,14 +59,10 @@ def validate(cfg: DictConfig) -> None:
             f"icl_demos={cfg.icl_demos} with steps={cfg.steps}: in-context learning is an "
             "evaluation-only mode; set steps=0 (or icl_demos=0 to fine-tune)"
         )
-    if cfg.icl_demos and enum_value(cfg.model.kind) != "causal_lm":
-        raise RunConfigError(
-            f"icl_demos needs a causal LM; model {cfg.model.name} is {enum_value(cfg.model.kind)}"
-        )
-    if cfg.model.path:
-        check_model_dir(cfg.model.path, cfg.model.name)
-    if cfg.model.source == ModelSource.tiny:
-        _check_tiny(cfg.model.tiny)
+    _check_model(cfg.model)
+    kind = model_kind(cfg.model)
+    if cfg.icl_demos and kind != "causal_lm":
+        raise RunConfigError(f"icl_demos needs a causal LM; model {cfg.model.name} is {kind}")
     if not DEVICE_PATTERN.fullmatch(cfg.device):
         raise RunConfigError(f"device={cfg.device} is invalid: use auto, cpu, cuda or cuda:N")
     facts = METHODS.facts(cfg.optimizer.name)
@@ -93,7 +91,7 @@ def validate(cfg: DictConfig) -> None:
         )
     task = get_task(cfg.task.name)
     check_objective(cfg.objective, task, zeroth_order)
-    if cfg.model.kind == ModelKind.causal_lm and cfg.task.template not in task.causal_templates:
+    if kind == ModelKind.causal_lm and cfg.task.template not in task.causal_templates:
         raise RunConfigError(
             f"task {task.name} has no causal-LM template '{cfg.task.template}'; choose "
             f"task.template from {sorted(task.causal_templates)}"
@@ -102,16 +100,34 @@ def validate(cfg: DictConfig) -> None:
     method = method_config(cfg)
     method.check()
     method.check_run(cfg)
+    if method.adapter in LORA_FAMILY:
+        lora_targets_of(method, cfg.model)  # an architecture without defaults: refused now
+
+
+def _check_model(model: DictConfig) -> None:
+    """Where the weights come from must be named; a tiny model's shapes must fit together."""
+    source = enum_value(model.source)
+    if source == ModelSource.hub and not (model.hub_id or model.path):
+        raise RunConfigError(
+            f"model {model.name} has neither model.hub_id nor model.path; set "
+            "model.hub_id=<org/name> (model=hub) or model.path=<directory> (model=local)"
+        )
+    if model.path:
+        check_model_dir(model.path, model.name)
+    if source == ModelSource.tiny:
+        _check_tiny(model.tiny)
 
 
 def _check_tiny(tiny: DictConfig) -> None:
-    """Attention splits the hidden size over the heads, and (llama) the heads over KV heads."""
+    """Attention splits the hidden size over the heads, and (grouped-query architectures) the
+    heads over KV heads."""
     if tiny.hidden_size % tiny.num_heads:
         raise RunConfigError(
             f"model.tiny.hidden_size={tiny.hidden_size} is not a multiple of "
             f"model.tiny.num_heads={tiny.num_heads}; choose heads that divide it"
         )
-    if tiny.arch == "llama" and tiny.num_heads % tiny.num_kv_heads:
+    grouped = TINY_ARCHITECTURES.meta(enum_value(tiny.arch)).get("grouped_query", False)
+    if grouped and tiny.num_heads % tiny.num_kv_heads:
         raise RunConfigError(
             f"model.tiny.num_heads={tiny.num_heads} is not a multiple of "
             f"model.tiny.num_kv_heads={tiny.num_kv_heads}; choose KV heads that divide it"
@@ -197,7 +213,7 @@ def check_ranks(cfg: DictConfig, model: nn.Module) -> None:
     the widest, where it costs more and perturbs nothing more."""
     method = method_config(cfg)
     if method.adapter in LORA_FAMILY:
-        targets = list(method.lora.targets or cfg.model.lora_targets or [])
+        targets = lora_targets_of(method, cfg.model, model.config.model_type)
         shapes = {
             f"{name}.weight": _matrix(module.weight)
             for name, module in model.named_modules()

@@ -90,16 +90,27 @@ class StepGuard:
         if scale >= self._resolution / 2:
             return
         self.below_resolution += 1
-        if self.below_resolution == 1:
-            log.warning(
-                "step %d: the update scale η·|g| = %.3g is below half the resolution of the "
-                "weights (%.3g: their dtype's epsilon times their RMS), so most weights do not "
-                "change; train in dtype=fp32 or raise the learning rate (result.json counts "
-                "such steps as steps_below_resolution)",
-                step + 1,
-                scale,
-                self._resolution,
+        if self.below_resolution > 1:
+            return
+        if str(getattr(self.optimizer.cfg, "rounding", "nearest")) == "stochastic":
+            advice = (
+                "optimizer.rounding=stochastic keeps such updates in expectation (a weight "
+                "moves by a whole unit with the matching probability)"
             )
+        else:
+            advice = (
+                "rounded to nearest, most weights do not change; train in dtype=fp32, raise the "
+                "learning rate, or set optimizer.rounding=stochastic (ZO methods)"
+            )
+        log.warning(
+            "step %d: the update scale η·|g| = %.3g is below half the resolution of the weights "
+            "(%.3g: their dtype's epsilon times their RMS); %s (result.json counts such steps "
+            "as steps_below_resolution)",
+            step + 1,
+            scale,
+            self._resolution,
+            advice,
+        )
 
     def _check_divergence(self, step: int, loss: float) -> None:
         self.recent.append(loss)

@@ -61,6 +61,8 @@ LEGACY_VALUES: dict[str, Any] = {
     "optimizer.zo_amp": None,  # LMAO's ZO phase without autocast
     "task.generation_stop": "first_newline",  # generation stopped at the first newline
     "optimizer.rng": "torch",  # directions drawn by torch.randn (issue 19 added philox)
+    "optimizer.rounding": "nearest",  # ZO updates rounded to nearest in bf16/fp16 (issue 21)
+    "model.arch": None,  # model=tiny's architecture key (issue 21); other models have none
 }
 # Keys that only matter when another key is set (truthy): left out of the digest otherwise
 _ONLY_WITH = {"icl_demo_sets": "icl_demos"}

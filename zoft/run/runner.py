@@ -20,6 +20,7 @@ import zoft
 from zoft.config import enum_value
 from zoft.errors import RunConfigError
 from zoft.models.adapters import add_adapter
+from zoft.models.detect import model_kind
 from zoft.models.loading import load_model
 from zoft.optim import OPTIMIZERS, build_optimizer
 from zoft.run import distributed
@@ -183,7 +184,7 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
         model_notes=loaded.notes,
         model_parameters=sum(p.numel() for p in loaded.model.parameters()),
     )
-    kind = enum_value(cfg.model.kind)
+    kind = model_kind(cfg.model)
     scorer = build_scorer(kind, task, loaded.tokenizer, cfg.task.template, cfg.model.max_length)
     if task.generative:
         scorer.use_generation_stop(cfg.task.generation_stop)

@@ -4,6 +4,7 @@ any config is composed (all torch-free: the methods' schemas live in zoft.optim.
 from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from zoft.config import LoggerConfig, ModelConfig, TaskConfig, ZoftConfig
 
@@ -21,9 +22,19 @@ def register_configs() -> None:
 def register_base_configs() -> None:
     """The schemas that need no method: enough to compose an experiment's `experiment` and
     `results_dir` without an optimizer (zoft-table)."""
+    OmegaConf.register_new_resolver("zoft_model_name", model_name, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="zoft_schema", node=ZoftConfig)
     # schemas live outside the selectable groups so `model=...` lists only real options
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/task", name="task", node=TaskConfig)
     cs.store(group="schema/logger", name="logger", node=LoggerConfig)
+
+
+def model_name(where: str | None, fallback: str) -> str:
+    """A model's name in run directories, from its hub id or path (`${zoft_model_name:...}` in
+    conf/model/hub.yaml and local.yaml): the last component, lower-cased, so
+    Qwen/Qwen2.5-0.5B runs under qwen2.5-0.5b; `fallback` while it is unset (refused later)."""
+    if not where:
+        return fallback
+    return str(where).rstrip("/").rsplit("/", 1)[-1].lower() or fallback

@@ -11,6 +11,8 @@ from zoft.scoring.base import SCORERS, Scorer, head_inputs
 from zoft.tasks.base import Example, MaskedPrompt
 from zoft.tasks.io import DataError
 
+MLM_HEADS = ("lm_head", "cls")  # the MLM head on top of the encoder: RoBERTa's, BERT's
+
 
 @SCORERS.register("masked_lm")
 class MaskedLMScorer(Scorer):
@@ -38,7 +40,8 @@ class MaskedLMScorer(Scorer):
         self, model: torch.nn.Module, encoded: list[tuple[list[int], int]]
     ) -> torch.Tensor:
         """[N, V] vocabulary logits at each row's mask; only the mask rows go through the MLM
-        head when the model exposes it (RoBERTa), saving the [N, L, V] tensor."""
+        head when the model exposes it (RoBERTa's lm_head, BERT's cls), saving the [N, L, V]
+        tensor."""
         device = model_device(model)
         width = max(len(ids) for ids, _ in encoded)
         ids = torch.full((len(encoded), width), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -48,7 +51,7 @@ class MaskedLMScorer(Scorer):
             mask[i, : len(row)] = 1
         ids, mask = ids.to(device), mask.to(device)
         rows, at = torch.arange(len(encoded), device=device), [m for _, m in encoded]
-        head = getattr(model, "lm_head", None)
+        head = next((getattr(model, n) for n in MLM_HEADS if hasattr(model, n)), None)
         if head is not None and model.base_model is not model:
             hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
             return head(hidden[rows, at])
@@ -61,11 +64,15 @@ class MaskedLMScorer(Scorer):
         """The decoder's input at each <mask> and the gold label word's id (MeZO medium_models
         LinearHeadTrainer: features before the decoder, one per example)."""
         prompts = self.prompts(examples)
+        encoded = [self._encode(p) for p in prompts]
         with head_inputs(self.head(model)) as seen:
-            self._logits_at(model, [self._encode(p) for p in prompts])
+            self._logits_at(model, encoded)
+        features = torch.cat(seen)
+        if features.ndim == 3:  # the whole sequence went through the head: keep each <mask>
+            features = features[torch.arange(len(encoded)), [at for _, at in encoded]]
         label_ids = self._label_ids(prompts[0].label_words)
         targets = [label_ids[p.gold] for p in prompts]
-        return torch.cat(seen).float(), torch.tensor(targets, dtype=torch.long)
+        return features.float(), torch.tensor(targets, dtype=torch.long)
 
     def prompts(self, examples: Sequence[Example]) -> list[MaskedPrompt]:
         return [self.task.masked_prompt(ex) for ex in examples]
