@@ -10,10 +10,10 @@ export ZOFT_DATA
 PYTEST_ARGS ?=
 
 .PHONY: fidelity-check help install demo test test-all lint format clean bench bench-gpu gpu-check table-zero-shot table-optimizers table-memory \
-	tables table-mini $(PAPER_TARGETS)
+	tables table-mini table-bf16 $(PAPER_TARGETS)
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 	@echo "  paper tables (run the experiment's grid, then its table; SWEEP_ARGS=... adds overrides):"
 	@for t in $(PAPER_TABLES); do echo "    make table-$${t%%=*}  (+experiment=$${t#*=})"; done
 
@@ -145,6 +145,14 @@ table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scale
 		--out results/tables/mini/smollm2_table1
 	$(BIN)/zoft-table --experiment mini_minilm_k16 results/tables/mini/runs/minilm \
 		--out results/tables/mini/minilm_k16
+
+# Issue 21's half-precision study: MeZO with fp32 weights, bf16 rounded to nearest, bf16 rounded
+# stochastically (conf/experiment/bf16_rounding_smollm2.yaml); the report also measures how far the
+# weights moved (it loads the base model). On a CPU without bf16 units a bf16 cell takes about 1.5 h
+# of one thread: run the cells as two pieces, e.g. dtype=bf16 optimizer.rounding=nearest threads=1.
+table-bf16: $(STAMP)  ## MeZO in bf16: round-to-nearest vs stochastic rounding vs fp32 -> results/tables/bf16_rounding/ (~3 h of one core)
+	$(BIN)/zoft-run +experiment=bf16_rounding_smollm2 threads=1
+	$(BIN)/python -m zoft.report.rounding runs/bf16_rounding results/tables/bf16_rounding
 
 # zoft-bench: one forward against one step of every method, in one process (DESIGN §8).
 BENCH_CPU := --model smollm2-135m --batch 16 --threads 2 --rng torch,philox \

@@ -25,6 +25,7 @@ EXPERIMENTS = REPO / "conf" / "experiment"
 PAPER = REPO / "results" / "paper"
 
 EXPECTED_CELLS = {
+    "bf16_rounding_smollm2": 3,
     "lmao_memory_table3": 12,
     "lmao_opt1.3b_table2": 225,
     "lmao_opt1.3b_table10": 100,
@@ -47,6 +48,9 @@ EXPECTED_CELLS = {
     "mini_smollm2_table1": 126,
 }
 NAMES = sorted(EXPECTED_CELLS)
+# zoft's own studies: no paper table to print beside them
+STUDIES = {"bf16_rounding_smollm2"}
+PAPER_TABLES = [name for name in NAMES if name not in STUDIES]
 
 
 def _compose_with_hydra(overrides: list[str]) -> DictConfig:
@@ -110,6 +114,10 @@ def test_experiment_metadata(name):
     cfg = _base(name)
     exp = cfg.experiment
     assert exp.name == name
+    if name in STUDIES:
+        assert not exp.paper and not exp.table
+        assert cfg.results_dir.startswith("runs/")
+        return
     assert exp.paper and exp.table
     assert exp.measure in ("accuracy", "memory", "speed")
     assert name in cfg.results_dir or "mini" in cfg.results_dir
@@ -146,7 +154,7 @@ def test_every_block_composes_and_validates(name, index):
         assert out_dir.is_relative_to(Path(cfg.results_dir)), where
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PAPER_TABLES)
 def test_paper_reference_rows_exist(name):
     exp = _base(name).experiment
     if exp.measure == "accuracy":

@@ -64,6 +64,8 @@ def test_mistakes_are_named_with_the_fix(arguments, message):
         ["model=tiny-opt", "optimizer=lozo-m", "optimizer.rank=4", "steps=10"],
         ["-m", "task=sst2,rte", "optimizer.lr=1e-6,1e-7", "hydra/launcher=local"],
         ["+experiment=mini_smollm2_table1", "seed=1", "hydra.sweeper.dry_run=true"],
+        # the experiment picks MeZO: a key of some optimizers (not of the default ft) selects a cell
+        ["+experiment=bf16_rounding_smollm2", "dtype=bf16", "optimizer.rounding=stochastic"],
         ["model.max_memory=0:70GiB 1:70GiB cpu:200GiB", "model.device_map=auto"],
         ["optimizer=ft", "optimizer.amp=null", "optimizer.schedule=constant", "objective=loss"],
         ["optimizer=lmao", "optimizer.directions=lowrank", "optimizer.probes=sequential"],
@@ -89,3 +91,8 @@ def test_zoft_run_prints_the_message_and_exits_2(tmp_path, argument, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_an_experiment_still_refuses_a_key_no_optimizer_has():
+    with pytest.raises(OverrideError, match="Did you mean 'optimizer.rounding'"):
+        check_overrides(["+experiment=bf16_rounding_smollm2", "optimizer.roundin=stochastic"])

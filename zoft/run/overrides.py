@@ -218,6 +218,8 @@ def _check_method_key(key: str, leaf: str, override: Override, line: _CommandLin
     for `+optimizer.<leaf>`, after which the key would be accepted and ignored."""
     every = _optimizer_schemas(None)
     owners = [n for n, schema in every.items() if leaf in _fields([schema])]
+    if line.optimizers is None and owners:
+        return  # an experiment picks the optimizers: a key one of them has may be meant
     for name, schema in _optimizer_schemas(line.optimizers).items():
         if leaf in _fields([schema]) or not owners:
             continue

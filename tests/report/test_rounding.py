@@ -1,0 +1,96 @@
+"""The half-precision study's report: cells found in order, weight change measured against θ_0,
+the table's numbers, the plot written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from zoft.report import rounding
+
+
+def _cell(root: Path, name: str, dtype: str, rounding_rule: str, weights: torch.Tensor) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    result = {
+        "status": "complete",
+        "model": "tiny",
+        "task": "sst2",
+        "optimizer": "mezo",
+        "seed": 0,
+        "num_train": 8,
+        "num_dev": 4,
+        "num_test": 4,
+        "steps": 4,
+        "best_step": 4,
+        "steps_below_resolution": 0 if dtype == "fp32" else 4,
+        "zero_shot": {"accuracy": 0.5},
+        "test": {"accuracy": 0.75},
+        "hyperparameters": {
+            "dtype": dtype,
+            "rounding": rounding_rule,
+            "lr": 1e-5,
+            "eps": 1e-3,
+            "batch_size": 2,
+            "steps": 4,
+            "eval_every": 2,
+        },
+    }
+    (run / "result.json").write_text(json.dumps(result))
+    lines = [{"step": s, "loss": 1.0 - 0.1 * s} for s in range(1, 5)]
+    lines[1]["dev_accuracy"], lines[3]["dev_accuracy"] = 0.5, 0.75
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (run / "config.yaml").write_text("model: {}\n")
+    save_file({"w": weights}, str(run / "weights.safetensors"))
+    return run
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    initial = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    monkeypatch.setattr(rounding, "initial_weights", lambda cell: {"w": initial})
+    runs = tmp_path / "runs"
+    _cell(runs, "c", "bf16", "stochastic", torch.tensor([1.0, 2.0, 3.0, 4.0 + 2**-5]).bfloat16())
+    _cell(runs, "b", "bf16", "nearest", initial.bfloat16())
+    _cell(runs, "a", "fp32", "nearest", torch.tensor([1.0, 2.0, 3.0 + 0.03, 4.0 + 0.04]))
+    return runs
+
+
+def test_cells_come_in_the_study_order(study):
+    labels = [c.label for c in rounding.find_cells(study)]
+    assert labels == ["fp32", "bf16 nearest", "bf16 stochastic"]
+
+
+def test_weight_change_counts_moved_elements_and_the_distance(study):
+    rounding.measure_weights(rounding.find_cells(study))
+    fp32 = json.loads((study / "a" / rounding.WEIGHT_CHANGE_FILE).read_text())
+    nearest = json.loads((study / "b" / rounding.WEIGHT_CHANGE_FILE).read_text())
+    stochastic = json.loads((study / "c" / rounding.WEIGHT_CHANGE_FILE).read_text())
+    assert fp32["changed_fraction"] == 0.5
+    assert fp32["distance"] == pytest.approx(0.05, rel=1e-5)  # float32's 3.03 and 4.04
+    assert nearest == {"changed_fraction": 0.0, "distance": 0.0}
+    assert stochastic["changed_fraction"] == 0.25
+    assert stochastic["distance"] == 2**-5
+
+
+def test_report_writes_the_table_the_summaries_and_the_plot(study, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    markdown, png = rounding.write_report(study, out)
+    assert png.stat().st_size > 0
+    text = markdown.read_text()
+    rows = [
+        line for line in text.splitlines() if line.startswith("| bf16") or line.startswith("| fp32")
+    ]
+    assert [r.split(" | ")[0] for r in rows] == ["| fp32", "| bf16 nearest", "| bf16 stochastic"]
+    assert "| 0.00% | 0.000 |" in rows[1]  # nothing moved under round-to-nearest
+    assert "| 25.00% | 0.625 |" in rows[2]  # 2^-5 / 0.05
+    assert "2: 0.500 · 4: 0.750" in rows[0]
+    assert "4 of 4" in rows[2] and "0 of 4" in rows[0]
+    # the summaries carry the weight measurements: the table rebuilds from them alone
+    again = rounding.table(rounding.find_cells(out / "runs"))
+    assert again.splitlines()[2:] == rows

@@ -1,0 +1,209 @@
+"""The half-precision study (issue 21, `+experiment=bf16_rounding_smollm2`): MeZO in fp32, in bf16
+with round-to-nearest updates and in bf16 with stochastic rounding, as a table and a plot.
+
+    python -m zoft.report.rounding runs/bf16_rounding results/tables/bf16_rounding
+
+Besides the curves it measures what rounding did to the weights: how many elements moved from
+their initial values, and how far the weights moved against the fp32 run (‖θ_T − θ_0‖ over the
+fp32 run's). That needs each run's weights.safetensors (save_weights=true) and the base model; the
+numbers are kept in weight_change.json beside the run summaries, so the table can be rebuilt from
+the committed summaries alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from zoft.report.collect import logged_losses
+from zoft.report.plots import _pyplot
+from zoft.report.summaries import copy_summaries
+from zoft.run.rundir import CONFIG_FILE, METRICS_FILE, RESULT_FILE, WEIGHTS_FILE
+
+WEIGHT_CHANGE_FILE = "weight_change.json"
+SMOOTHING = 20  # steps in the running mean of the train loss
+
+
+@dataclass
+class Cell:
+    """One finished run of the study: its label (dtype and rounding) and its records."""
+
+    label: str
+    run_dir: Path
+    result: dict[str, Any]
+
+    @property
+    def dtype(self) -> str:
+        return str(self.result["hyperparameters"]["dtype"])
+
+    def dev_curve(self) -> pd.Series:
+        path = self.run_dir / METRICS_FILE
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        points = {r["step"]: r["dev_accuracy"] for r in records if "dev_accuracy" in r}
+        return pd.Series(points, dtype=float).sort_index()
+
+
+def find_cells(runs: Path) -> list[Cell]:
+    """The study's complete runs under `runs`: fp32 first, then bf16 nearest, bf16 stochastic."""
+    cells = []
+    for path in sorted(Path(runs).rglob(RESULT_FILE)):
+        result = json.loads(path.read_text())
+        if result.get("status") != "complete" or not result.get("steps"):
+            continue
+        hyper = result["hyperparameters"]
+        label = (
+            hyper["dtype"] if hyper["dtype"] == "fp32" else f"{hyper['dtype']} {hyper['rounding']}"
+        )
+        cells.append(Cell(label, path.parent, result))
+    order = {"fp32": 0, "bf16 nearest": 1, "bf16 stochastic": 2}
+    return sorted(cells, key=lambda c: (order.get(c.label, 9), c.label))
+
+
+def weight_change(cell: Cell, initial: dict[str, Any]) -> dict[str, float]:
+    """Elements that moved from θ_0 (in the run's dtype), and ‖θ_T − θ_0‖₂ computed in float64."""
+    from safetensors import safe_open
+
+    changed = total = 0
+    squares = 0.0
+    with safe_open(str(cell.run_dir / WEIGHTS_FILE), framework="pt") as f:
+        for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+            final = f.get_tensor(name)
+            start = initial[name].to(final.dtype)
+            changed += int((final != start).sum())
+            total += final.numel()
+            squares += float((final.double() - start.double()).pow(2).sum())
+    return {"changed_fraction": changed / max(total, 1), "distance": squares**0.5}
+
+
+def initial_weights(cell: Cell) -> dict[str, Any]:
+    """θ_0: the run's base model in fp32, loaded as the runner loads it."""
+    from omegaconf import OmegaConf
+
+    from zoft.models.loading import load_model
+
+    cfg = OmegaConf.load(cell.run_dir / CONFIG_FILE)
+    loaded = load_model(cfg.model, "fp32", "cpu")
+    return {n: p.detach() for n, p in loaded.model.named_parameters()}
+
+
+def measure_weights(cells: list[Cell]) -> None:
+    """Write weight_change.json for each cell whose weights are there and that has none yet."""
+    todo = [c for c in cells if (c.run_dir / WEIGHTS_FILE).is_file()]
+    todo = [c for c in todo if not (c.run_dir / WEIGHT_CHANGE_FILE).is_file()]
+    if not todo:
+        return
+    initial = initial_weights(todo[0])
+    for cell in todo:
+        change = weight_change(cell, initial)
+        (cell.run_dir / WEIGHT_CHANGE_FILE).write_text(json.dumps(change, indent=2) + "\n")
+
+
+def _weights(cell: Cell) -> dict[str, float] | None:
+    path = cell.run_dir / WEIGHT_CHANGE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def setting(result: dict[str, Any]) -> str:
+    """What the cells ran, read from a result (they differ only in dtype and rounding)."""
+    h = result["hyperparameters"]
+    return (
+        f"`make table-bf16` (`+experiment=bf16_rounding_smollm2`): {result['model']}, "
+        f"{result['task']}, {result['num_train']} train examples, {result['optimizer']} lr "
+        f"{h['lr']:g}, eps {h['eps']:g}, batch {h['batch_size']}, {h['steps']} steps, seed "
+        f"{result['seed']}; dev = {result['num_dev']} examples every {h['eval_every']} steps, test "
+        f"= {result['num_test']} validation examples at the best dev step. Steps below resolution: "
+        "η·|g| under half the weights' resolution (the guard's count, zoft.run.guards)."
+    )
+
+
+def table(cells: list[Cell]) -> str:
+    """The markdown table: one row per cell."""
+    fp32 = next((_weights(c) for c in cells if c.label == "fp32"), None)
+    head = (
+        "| weights | zero-shot test | test (best dev) | best step | dev accuracy by step | "
+        f"train loss, first / last {SMOOTHING} steps | steps below resolution | "
+        "weights changed | ‖θ_T − θ_0‖ / fp32's |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = [head]
+    for cell in cells:
+        r = cell.result
+        losses = logged_losses(cell.run_dir)
+        dev = " · ".join(f"{step}: {value:.3f}" for step, value in cell.dev_curve().items())
+        zero = (r.get("zero_shot") or {}).get("accuracy")
+        change = _weights(cell)
+        moved = relative = "n/a"
+        if change is not None:
+            moved = f"{100 * change['changed_fraction']:.2f}%"
+            if fp32 is not None and fp32["distance"] > 0:
+                relative = f"{change['distance'] / fp32['distance']:.3f}"
+        rows.append(
+            f"| {cell.label} | {'' if zero is None else f'{zero:.3f}'} | "
+            f"{r['test']['accuracy']:.3f} | {r['best_step']} | {dev} | "
+            f"{losses.iloc[:SMOOTHING].mean():.4f} / {losses.iloc[-SMOOTHING:].mean():.4f} | "
+            f"{r['steps_below_resolution']} of {r['steps']} | {moved} | {relative} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def plot(cells: list[Cell], path: Path) -> Path:
+    """Train loss (running mean) and dev accuracy against the step, one line per cell."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for index, cell in enumerate(cells):
+        color = f"C{index}"
+        losses = logged_losses(cell.run_dir)
+        smooth = losses.rolling(SMOOTHING, min_periods=1).mean()
+        left.plot(smooth.index, smooth, label=cell.label, color=color)
+        dev = cell.dev_curve()
+        right.plot(dev.index, dev, marker="o", label=cell.label, color=color)
+    left.set(xlabel="step", ylabel=f"train loss (mean of {SMOOTHING} steps)")
+    right.set(xlabel="step", ylabel="dev accuracy")
+    left.legend(fontsize="small")
+    fig.suptitle("MeZO, SmolLM2-135M, SST-2: fp32 vs bf16 weights, nearest vs stochastic rounding")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(runs: Path, out: Path) -> list[Path]:
+    """Summaries (with weight_change.json) under out/runs, then the table and the plot."""
+    measure_weights(find_cells(runs))
+    summaries = out / "runs"
+    if Path(runs).resolve() != summaries.resolve():
+        copy_summaries(Path(runs), summaries)
+        for cell in find_cells(runs):
+            moved = cell.run_dir / WEIGHT_CHANGE_FILE
+            if moved.is_file():
+                target = summaries / cell.run_dir.relative_to(runs) / WEIGHT_CHANGE_FILE
+                target.write_text(moved.read_text())
+    cells = find_cells(summaries)
+    if not cells:
+        raise SystemExit(f"no finished run of the study under {runs}")
+    markdown = out / "bf16_rounding.md"
+    markdown.write_text(
+        "## MeZO in half precision: round-to-nearest against stochastic rounding\n\n"
+        + setting(cells[0].result)
+        + "\n\n"
+        + table(cells)
+    )
+    return [markdown, plot(cells, out / "bf16_rounding.png")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        sys.exit("usage: python -m zoft.report.rounding RUNS_DIR OUT_DIR")
+    runs, out = map(Path, args)
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_report(runs, out)
+    print("wrote " + ", ".join(map(str, written)))
+
+
+if __name__ == "__main__":
+    main()
