@@ -148,15 +148,18 @@ table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scale
 
 # Issue 21's half-precision study: MeZO with fp32 weights, bf16 rounded to nearest, bf16 rounded
 # stochastically (conf/experiment/bf16_rounding_smollm2.yaml); the report also measures how far the
-# weights moved (it loads the base model). On a CPU without bf16 units a bf16 cell takes about 1.5 h
-# of one thread: run the cells as two pieces, e.g. dtype=bf16 optimizer.rounding=nearest threads=1.
+# weights moved from θ_0, which zoft-replay --step 0 rebuilds beside each run's weights. On a CPU
+# without bf16 units a bf16 cell takes about 1.5 h of one thread: run the cells as two pieces, e.g.
+# dtype=bf16 optimizer.rounding=nearest threads=1.
 table-bf16: $(STAMP)  ## MeZO in bf16: round-to-nearest vs stochastic rounding vs fp32 -> results/tables/bf16_rounding/ (~3 h of one core)
 	$(BIN)/zoft-run +experiment=bf16_rounding_smollm2 threads=1
+	for run in $$(dirname $$(find runs/bf16_rounding -name weights.safetensors)); do \
+		test -f $$run/base.safetensors || $(BIN)/zoft-replay $$run --step 0 --out $$run/base.safetensors; done
 	$(BIN)/python -m zoft.report.rounding runs/bf16_rounding results/tables/bf16_rounding
 
 # zoft-bench: one forward against one step of every method, in one process (DESIGN §8).
 BENCH_CPU := --model smollm2-135m --batch 16 --threads 2 --rng torch,philox \
-	--methods forward,mezo-reference,mezo-sequential,mezo-paired,lozo-sequential,lozo-paired,lozo-m-sequential,lozo-m-paired,mezo-lora-paired,lmao,ft-lora,ft
+	--methods forward,mezo-reference,mezo-sequential,mezo-paired,mezo-replay,lozo-sequential,lozo-paired,lozo-m-sequential,lozo-m-paired,lozo-m-replay,mezo-lora-paired,lmao,ft-lora,ft
 BENCH_GPU := --device cuda --dtype bf16 --batch 16
 BENCH_GPU_METHODS := forward,mezo-reference,mezo-sequential,mezo-paired,lozo-sequential,lozo-paired,lozo-m-paired,mezo-lora-paired,lmao,ft-lora
 

@@ -143,6 +143,15 @@ class NonFinitePolicy(StrEnum):
     skip = "skip"
 
 
+class CheckpointKind(StrEnum):
+    """What a checkpoint holds (zoft.run.checkpoint)."""
+
+    auto = "auto"  # trajectory for a pure ZO method (not under FSDP), full for the others
+    full = "full"  # the trainable weights and the optimizer's whole state
+    # a pure ZO run's trajectory and small state (a few KB): resume replays from the base model
+    trajectory = "trajectory"
+
+
 class SelectBy(StrEnum):
     """Which dev result picks the best-dev state restored after training."""
 
@@ -450,6 +459,7 @@ class ZoftConfig:
     threads: int = ranged(0, ge=0)
     # steps between checkpoints; 0: only on SIGTERM/SIGINT/SIGUSR1
     checkpoint_every: int = ranged(0, ge=0)
+    checkpoint: CheckpointKind = CheckpointKind.auto  # what a checkpoint holds
     resume: bool = True  # continue from the run directory's checkpoint (false: start over)
     save_weights: bool = False  # write the trained parameters to weights.safetensors
     fsdp: bool = False  # FT / FT-LoRA under torchrun: shard parameters with FSDP2

@@ -45,13 +45,18 @@ def test_every_registered_method_is_benched_with_the_passes_its_facts_declare(ti
         if optimizer is not None:
             stepped.setdefault(optimizer, []).append(m.method)
             facts = OPTIMIZERS.facts(optimizer)
-            assert (m.forwards, m.backwards) == (facts.forwards, facts.backwards), m.method
+            if BENCH_METHODS.meta(m.method)["replay"]:  # the recorded update alone: one sweep
+                assert (m.forwards, m.backwards, m.passes_per_step) == (0, 0, 1.0), m.method
+            else:
+                assert (m.forwards, m.backwards) == (facts.forwards, facts.backwards), m.method
             assert m.pure_zo == facts.zeroth_order, m.method
     assert list(stepped) == OPTIMIZERS.in_paper_order()
     for name in OPTIMIZERS:  # ZO methods once per probe order (a prefix cannot be paired)
         probes = ["sequential", "paired"] if OPTIMIZERS.facts(name).zeroth_order else [""]
         if OPTIMIZERS.config(name)().adapter == "prefix":
             probes = probes[:1]
+        if OPTIMIZERS.get(name).replayable:  # and the replay of a step (zoft-replay)
+            probes.append("replay")
         assert stepped[name] == [f"{name}-{p}".rstrip("-") for p in probes], name
 
 
@@ -62,6 +67,8 @@ def test_the_report_prints_ratios_and_targets(tiny_result):
     assert "## Targets (DESIGN §8)" in text
     assert "| MeZO step ≤ 2.2 × one forward | MeZO, paired probes |" in text
     assert "GPU target; for information" in text  # LOZO's 1.3 × goal, on CPU
+    assert "## Replay (zoft-replay, trajectory checkpoints)" in text
+    assert "| MeZO | " in text.split("## Replay")[1]  # against "MeZO, paired probes"
 
 
 def test_the_command_writes_markdown_and_json(tmp_path, capsys):

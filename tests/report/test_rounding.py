@@ -13,7 +13,9 @@ from safetensors.torch import save_file
 from zoft.report import rounding
 
 
-def _cell(root: Path, name: str, dtype: str, rounding_rule: str, weights: torch.Tensor) -> Path:
+def _cell(
+    root: Path, name: str, dtype: str, rounding_rule: str, weights: torch.Tensor, initial
+) -> Path:
     run = root / name
     run.mkdir(parents=True)
     result = {
@@ -46,18 +48,36 @@ def _cell(root: Path, name: str, dtype: str, rounding_rule: str, weights: torch.
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (run / "config.yaml").write_text("model: {}\n")
     save_file({"w": weights}, str(run / "weights.safetensors"))
+    save_file({"w": initial.to(weights.dtype)}, str(run / "base.safetensors"))
     return run
 
 
 @pytest.fixture
-def study(tmp_path, monkeypatch):
-    initial = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    monkeypatch.setattr(rounding, "initial_weights", lambda cell: {"w": initial})
+def study(tmp_path):
+    start = torch.tensor([1.0, 2.0, 3.0, 4.0])
     runs = tmp_path / "runs"
-    _cell(runs, "c", "bf16", "stochastic", torch.tensor([1.0, 2.0, 3.0, 4.0 + 2**-5]).bfloat16())
-    _cell(runs, "b", "bf16", "nearest", initial.bfloat16())
-    _cell(runs, "a", "fp32", "nearest", torch.tensor([1.0, 2.0, 3.0 + 0.03, 4.0 + 0.04]))
+    moved = torch.tensor([1.0, 2.0, 3.0, 4.0 + 2**-5]).bfloat16()
+    _cell(runs, "c", "bf16", "stochastic", moved, start)
+    _cell(runs, "b", "bf16", "nearest", start.bfloat16(), start)
+    _cell(runs, "a", "fp32", "nearest", torch.tensor([1.0, 2.0, 3.0 + 0.03, 4.0 + 0.04]), start)
     return runs
+
+
+def test_safetensors_are_read_without_torch_bit_for_bit(tmp_path):
+    values = torch.tensor([1.5, -2.25, 3.0e-3, 7.0])
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        path = tmp_path / f"{dtype}.safetensors"
+        save_file({"x": values.to(dtype).reshape(2, 2)}, str(path))
+        bits, read = rounding.read_safetensors(path)["x"]
+        assert read.tolist() == values.to(dtype).double().tolist()
+        assert bits.itemsize == values.to(dtype).element_size()
+
+
+def test_a_cell_without_its_base_weights_is_left_unmeasured(study, capsys):
+    (study / "b" / "base.safetensors").unlink()
+    rounding.measure_weights(rounding.find_cells(study))
+    assert not (study / "b" / rounding.WEIGHT_CHANGE_FILE).exists()
+    assert "zoft-replay" in capsys.readouterr().err
 
 
 def test_cells_come_in_the_study_order(study):

@@ -37,6 +37,10 @@ BAD_CONFIGS = [
     ["optimizer=mezo", "optimizer.adapter=prefix"],
     ["objective=acc"],
     ["guard.nonfinite=ignore"],
+    ["checkpoint=snapshot"],
+    # only a pure ZO method's weights follow from its trajectory
+    ["optimizer=ft-lora", "checkpoint=trajectory"],
+    ["optimizer=lmao", "checkpoint=trajectory"],
     ["logger=wandb", "logger.mode=on"],
     ["model.tiny.arch=gpt3"],
     ["dtype=fp64"],

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from zoft.run import distributed
+from zoft.run.replay import replay
 
 COMMON = [
     "model=tiny-opt",
@@ -72,6 +73,10 @@ def test_two_gloo_processes_equal_one_process_on_the_whole_batch(method, rng, da
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert one["test"] == two["test"] and one["dev"] == two["dev"]
     assert len(list((tmp_path / "two").rglob("result.json"))) == 1  # rank 0 writes alone
+    # rank 0's trajectory holds the all-reduced estimates: one process replays the pair's run
+    replay(pair, None, tmp_path / "replayed.safetensors")
+    rebuilt = load_file(str(tmp_path / "replayed.safetensors"))
+    assert rebuilt.keys() == b.keys() and all(torch.equal(rebuilt[k], b[k]) for k in b)
 
 
 def test_ft_lora_under_fsdp2_trains_like_plain_data_parallelism(data_dir, tmp_path):

@@ -18,6 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.methods import method_params, quick_overrides
+from zoft.optim import OPTIMIZERS
+from zoft.run.replay import replay
 
 COMMON = [
     "model=tiny-opt",
@@ -42,6 +44,8 @@ def _command(results: Path, method: str) -> list[str]:
     method_args = quick_overrides(method, lr=1e-3, zo_lr=1e-3, interval=4, rng=rng)
     if "stochastic" in variants:
         method_args += ["dtype=bf16", "optimizer.rounding=stochastic"]
+    if "full" in variants:  # a pure ZO method's checkpoints are its trajectory unless asked
+        method_args += ["checkpoint=full"]
     return [sys.executable, "-m", "zoft", *COMMON, *method_args, f"results_dir={results}"]
 
 
@@ -75,7 +79,8 @@ def _interrupt_after(cmd: list[str], env: dict[str, str], results: Path, step: i
 
 
 @pytest.mark.parametrize(
-    "method", [*method_params(), "mezo+philox", "lozo-m+philox", "mezo+philox+stochastic"]
+    "method",
+    [*method_params(), "mezo+philox", "lozo-m+philox", "mezo+philox+stochastic", "lozo-m+full"],
 )
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(method, data_dir, tmp_path):
     env = _env(data_dir)
@@ -90,8 +95,17 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(method, data_dir, tm
     run_dir = _run_dir(broken)
     stopped = json.loads((run_dir / "result.json").read_text())
     assert stopped["status"] == "interrupted" and "re-run the same command" in stopped["reason"]
-    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
-    assert (run_dir / "checkpoints" / latest / "best.safetensors").is_file()  # step 7's weights
+    latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    name, *variants = method.split("+")
+    if OPTIMIZERS.get(name).replayable and "full" not in variants:
+        # a trajectory checkpoint: the steps so far and the small state, no weights
+        assert sorted(p.name for p in latest.iterdir()) == [
+            "meta.json", "state.pt", "trajectory.jsonl"
+        ]  # fmt: skip
+        assert json.loads((latest / "meta.json").read_text())["kind"] == "trajectory"
+        assert sum(p.stat().st_size for p in latest.iterdir()) < 64_000
+    else:
+        assert (latest / "best.safetensors").is_file()  # step 7's weights
 
     again = subprocess.run(_command(broken, method), env=env, cwd=broken, capture_output=True)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -109,3 +123,9 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(method, data_dir, tm
     (step,) = second["resumed_at_steps"]
     assert 9 <= step < 40
     assert not (resumed / "checkpoints").exists()  # removed once the run is complete
+    if OPTIMIZERS.get(method.split("+")[0]).replayable:  # the resumed trajectory replays too
+        trajectory = (resumed / "trajectory.jsonl").read_text()
+        assert trajectory == (expected / "trajectory.jsonl").read_text()
+        replay(resumed, None, tmp_path / "replayed.safetensors")
+        rebuilt = load_file(str(tmp_path / "replayed.safetensors"))
+        assert rebuilt.keys() == b.keys() and all(torch.equal(rebuilt[k], b[k]) for k in b)

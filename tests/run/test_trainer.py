@@ -109,6 +109,7 @@ def test_training_settings_are_read_from_the_run_config():
         eval_every=2,
         log_every=1,
         checkpoint_every=5,
+        checkpoint="auto",  # the runner resolves it once the method is built
         drop_last=True,  # conf/config.yaml's value (its 32 examples fill batches of 8)
         guard=GuardSettings(nonfinite="skip", max_skipped=2),
     )

@@ -167,16 +167,34 @@ class OptimizerStepper:
         return None if engine is None else engine.passes
 
 
+class ReplayStepper(OptimizerStepper):
+    """One step of zoft-replay (and of a trajectory checkpoint's resume): the step's recorded
+    update applied to the weights, no forward; its cost against the training step's."""
+
+    @torch.no_grad()
+    def step(self, index: int) -> tuple[int, int]:
+        self.optimizer.apply_update(index, [1.0] * self.optimizer.cfg.queries)
+        return 0, 0
+
+
 def _register_optimizer(
-    method: str, name: str, label: str, pure_zo: bool = False, **overrides: Any
+    method: str,
+    name: str,
+    label: str,
+    pure_zo: bool = False,
+    stepper: type[OptimizerStepper] = OptimizerStepper,
+    **overrides: Any,
 ) -> None:
     """`pure_zo`: forwards only, so the peak-memory target (≤ 1.05 × inference) applies;
     `optimizer` in the entry's metadata names the registered method it steps."""
 
     def build(ctx: BenchContext) -> Stepper:
-        return OptimizerStepper(ctx, name, overrides)
+        return stepper(ctx, name, overrides)
 
-    BENCH_METHODS.register(method, label=label, pure_zo=pure_zo, optimizer=name)(build)
+    replay = stepper is ReplayStepper
+    BENCH_METHODS.register(method, label=label, pure_zo=pure_zo, optimizer=name, replay=replay)(
+        build
+    )
 
 
 def _register_zoft_methods() -> list[str]:
@@ -194,6 +212,10 @@ def _register_zoft_methods() -> list[str]:
                 label = f"{facts.display}, {probes} probes"
                 _register_optimizer(method, name, label, True, probes=probes)
                 names.append(method)
+            if OPTIMIZERS.get(name).replayable:  # its trajectory rebuilds it: what a step costs
+                label = f"{facts.display}, replay of a step"
+                _register_optimizer(f"{name}-replay", name, label, True, ReplayStepper)
+                names.append(f"{name}-replay")
         elif "probes" in {f.name for f in fields(OPTIMIZERS.config(name))}:
             _register_optimizer(name, name, f"{facts.display} (ZO phase paired)", probes="paired")
             names.append(name)

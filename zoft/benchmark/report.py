@@ -109,6 +109,35 @@ def _generator_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+def _replay_lines(result: BenchResult) -> list[str]:
+    """What rebuilding a step from the trajectory costs (zoft-replay, a trajectory checkpoint's
+    resume) against training that step: each replay row over its method's paired (else
+    sequential) step of this run."""
+    rows = []
+    for m in result.methods:
+        meta = BENCH_METHODS.meta(m.method) if m.method in BENCH_METHODS else {}
+        if not meta.get("replay"):
+            continue
+        name = meta["optimizer"]
+        trained = result.get(f"{name}-paired") or result.get(f"{name}-sequential")
+        if trained is not None:
+            ratio = m.step_s / trained.step_s
+            rows.append(
+                f"| {OPTIMIZERS.facts(name).display} | {m.step_s * 1e3:.1f} | "
+                f"{trained.label} | {trained.step_s * 1e3:.1f} | {ratio:.2f}× |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Replay (zoft-replay, trajectory checkpoints)",
+        "",
+        "| method | replay of a step (ms) | training step | (ms) | replay / step |",
+        "|---|---:|---|---:|---:|",
+        *rows,
+    ]
+
+
 def markdown(result: BenchResult) -> str:
     s, env = result.settings, result.environment
     forward, reference = result.get("forward"), result.get("mezo-reference")
@@ -150,6 +179,7 @@ def markdown(result: BenchResult) -> str:
         "less its forwards' (forwards × one forward), over the step: drawing z, θ ± εz, restore,",
         "update.",
         *_generator_lines(result),
+        *_replay_lines(result),
         "",
         "## Targets (DESIGN §8), from the ratios above",
         "",

@@ -25,10 +25,15 @@ ENCODER_PROJECTIONS = ("attention.self.key", "attention.self.value")  # BERT / R
 class PrefixStore(nn.Module):
     """Per attention layer, keys and values of shape (key/value heads, tokens, head size)."""
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+    def __init__(
+        self, keys: list[torch.Tensor], values: list[torch.Tensor], compute_dtype: torch.dtype
+    ) -> None:
         super().__init__()
         self.keys = nn.ParameterList(nn.Parameter(k.clone()) for k in keys)
         self.values = nn.ParameterList(nn.Parameter(v.clone()) for v in values)
+        # the attention's dtype: the prefix trains in fp32 over half-precision weights (as LoRA
+        # factors do, zoft.models.adapters) and enters the cache cast to it
+        self.compute_dtype = compute_dtype
 
     @property
     def tokens(self) -> int:
@@ -40,6 +45,7 @@ class PrefixStore(nn.Module):
 
         cache = DynamicCache(config=config)
         for layer, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
+            k, v = k.to(self.compute_dtype), v.to(self.compute_dtype)  # no copy when equal
             cache.update(k.expand(batch, *k.shape), v.expand(batch, *v.shape), layer)
         return cache
 
@@ -56,7 +62,7 @@ def add_prefix(model: nn.Module, tokens: int, init: str) -> PrefixStore:
     keys, values = real_activations(model, tokens)
     if init == "random":  # MeZO's non-real init: N(0, 1) of the same shapes
         keys, values = [torch.randn_like(k) for k in keys], [torch.randn_like(v) for v in values]
-    store = PrefixStore(keys, values)
+    store = PrefixStore(keys, values, compute_dtype=next(model.parameters()).dtype)
     model.add_module(PREFIX_MARK, store)
     body = _body(model)
     keyword = _cache_keyword(body)

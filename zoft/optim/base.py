@@ -26,6 +26,9 @@ class StepResult:
     projected_grad: float | None = None
     # the size of a typical weight change this step: η·|g| per unit of z (ZO), η (AdamW)
     update_scale: float | None = None
+    # a pure ZO step's projected gradient per query: with the step and the keyed directions it is
+    # the whole update, so trajectory.jsonl keeps it and zoft-replay re-applies it
+    estimates: list[float] | None = None
 
 
 class NonFiniteStep(ZoftError):
@@ -59,6 +62,10 @@ def weight_resolution(params: Sequence[torch.Tensor]) -> float:
 
 class Optimizer(ABC):
     """One training method: owns its state and performs one step on a mini-batch."""
+
+    # its weights after step k follow from the base model and the steps' estimates alone
+    # (StepResult.estimates, apply_update): the runner writes trajectory.jsonl for it
+    replayable = False
 
     def __init__(
         self, cfg: Any, model: nn.Module, scorer: Objective, total_steps: int, seed: int

@@ -46,7 +46,10 @@ def spsa_estimates(
 
 
 class ZerothOrderOptimizer(Optimizer):
-    """θ ← θ − η((1/q) Σ_q g_q z_q + λθ): forwards in eval mode, no autograd, constant η."""
+    """θ ← θ − η((1/q) Σ_q g_q z_q + λθ): forwards in eval mode, no autograd, constant η. The
+    update is apply_update(step, estimates) alone, so a run replays from its trajectory."""
+
+    replayable = True
 
     def __init__(
         self, cfg: Any, model: nn.Module, scorer: Objective, total_steps: int, seed: int
@@ -116,15 +119,24 @@ class ZerothOrderOptimizer(Optimizer):
             backwards=0,
             projected_grad=projected,
             update_scale=self.cfg.lr * abs(projected),
+            estimates=list(estimates),
         )
 
     def stats(self) -> dict[str, Any]:
         return engine_stats(self.engine, self.steps_taken)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine.state_dict(), "steps_taken": self.steps_taken}
+        return self.small_state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_small_state_dict(state)
+
+    def small_state_dict(self) -> dict[str, Any]:
+        """The state a replay of the trajectory does not rebuild: the engine's counters and
+        decisions (a subclass's per-coordinate state, momentum or Adam's moments, it does)."""
+        return {"engine": self.engine.state_dict(), "steps_taken": self.steps_taken}
+
+    def load_small_state_dict(self, state: dict[str, Any]) -> None:
         self.engine.load_state_dict(state["engine"])
         self.steps_taken = state["steps_taken"]
 

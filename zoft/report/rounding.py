@@ -5,9 +5,10 @@ with round-to-nearest updates and in bf16 with stochastic rounding, as a table a
 
 Besides the curves it measures what rounding did to the weights: how many elements moved from
 their initial values, and how far the weights moved against the fp32 run (‖θ_T − θ_0‖ over the
-fp32 run's). That needs each run's weights.safetensors (save_weights=true) and the base model; the
-numbers are kept in weight_change.json beside the run summaries, so the table can be rebuilt from
-the committed summaries alone.
+fp32 run's). That needs each run's weights.safetensors (save_weights=true) and its θ_0 beside it
+(base.safetensors, written by `zoft-replay <run> --step 0`); the numbers are kept in
+weight_change.json beside the run summaries, so the table can be rebuilt from the committed
+summaries alone.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from zoft.report.collect import logged_losses
 from zoft.report.plots import _pyplot
 from zoft.report.summaries import copy_summaries
-from zoft.run.rundir import CONFIG_FILE, METRICS_FILE, RESULT_FILE, WEIGHTS_FILE
+from zoft.run.rundir import METRICS_FILE, RESULT_FILE, WEIGHTS_FILE
 
 WEIGHT_CHANGE_FILE = "weight_change.json"
 SMOOTHING = 20  # steps in the running mean of the train loss
@@ -64,42 +66,61 @@ def find_cells(runs: Path) -> list[Cell]:
     return sorted(cells, key=lambda c: (order.get(c.label, 9), c.label))
 
 
-def weight_change(cell: Cell, initial: dict[str, Any]) -> dict[str, float]:
-    """Elements that moved from θ_0 (in the run's dtype), and ‖θ_T − θ_0‖₂ computed in float64."""
-    from safetensors import safe_open
+BASE_FILE = "base.safetensors"  # θ_0 in the run's dtype: zoft-replay <run> --step 0 --out it
+# safetensors dtypes → (the unsigned integer of the same width, how to read the values)
+_DTYPES = {"F32": ("<u4", "<f4"), "F16": ("<u2", "<f2"), "BF16": ("<u2", None)}
 
+
+def read_safetensors(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each tensor of a safetensors file as (its raw bits, its values in float64), read with
+    numpy from the file's layout (8-byte header size, JSON header, buffer): no torch here."""
+    raw = Path(path).read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        buffer = raw[8 + size + start : 8 + size + end]
+        bits_type, value_type = _DTYPES[info["dtype"]]
+        bits = np.frombuffer(buffer, bits_type)
+        if value_type is None:  # bf16: the top half of an fp32
+            values = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        else:
+            values = np.frombuffer(buffer, value_type).astype(np.float64)
+        tensors[name] = (bits, values)
+    return tensors
+
+
+def weight_change(final: Path, initial: Path) -> dict[str, float]:
+    """Elements whose bits differ between θ_T and θ_0, and ‖θ_T − θ_0‖₂ in float64."""
+    after, before = read_safetensors(final), read_safetensors(initial)
     changed = total = 0
     squares = 0.0
-    with safe_open(str(cell.run_dir / WEIGHTS_FILE), framework="pt") as f:
-        for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
-            final = f.get_tensor(name)
-            start = initial[name].to(final.dtype)
-            changed += int((final != start).sum())
-            total += final.numel()
-            squares += float((final.double() - start.double()).pow(2).sum())
+    for name, (bits, values) in after.items():
+        bits_0, values_0 = before[name]
+        changed += int(np.count_nonzero(bits != bits_0))
+        total += bits.size
+        squares += float(np.square(values - values_0).sum())
     return {"changed_fraction": changed / max(total, 1), "distance": squares**0.5}
 
 
-def initial_weights(cell: Cell) -> dict[str, Any]:
-    """θ_0: the run's base model in fp32, loaded as the runner loads it."""
-    from omegaconf import OmegaConf
-
-    from zoft.models.loading import load_model
-
-    cfg = OmegaConf.load(cell.run_dir / CONFIG_FILE)
-    loaded = load_model(cfg.model, "fp32", "cpu")
-    return {n: p.detach() for n, p in loaded.model.named_parameters()}
-
-
 def measure_weights(cells: list[Cell]) -> None:
-    """Write weight_change.json for each cell whose weights are there and that has none yet."""
-    todo = [c for c in cells if (c.run_dir / WEIGHTS_FILE).is_file()]
-    todo = [c for c in todo if not (c.run_dir / WEIGHT_CHANGE_FILE).is_file()]
-    if not todo:
-        return
-    initial = initial_weights(todo[0])
-    for cell in todo:
-        change = weight_change(cell, initial)
+    """Write weight_change.json for each cell with its weights and θ_0 beside them and no
+    weight_change.json yet (make table-bf16 writes θ_0 with zoft-replay --step 0)."""
+    for cell in cells:
+        final, initial = cell.run_dir / WEIGHTS_FILE, cell.run_dir / BASE_FILE
+        if (cell.run_dir / WEIGHT_CHANGE_FILE).is_file() or not final.is_file():
+            continue
+        if not initial.is_file():
+            print(
+                f"{cell.label}: no {BASE_FILE} (zoft-replay {cell.run_dir} --step 0 --out "
+                f"{initial}); its weight change is not measured",
+                file=sys.stderr,
+            )
+            continue
+        change = weight_change(final, initial)
         (cell.run_dir / WEIGHT_CHANGE_FILE).write_text(json.dumps(change, indent=2) + "\n")
 
 

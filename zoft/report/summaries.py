@@ -1,5 +1,6 @@
-"""Copy the small files of complete runs (result.json, config.yaml, metrics.jsonl) into a folder
-that can be committed, so a table and its plots can be rebuilt without the run directories.
+"""Copy the small files of complete runs (result.json, config.yaml, metrics.jsonl, and a ZO run's
+trajectory.jsonl) into a folder that can be committed, so a table and its plots can be rebuilt
+without the run directories (and a ZO run's weights with zoft-replay).
 
     python -m zoft.report.summaries runs/mini results/tables/mini/runs/smollm2
 """
@@ -10,9 +11,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from zoft.run.rundir import RESULT_FILE, read_run
+from zoft.run.rundir import RESULT_FILE, TRAJECTORY_FILE, read_run
 
-SUMMARY_FILES = (RESULT_FILE, "config.yaml", "metrics.jsonl")
+# a pure ZO run's trajectory too: with the base model it rebuilds the weights (zoft-replay)
+SUMMARY_FILES = (RESULT_FILE, "config.yaml", "metrics.jsonl", TRAJECTORY_FILE)
 
 
 def copy_summaries(source: Path, target: Path) -> int:

@@ -6,8 +6,11 @@ A checkpoint is a directory `checkpoints/step-<k>/` in the run directory holding
 - `state.pt`: everything else, plain values and tensors only (loaded with weights_only=True):
   the optimizer's state (AdamW moments, schedule, ZO counters, LOZO-M momentum factors), the
   training counters, the best-dev record, the run's earlier results and the RNG states;
-- `meta.json`, written last: the step and config digest, so a directory without it is
-  incomplete and never read.
+- `meta.json`, written last: the step, the config digest and the kind, so a directory without it
+  is incomplete and never read.
+A trajectory checkpoint (checkpoint=trajectory, a pure ZO run's default) holds no weights and no
+per-coordinate optimizer state: `trajectory.jsonl` (the run's steps so far) and a `state.pt` with
+the small state only, a few KB; resuming replays the steps from the base model (Trainer._restore).
 It is written under a temporary name and renamed into place, then `checkpoints/latest` names
 it, and only then are older checkpoints removed: a kill at any moment leaves a readable one.
 ZO directions are keyed by (seed, step, query, name) and the data order by (seed, epoch), so
@@ -33,7 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from zoft.errors import ZoftError
 from zoft.run import distributed
-from zoft.run.rundir import atomic_write, dir_mode, file_mode
+from zoft.run.rundir import TRAJECTORY_FILE, atomic_write, dir_mode, file_mode
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class Checkpoint:
     state: dict[str, Any]
     path: Path
     suffix: str = ""
+    kind: str = "full"  # or "trajectory": no weights, the steps to replay instead
 
     @property
     def weights_file(self) -> Path:
@@ -121,19 +125,24 @@ class Checkpointer:
     def save(
         self,
         step: int,
-        weights: dict[str, torch.Tensor],
+        weights: dict[str, torch.Tensor] | None,
         best_weights: dict[str, torch.Tensor] | None,
         state: dict[str, Any],
+        trajectory: str | None = None,
     ) -> Path:
         """Write the checkpoint of `step` atomically and make it the latest. Under FSDP every
-        rank calls it with its own shards and writes its own files; rank 0 completes it."""
+        rank calls it with its own shards and writes its own files; rank 0 completes it. With
+        `trajectory` (the text of trajectory.jsonl) and no weights it is a trajectory checkpoint."""
         sharded = distributed.shards_parameters()
         suffix = f"-rank{distributed.rank()}" if sharded else ""
         sync = distributed.barrier if sharded else _alone
         name = f"step-{step:09d}"
         staging = self._staging(name, sharded)
         try:
-            save_file(_cpu_copies(weights), str(staging / f"weights{suffix}.safetensors"))
+            if weights is not None:
+                save_file(_cpu_copies(weights), str(staging / f"weights{suffix}.safetensors"))
+            if trajectory is not None:
+                atomic_write(staging / TRAJECTORY_FILE, trajectory)
             if best_weights is not None:
                 save_file(_cpu_copies(best_weights), str(staging / f"best{suffix}.safetensors"))
             with (staging / f"state{suffix}.pt").open("wb") as f:
@@ -145,6 +154,7 @@ class Checkpointer:
                     "step": step,
                     "config_digest": self.config_digest,
                     "world_size": distributed.world_size() if sharded else 1,
+                    "kind": "full" if weights is not None else "trajectory",
                     "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
                 atomic_write(staging / _META, json.dumps(meta, indent=2) + "\n")
@@ -222,7 +232,8 @@ class Checkpointer:
             raise damaged(state_file, err) from None
         if not isinstance(state, dict):
             raise damaged(state_file, TypeError(f"holds a {type(state).__name__}, not a state"))
-        return Checkpoint(step=meta["step"], state=state, path=path, suffix=suffix)
+        kind = meta.get("kind", "full")
+        return Checkpoint(step=meta["step"], state=state, path=path, suffix=suffix, kind=kind)
 
     def set_aside(self) -> Path | None:
         """Move existing checkpoints out of the way (a fresh start keeps them, renamed)."""

@@ -97,11 +97,27 @@ def validate(cfg: DictConfig) -> None:
             f"task.template from {sorted(task.causal_templates)}"
         )
     _check_combinations(cfg, zeroth_order)
+    _check_checkpoint_kind(cfg, zeroth_order and facts.backwards == 0)
     method = method_config(cfg)
     method.check()
     method.check_run(cfg)
     if method.adapter in LORA_FAMILY:
         lora_targets_of(method, cfg.model)  # an architecture without defaults: refused now
+
+
+def _check_checkpoint_kind(cfg: DictConfig, pure_zeroth_order: bool) -> None:
+    """checkpoint=trajectory replays the run from its base model: a pure ZO method only, and
+    not under FSDP (whose checkpoints are per-rank shards)."""
+    if enum_value(cfg.get("checkpoint", "auto")) != "trajectory" or not cfg.steps:
+        return
+    if not pure_zeroth_order:
+        raise RunConfigError(
+            f"checkpoint=trajectory with optimizer={cfg.optimizer.name}: only a pure "
+            "zeroth-order method's weights follow from its trajectory (this one trains by "
+            "backprop or fits a head); use checkpoint=full or checkpoint=auto"
+        )
+    if cfg.fsdp:
+        raise RunConfigError("checkpoint=trajectory with fsdp=true: use checkpoint=full")
 
 
 def _check_model(model: DictConfig) -> None:

@@ -24,6 +24,9 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "run.log"
 WEIGHTS_FILE = "weights.safetensors"
+# pure ZO runs: one line per step, {step, g (per query), lr, skipped}; zoft-replay rebuilds the
+# weights of any step from it and the base model (zoft.run.trajectory)
+TRAJECTORY_FILE = "trajectory.jsonl"
 # one line per test example of the reported test evaluation: ids, candidate scores, prediction, gold
 PREDICTIONS_FILE = "predictions.jsonl"
 # held (fcntl.flock) by the one process writing the run directory; holds that process's pid and host
@@ -43,6 +46,7 @@ _NON_SEMANTIC = (
     "optimizer.max_memory_ratio",  # only chooses between paired and sequential probes
     "model.max_memory",  # where device_map=auto places the layers
     "checkpoint_every",
+    "checkpoint",  # a full or a trajectory checkpoint resumes to the same bits
     "resume",
     "save_weights",
     "fsdp",  # FSDP2 or plain data parallelism: the same gradients up to float rounding

@@ -44,6 +44,7 @@ from zoft.run.rundir import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     RESULT_FILE,
+    TRAJECTORY_FILE,
     WEIGHTS_FILE,
     RunDirError,
     atomic_write,
@@ -63,6 +64,7 @@ from zoft.run.trainer import (
     TrainingRecord,
     TrainingSettings,
 )
+from zoft.run.trajectory import TrajectoryLog
 from zoft.scoring import build_scorer
 from zoft.scoring.icl import IclInputs, icl_setup
 from zoft.scoring.objectives import build_objective
@@ -229,7 +231,11 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
         result["trainable_parameters"] = sum(p.numel() for p in optimizer.trainable().values())
         extra = {k: result[k] for k in ("zero_shot",) if k in result}
         record = TrainingRecord(ctx.metrics, ctx.checkpointer, ctx.flags, extra)
-        settings = TrainingSettings.from_config(cfg)
+        if optimizer.replayable and distributed.is_main():
+            record.trajectory = TrajectoryLog(ctx.out_dir / TRAJECTORY_FILE)
+        settings = dataclasses.replace(
+            TrainingSettings.from_config(cfg), checkpoint=checkpoint_kind(cfg, optimizer)
+        )
         trainer = Trainer(settings, optimizer, splits, evaluate, record)
         with tracker.phase("train"):
             outcome = trainer.run(resume)
@@ -268,6 +274,15 @@ def _execute(cfg: DictConfig, ctx: _RunContext) -> None:
         ) from None
     result.update(_outcome_fields(outcome), optimizer_stats=stats)
     result.update(memory=tracker.phases, wall_time_s=round(time.time() - started, 2))
+
+
+def checkpoint_kind(cfg: DictConfig, optimizer: Any) -> str:
+    """checkpoint=auto: a trajectory checkpoint for a pure ZO method (a few KB, replayed on
+    resume), full weights for the others and under FSDP."""
+    asked = enum_value(cfg.get("checkpoint", "auto"))
+    if asked != "auto":
+        return asked
+    return "trajectory" if optimizer.replayable and not cfg.fsdp else "full"
 
 
 def _keep_trained_state(trainer: Trainer, ctx: _RunContext) -> Path | None:
@@ -487,7 +502,7 @@ def _checkpoint_to_resume(
 
 def _set_aside_partial_metrics(out_dir: Path) -> None:
     """A failed earlier attempt keeps its metrics under a new name rather than being appended to."""
-    for name in ("metrics.jsonl", "metrics.csv"):
+    for name in (METRICS_FILE, "metrics.csv", TRAJECTORY_FILE):
         path = out_dir / name
         if path.exists():
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -23,7 +23,9 @@ from zoft.run.console import progress
 from zoft.run.guards import GuardSettings, StepGuard
 from zoft.run.loggers import MetricsLog
 from zoft.run.predictions import prediction_records
+from zoft.run.rundir import TRAJECTORY_FILE
 from zoft.run.signals import Interrupted, SignalFlags
+from zoft.run.trajectory import TrajectoryLog, TrajectoryStep, read_trajectory, steps_up_to
 from zoft.scoring.base import ScoredPredictions, Scorer
 from zoft.tasks.base import Example, Splits, Task
 
@@ -175,15 +177,17 @@ class BestDevState:
         )
 
     @torch.no_grad()
-    def restore(self) -> None:
+    def restore(self) -> bool:
+        """Put the best-dev weights back if training went on past them; whether it did."""
         if self.weights is None:
-            return
+            return False
         log.info("restoring the best-dev state of step %d", self.step)
         for name, p in self.params.items():
             target = distributed.local(p)
             target.copy_(self.weights[name].to(target.device))
         # the parameters are the best ones now: the copy is not needed (nor checkpointed) again
         self.weights = None
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         return {"value": self.value, "step": self.step, "scores": dict(self.scores)}
@@ -203,6 +207,9 @@ class TrainingSettings:
     eval_every: int = 0  # dev evaluation interval in steps; 0 = only after the last step
     log_every: int = 10
     checkpoint_every: int = 0  # 0: checkpoints only on request or before stopping on a signal
+    # trajectory: a pure ZO run's steps and small state only; full (or auto, until the runner
+    # resolves it, zoft.run.runner.checkpoint_kind): the weights and the optimizer's state
+    checkpoint: str = "full"
     select_by: str = "metric"  # the best-dev rule: metric (highest) or loss (lowest dev loss)
     drop_last: bool = False  # drop each epoch's last short batch (zoft's old rule)
     guard: GuardSettings = field(default_factory=GuardSettings)
@@ -217,6 +224,7 @@ class TrainingSettings:
             eval_every=cfg.get("eval_every", 0),
             log_every=cfg.get("log_every", 10),
             checkpoint_every=cfg.get("checkpoint_every", 0),
+            checkpoint=str(cfg.get("checkpoint", "full")),
             select_by=str(cfg.get("select_by", "metric")),
             drop_last=cfg.get("drop_last", False),
             guard=GuardSettings(**cfg.get("guard", {})),
@@ -226,13 +234,14 @@ class TrainingSettings:
 @dataclass
 class TrainingRecord:
     """Where a training loop leaves its traces and what may interrupt it: the metrics log, the
-    checkpointer (none: no checkpoints), the signal flags, and the run-level results a resumed
-    run must not recompute (saved with each checkpoint)."""
+    checkpointer (none: no checkpoints), the signal flags, the run-level results a resumed
+    run must not recompute (saved with each checkpoint), and a pure ZO run's trajectory."""
 
     metrics: MetricsLog
     checkpointer: Checkpointer | None = None
     flags: SignalFlags = field(default_factory=SignalFlags)
     extra: dict[str, Any] = field(default_factory=dict)
+    trajectory: TrajectoryLog = field(default_factory=lambda: TrajectoryLog(None))
 
 
 class Trainer:
@@ -251,10 +260,12 @@ class Trainer:
         self.settings, self.optimizer, self.splits = settings, optimizer, splits
         self.evaluate, self.metrics = evaluate, record.metrics
         self.checkpointer, self.flags, self.extra = record.checkpointer, record.flags, record.extra
+        self.trajectory = record.trajectory
         self.outcome = TrainingOutcome()
         self.best = BestDevState(optimizer.trainable(), evaluate.task.metric, settings.select_by)
         self.guard = StepGuard(settings.guard, optimizer)
         self.dev_key = f"dev_{evaluate.task.metric}"
+        self.weights_step: int | None = None  # the step the weights are of, once restored
 
     def run(self, resume: Checkpoint | None = None) -> TrainingOutcome:
         settings = self.settings
@@ -272,7 +283,8 @@ class Trainer:
         with self.flags.deferred():
             self._loop(start, stream, bar)
             bar.close()
-            self.best.restore()
+            if self.best.restore():
+                self.weights_step = self.best.step
             self._count_guarded_steps()
             self.outcome.best_step, self.outcome.best_dev = self.best.step, self.best.scores
             if distributed.any_rank([self.flags.stop is not None])[0]:  # during the last step
@@ -324,7 +336,11 @@ class Trainer:
         try:
             result = self.optimizer.step(batch, step)
         except NonFiniteStep as err:
-            return {"step": step + 1, "skipped": self.guard.non_finite(err)}
+            skipped = self.guard.non_finite(err)  # raises unless the guard skips the batch
+            self.trajectory.write(TrajectoryStep(step + 1, None, None))
+            return {"step": step + 1, "skipped": skipped}
+        if result.estimates is not None:
+            self.trajectory.write(TrajectoryStep(step + 1, result.estimates, result.lr))
         self.outcome.record(result)
         self.guard.check(step, result)
         return {
@@ -382,17 +398,38 @@ class Trainer:
             return self.checkpointer.root
         self._count_guarded_steps()
         state = {
-            "optimizer": distributed.local_state(self.optimizer.state_dict()),
             "outcome": asdict(self.outcome),
             "best": self.best.state_dict(),
             "guard": self.guard.state_dict(),
             "extra": self.extra,
             "rng": capture_rng(),
         }
-        weights = {n: distributed.local(p) for n, p in self.optimizer.trainable().items()}
-        path = self.checkpointer.save(done, weights, self.best.weights, state)
+        if self.settings.checkpoint == "trajectory":
+            path = self._save_trajectory(done, state)
+        else:
+            state["optimizer"] = distributed.local_state(self.optimizer.state_dict())
+            weights = {n: distributed.local(p) for n, p in self.optimizer.trainable().items()}
+            path = self.checkpointer.save(done, weights, self.best.weights, state)
         log.info("checkpoint after step %d: %s", done, path)
         return path
+
+    def _save_trajectory(self, done: int, state: dict[str, Any]) -> Path:
+        """A trajectory checkpoint: the steps so far and the small state; the weights are those
+        of `weights_step` (the best-dev step once restored), with a copy of the best-dev weights
+        to rebuild on the way when training went past them."""
+        path = self.trajectory.path
+        written = read_trajectory(path) if path is not None and path.is_file() else []
+        lines = [e for e in written if e.step <= done]
+        if [e.step for e in lines] != list(range(1, done + 1)):  # resumed from an older run
+            log.info("the trajectory does not hold every step up to %d: a full checkpoint", done)
+            state["optimizer"] = self.optimizer.state_dict()
+            weights = self.optimizer.trainable()
+            return self.checkpointer.save(done, weights, self.best.weights, state)
+        state["optimizer"] = self.optimizer.small_state_dict()
+        state["weights_step"] = done if self.weights_step is None else self.weights_step
+        state["best_copy"] = self.best.weights is not None
+        text = "".join(e.to_json() + "\n" for e in lines)
+        return self.checkpointer.save(done, None, None, state, trajectory=text)
 
     def _count_guarded_steps(self) -> None:
         self.outcome.skipped_steps = self.guard.skipped
@@ -401,14 +438,20 @@ class Trainer:
     def _restore(self, checkpoint: Checkpoint) -> int:
         """Continue from a checkpoint: weights, optimizer, counters, best-dev, guard and RNG."""
         state = checkpoint.state
-        load_weights(self.optimizer.trainable(), checkpoint.weights_file)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if checkpoint.kind == "trajectory":
+            best_weights = self._replay(checkpoint)
+            self.optimizer.load_small_state_dict(state["optimizer"])
+        else:
+            load_weights(self.optimizer.trainable(), checkpoint.weights_file)
+            self.optimizer.load_state_dict(state["optimizer"])
+            best_weights = checkpoint.best_weights()
         self.outcome = TrainingOutcome(**state["outcome"])
         self.outcome.resumed_at.append(checkpoint.step)
-        self.best.load_state_dict(state["best"], checkpoint.best_weights())
+        self.best.load_state_dict(state["best"], best_weights)
         self.guard.load_state_dict(state["guard"])
         restore_rng(state["rng"])
         self.metrics.truncate_after(checkpoint.step)
+        self.trajectory.truncate_after(checkpoint.step)
         log.info(
             "resuming from %s (step %d of %d)%s",
             checkpoint.path,
@@ -419,6 +462,33 @@ class Trainer:
             else "",
         )
         return checkpoint.step
+
+    def _replay(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor] | None:
+        """Rebuild the checkpoint's weights (and a ZO method's per-coordinate state) by applying
+        its trajectory to the freshly built model, keeping a copy of the best-dev weights on the
+        way when the checkpoint had one; that copy."""
+        state = checkpoint.state
+        target, best_step = state["weights_step"], state["best"]["step"]
+        entries = steps_up_to(checkpoint.path / TRAJECTORY_FILE, target)
+        params = self.optimizer.trainable()
+
+        def copy() -> dict[str, torch.Tensor]:
+            return {
+                n: distributed.local(p).detach().to("cpu", copy=True) for n, p in params.items()
+            }
+
+        best = copy() if state["best_copy"] and best_step == 0 else None
+        started = time.time()
+        with torch.no_grad():
+            for entry in entries:
+                if not entry.skipped:
+                    self.optimizer.apply_update(entry.step - 1, entry.estimates)
+                if state["best_copy"] and entry.step == best_step:
+                    best = copy()
+        log.info(
+            "replayed %d steps of %s in %.1f s", target, checkpoint.path, time.time() - started
+        )
+        return best
 
 
 def _duration(seconds: float) -> str:
