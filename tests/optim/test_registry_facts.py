@@ -151,7 +151,7 @@ def test_a_new_method_is_one_module_one_yaml_and_one_test(data_dir, tmp_path):
         "forward_passes": 3 * seen["facts"]["forwards"],
         "backward_passes": 3 * seen["facts"]["backwards"],
     }
-    assert seen["bench"] == ["throw-away-sequential", "throw-away-paired"]
+    assert seen["bench"] == ["throw-away-sequential", "throw-away-paired", "throw-away-replay"]
     assert "throw-away" in seen["params"]
 
 

@@ -19,6 +19,9 @@ def runs(tmp_path):
     root = tmp_path / "runs"
     trained = write_run(root, run_result("sst2", "mezo", 0, test=0.8, dev=0.7), [1.0, 0.5])
     (trained / "run.log").write_text("log\n")
+    (trained / "trajectory.jsonl").write_text(
+        '{"step": 1, "g": [0.5], "lr": 1e-05, "skipped": false}\n'
+    )
     (trained / "checkpoint.pt").write_bytes(b"\0" * 64)
     write_run(root, run_result("rte", "zero-shot", 1, test=0.6, mode="zero-shot"))
     failed = run_result("cb", "lozo", 0, test=0.1, dev=0.1, status="failed", reason="boom")
@@ -43,6 +46,7 @@ def test_copy_summaries_copies_complete_runs_only_under_the_same_relative_paths(
         "sst2/smollm2-135m/mezo/seed0-lr1e-05/config.yaml",
         "sst2/smollm2-135m/mezo/seed0-lr1e-05/metrics.jsonl",
         "sst2/smollm2-135m/mezo/seed0-lr1e-05/result.json",
+        "sst2/smollm2-135m/mezo/seed0-lr1e-05/trajectory.jsonl",  # a ZO run replays from it
     ]
     for name in SUMMARY_FILES:
         source = runs / "sst2/smollm2-135m/mezo/seed0-lr1e-05" / name
@@ -58,7 +62,7 @@ def test_copy_summaries_again_overwrites_and_counts_the_same(runs, tmp_path):
     target = tmp_path / "copy"
     assert copy_summaries(runs, target) == 2
     assert copy_summaries(runs, target) == 2
-    assert len(_files(target)) == 5
+    assert len(_files(target)) == 6
 
 
 def test_copy_summaries_of_a_folder_without_runs_copies_nothing(tmp_path):

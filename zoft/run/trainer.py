@@ -451,7 +451,10 @@ class Trainer:
         self.guard.load_state_dict(state["guard"])
         restore_rng(state["rng"])
         self.metrics.truncate_after(checkpoint.step)
-        self.trajectory.truncate_after(checkpoint.step)
+        if checkpoint.kind == "trajectory":  # the checkpoint's copy is the steps up to it
+            self.trajectory.replace(checkpoint.path / TRAJECTORY_FILE, checkpoint.step)
+        else:
+            self.trajectory.truncate_after(checkpoint.step)
         log.info(
             "resuming from %s (step %d of %d)%s",
             checkpoint.path,

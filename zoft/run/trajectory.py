@@ -56,6 +56,14 @@ class TrajectoryLog:
         kept = [e for e in read_trajectory(self.path) if e.step <= step]
         atomic_write(self.path, "".join(e.to_json() + "\n" for e in kept))
 
+    def replace(self, source: Path, step: int) -> None:
+        """Start over from another trajectory's steps 1..`step` (a trajectory checkpoint's copy,
+        which a resumed run continues even where the run directory's file was lost)."""
+        if self.path is None:
+            return
+        kept = [e for e in read_trajectory(source) if e.step <= step]
+        atomic_write(self.path, "".join(e.to_json() + "\n" for e in kept))
+
 
 def read_trajectory(path: Path) -> list[TrajectoryStep]:
     """Every line of a trajectory file, in order."""
