@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoft.config import enum_value
 from zoft.errors import ZoftError
 from zoft.run.rundir import CONFIG_FILE, RESULT_FILE, TRAJECTORY_FILE
-from zoft.run.trajectory import TrajectoryError, read_trajectory, steps_up_to
+from zoft.run.trajectory import TrajectoryError, apply_steps, read_trajectory, steps_up_to
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,6 @@ def rebuild(cfg: DictConfig, device: str):
 def replay(run_dir: Path, step: int | None, out: Path, device: str | None = None) -> Replayed:
     """Rebuild the weights after `step` (default: default_step) and write every named parameter
     of the model (adapters included) to `out`, as save_weights does."""
-    import torch
     from safetensors.torch import save_file
 
     cfg = run_config(run_dir)
@@ -130,10 +129,7 @@ def replay(run_dir: Path, step: int | None, out: Path, device: str | None = None
     started = time.perf_counter()
     optimizer = rebuild(cfg, device or cfg.device)
     built = time.perf_counter()
-    with torch.no_grad():
-        for entry in entries:
-            if not entry.skipped:
-                optimizer.apply_update(entry.step - 1, entry.estimates)
+    apply_steps(optimizer, entries)
     done = time.perf_counter()
     tensors = {n: p.detach().contiguous() for n, p in optimizer.model.named_parameters()}
     out.parent.mkdir(parents=True, exist_ok=True)

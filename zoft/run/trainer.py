@@ -25,7 +25,14 @@ from zoft.run.loggers import MetricsLog
 from zoft.run.predictions import prediction_records
 from zoft.run.rundir import TRAJECTORY_FILE
 from zoft.run.signals import Interrupted, SignalFlags
-from zoft.run.trajectory import TrajectoryLog, TrajectoryStep, read_trajectory, steps_up_to
+from zoft.run.trajectory import (
+    TrajectoryLog,
+    TrajectoryStep,
+    apply_steps,
+    as_text,
+    read_trajectory,
+    steps_up_to,
+)
 from zoft.scoring.base import ScoredPredictions, Scorer
 from zoft.tasks.base import Example, Splits, Task
 
@@ -428,8 +435,7 @@ class Trainer:
         state["optimizer"] = self.optimizer.small_state_dict()
         state["weights_step"] = done if self.weights_step is None else self.weights_step
         state["best_copy"] = self.best.weights is not None
-        text = "".join(e.to_json() + "\n" for e in lines)
-        return self.checkpointer.save(done, None, None, state, trajectory=text)
+        return self.checkpointer.save(done, None, None, state, trajectory=as_text(lines))
 
     def _count_guarded_steps(self) -> None:
         self.outcome.skipped_steps = self.guard.skipped
@@ -481,13 +487,14 @@ class Trainer:
             }
 
         best = copy() if state["best_copy"] and best_step == 0 else None
+
+        def keep_best(step: int) -> None:
+            nonlocal best
+            if state["best_copy"] and step == best_step:
+                best = copy()
+
         started = time.time()
-        with torch.no_grad():
-            for entry in entries:
-                if not entry.skipped:
-                    self.optimizer.apply_update(entry.step - 1, entry.estimates)
-                if state["best_copy"] and entry.step == best_step:
-                    best = copy()
+        apply_steps(self.optimizer, entries, keep_best)
         log.info(
             "replayed %d steps of %s in %.1f s", target, checkpoint.path, time.time() - started
         )

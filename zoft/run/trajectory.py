@@ -11,8 +11,10 @@ written with Python's repr, which reads back to the same double, so a replay is 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zoft.errors import ZoftError
 from zoft.run.rundir import atomic_write
@@ -54,7 +56,7 @@ class TrajectoryLog:
         if self.path is None or not self.path.is_file():
             return
         kept = [e for e in read_trajectory(self.path) if e.step <= step]
-        atomic_write(self.path, "".join(e.to_json() + "\n" for e in kept))
+        atomic_write(self.path, as_text(kept))
 
     def replace(self, source: Path, step: int) -> None:
         """Start over from another trajectory's steps 1..`step` (a trajectory checkpoint's copy,
@@ -62,7 +64,27 @@ class TrajectoryLog:
         if self.path is None:
             return
         kept = [e for e in read_trajectory(source) if e.step <= step]
-        atomic_write(self.path, "".join(e.to_json() + "\n" for e in kept))
+        atomic_write(self.path, as_text(kept))
+
+
+def as_text(entries: list[TrajectoryStep]) -> str:
+    """The trajectory.jsonl text of these steps."""
+    return "".join(e.to_json() + "\n" for e in entries)
+
+
+def apply_steps(
+    optimizer: Any, entries: list[TrajectoryStep], after: Callable[[int], None] | None = None
+) -> None:
+    """Re-apply each recorded step's update (ZerothOrderOptimizer.apply_update with the step's
+    own estimates; a skipped step changed nothing), calling `after(step)` once each step is done."""
+    import torch
+
+    with torch.no_grad():
+        for entry in entries:
+            if not entry.skipped:
+                optimizer.apply_update(entry.step - 1, entry.estimates)
+            if after is not None:
+                after(entry.step)
 
 
 def read_trajectory(path: Path) -> list[TrajectoryStep]:
