@@ -147,11 +147,11 @@ table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scale
 		--out results/tables/mini/minilm_k16
 
 # Issue 21's half-precision study: MeZO with fp32 weights, bf16 rounded to nearest, bf16 rounded
-# stochastically (conf/experiment/bf16_rounding_smollm2.yaml); the report also measures how far the
-# weights moved from θ_0, which zoft-replay --step 0 rebuilds beside each run's weights. On a CPU
-# without bf16 units a bf16 cell takes about 1.5 h of one thread: run the cells as two pieces, e.g.
-# dtype=bf16 optimizer.rounding=nearest threads=1.
-table-bf16: $(STAMP)  ## MeZO in bf16: round-to-nearest vs stochastic rounding vs fp32 -> results/tables/bf16_rounding/ (~3 h of one core)
+# stochastically, at lr 1e-5 and 1e-6 (conf/experiment/bf16_rounding_smollm2.yaml); the report also
+# measures how far the weights moved from θ_0, which zoft-replay --step 0 rebuilds beside each run's
+# weights. On a CPU without bf16 units a bf16 cell takes about 1.3 h of one thread: run the cells as
+# two pieces, e.g. dtype=bf16 optimizer.rounding=nearest optimizer.lr=1e-6 threads=1.
+table-bf16: $(STAMP)  ## MeZO in bf16: round-to-nearest vs stochastic rounding vs fp32 -> results/tables/bf16_rounding/ (~6 h of one core)
 	$(BIN)/zoft-run +experiment=bf16_rounding_smollm2 threads=1
 	for run in $$(dirname $$(find runs/bf16_rounding -name weights.safetensors)); do \
 		test -f $$run/base.safetensors || $(BIN)/zoft-replay $$run --step 0 --out $$run/base.safetensors; done
