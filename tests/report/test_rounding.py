@@ -14,7 +14,13 @@ from zoft.report import rounding
 
 
 def _cell(
-    root: Path, name: str, dtype: str, rounding_rule: str, weights: torch.Tensor, initial
+    root: Path,
+    name: str,
+    dtype: str,
+    rounding_rule: str,
+    weights: torch.Tensor,
+    initial: torch.Tensor,
+    lr: float = 1e-5,
 ) -> Path:
     run = root / name
     run.mkdir(parents=True)
@@ -35,7 +41,7 @@ def _cell(
         "hyperparameters": {
             "dtype": dtype,
             "rounding": rounding_rule,
-            "lr": 1e-5,
+            "lr": lr,
             "eps": 1e-3,
             "batch_size": 2,
             "steps": 4,
@@ -85,6 +91,49 @@ def test_cells_come_in_the_study_order(study):
     assert labels == ["fp32", "bf16 nearest", "bf16 stochastic"]
 
 
+@pytest.fixture
+def two_rates(study):
+    """The study plus a lower learning rate, whose fp32 run moved half as far (0.025)."""
+    start = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    moved = torch.tensor([1.0, 2.0, 3.0, 4.0 + 2**-5]).bfloat16()
+    _cell(study, "f", "bf16", "stochastic", moved, start, lr=1e-6)
+    _cell(study, "e", "bf16", "nearest", start.bfloat16(), start, lr=1e-6)
+    near = torch.tensor([1.0, 2.0, 3.0 + 0.015, 4.0 + 0.02])
+    _cell(study, "d", "fp32", "nearest", near, start, lr=1e-6)
+    return study
+
+
+def test_cells_come_by_learning_rate_then_in_the_study_order(two_rates):
+    cells = rounding.find_cells(two_rates)
+    assert [(c.lr, c.label) for c in cells] == [
+        (1e-5, "fp32"),
+        (1e-5, "bf16 nearest"),
+        (1e-5, "bf16 stochastic"),
+        (1e-6, "fp32"),
+        (1e-6, "bf16 nearest"),
+        (1e-6, "bf16 stochastic"),
+    ]
+
+
+def test_each_cell_is_compared_with_the_fp32_cell_of_its_learning_rate(two_rates, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    markdown, png = rounding.write_report(two_rates, out)
+    assert png.stat().st_size > 0
+    rows = [line for line in markdown.read_text().splitlines() if line.startswith("| 1e-0")]
+    assert [r.split(" | ")[:2] for r in rows] == [
+        ["| 1e-05", "fp32"],
+        ["| 1e-05", "bf16 nearest"],
+        ["| 1e-05", "bf16 stochastic"],
+        ["| 1e-06", "fp32"],
+        ["| 1e-06", "bf16 nearest"],
+        ["| 1e-06", "bf16 stochastic"],
+    ]
+    assert rows[2].endswith("| 25.00% | 0.625 |")  # 2^-5 / 0.05
+    assert rows[5].endswith("| 25.00% | 1.250 |")  # 2^-5 / 0.025
+    assert rows[3].endswith("| 50.00% | 1.000 |")
+
+
 def test_weight_change_counts_moved_elements_and_the_distance(study):
     rounding.measure_weights(rounding.find_cells(study))
     fp32 = json.loads((study / "a" / rounding.WEIGHT_CHANGE_FILE).read_text())
@@ -103,10 +152,8 @@ def test_report_writes_the_table_the_summaries_and_the_plot(study, tmp_path):
     markdown, png = rounding.write_report(study, out)
     assert png.stat().st_size > 0
     text = markdown.read_text()
-    rows = [
-        line for line in text.splitlines() if line.startswith("| bf16") or line.startswith("| fp32")
-    ]
-    assert [r.split(" | ")[0] for r in rows] == ["| fp32", "| bf16 nearest", "| bf16 stochastic"]
+    rows = [line for line in text.splitlines() if line.startswith("| 1e-05")]
+    assert [r.split(" | ")[1] for r in rows] == ["fp32", "bf16 nearest", "bf16 stochastic"]
     assert "| 0.00% | 0.000 |" in rows[1]  # nothing moved under round-to-nearest
     assert "| 25.00% | 0.625 |" in rows[2]  # 2^-5 / 0.05
     assert "2: 0.500 · 4: 0.750" in rows[0]

@@ -1,11 +1,12 @@
 """The half-precision study (issue 21, `+experiment=bf16_rounding_smollm2`): MeZO in fp32, in bf16
-with round-to-nearest updates and in bf16 with stochastic rounding, as a table and a plot.
+with round-to-nearest updates and in bf16 with stochastic rounding, at each learning rate of the
+grid, as a table and a plot.
 
     python -m zoft.report.rounding runs/bf16_rounding results/tables/bf16_rounding
 
 Besides the curves it measures what rounding did to the weights: how many elements moved from
-their initial values, and how far the weights moved against the fp32 run (‖θ_T − θ_0‖ over the
-fp32 run's). That needs each run's weights.safetensors (save_weights=true) and its θ_0 beside it
+their initial values, and how far the weights moved against the fp32 run (‖θ_T − θ_0‖ over that
+of the fp32 run at the same learning rate). That needs each run's weights.safetensors (save_weights=true) and its θ_0 beside it
 (base.safetensors, written by `zoft-replay <run> --step 0`); the numbers are kept in
 weight_change.json beside the run summaries, so the table can be rebuilt from the committed
 summaries alone.
@@ -33,7 +34,8 @@ SMOOTHING = 20  # steps in the running mean of the train loss
 
 @dataclass
 class Cell:
-    """One finished run of the study: its label (dtype and rounding) and its records."""
+    """One finished run of the study: its label (dtype and rounding), its learning rate and its
+    records. Each cell is compared with the fp32 cell of its own learning rate."""
 
     label: str
     run_dir: Path
@@ -43,6 +45,10 @@ class Cell:
     def dtype(self) -> str:
         return str(self.result["hyperparameters"]["dtype"])
 
+    @property
+    def lr(self) -> float:
+        return float(self.result["hyperparameters"]["lr"])
+
     def dev_curve(self) -> pd.Series:
         path = self.run_dir / METRICS_FILE
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -50,8 +56,12 @@ class Cell:
         return pd.Series(points, dtype=float).sort_index()
 
 
+LABEL_ORDER = {"fp32": 0, "bf16 nearest": 1, "bf16 stochastic": 2}
+
+
 def find_cells(runs: Path) -> list[Cell]:
-    """The study's complete runs under `runs`: fp32 first, then bf16 nearest, bf16 stochastic."""
+    """The study's complete runs under `runs`, by learning rate (highest first), then fp32, bf16
+    nearest, bf16 stochastic."""
     cells = []
     for path in sorted(Path(runs).rglob(RESULT_FILE)):
         result = json.loads(path.read_text())
@@ -62,8 +72,7 @@ def find_cells(runs: Path) -> list[Cell]:
             hyper["dtype"] if hyper["dtype"] == "fp32" else f"{hyper['dtype']} {hyper['rounding']}"
         )
         cells.append(Cell(label, path.parent, result))
-    order = {"fp32": 0, "bf16 nearest": 1, "bf16 stochastic": 2}
-    return sorted(cells, key=lambda c: (order.get(c.label, 9), c.label))
+    return sorted(cells, key=lambda c: (-c.lr, LABEL_ORDER.get(c.label, 9), c.label))
 
 
 BASE_FILE = "base.safetensors"  # θ_0 in the run's dtype: zoft-replay <run> --step 0 --out it
@@ -130,29 +139,31 @@ def _weights(cell: Cell) -> dict[str, float] | None:
 
 
 def setting(result: dict[str, Any]) -> str:
-    """What the cells ran, read from a result (they differ only in dtype and rounding)."""
+    """What the cells ran, read from a result (they differ only in dtype, rounding and lr)."""
     h = result["hyperparameters"]
     return (
         f"`make table-bf16` (`+experiment=bf16_rounding_smollm2`): {result['model']}, "
-        f"{result['task']}, {result['num_train']} train examples, {result['optimizer']} lr "
-        f"{h['lr']:g}, eps {h['eps']:g}, batch {h['batch_size']}, {h['steps']} steps, seed "
+        f"{result['task']}, {result['num_train']} train examples, {result['optimizer']} at the "
+        f"row's lr, eps {h['eps']:g}, batch {h['batch_size']}, {h['steps']} steps, seed "
         f"{result['seed']}; dev = {result['num_dev']} examples every {h['eval_every']} steps, test "
         f"= {result['num_test']} validation examples at the best dev step. Steps below resolution: "
-        "η·|g| under half the weights' resolution (the guard's count, zoft.run.guards)."
+        "η·|g| under half the weights' resolution (the guard's count, zoft.run.guards). "
+        "‖θ_T − θ_0‖ is divided by that of the fp32 cell at the same lr."
     )
 
 
 def table(cells: list[Cell]) -> str:
     """The markdown table: one row per cell."""
-    fp32 = next((_weights(c) for c in cells if c.label == "fp32"), None)
+    fp32 = {c.lr: _weights(c) for c in cells if c.label == "fp32"}
     head = (
-        "| weights | zero-shot test | test (best dev) | best step | dev accuracy by step | "
+        "| lr | weights | zero-shot test | test (best dev) | best step | dev accuracy by step | "
         f"train loss, first / last {SMOOTHING} steps | steps below resolution | "
-        "weights changed | ‖θ_T − θ_0‖ / fp32's |\n|---|---|---|---|---|---|---|---|---|"
+        "weights changed | ‖θ_T − θ_0‖ / fp32's |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = [head]
     for cell in cells:
         r = cell.result
+        reference = fp32.get(cell.lr)
         losses = logged_losses(cell.run_dir)
         dev = " · ".join(f"{step}: {value:.3f}" for step, value in cell.dev_curve().items())
         zero = (r.get("zero_shot") or {}).get("accuracy")
@@ -160,10 +171,10 @@ def table(cells: list[Cell]) -> str:
         moved = relative = "n/a"
         if change is not None:
             moved = f"{100 * change['changed_fraction']:.2f}%"
-            if fp32 is not None and fp32["distance"] > 0:
-                relative = f"{change['distance'] / fp32['distance']:.3f}"
+            if reference is not None and reference["distance"] > 0:
+                relative = f"{change['distance'] / reference['distance']:.3f}"
         rows.append(
-            f"| {cell.label} | {'' if zero is None else f'{zero:.3f}'} | "
+            f"| {cell.lr:g} | {cell.label} | {'' if zero is None else f'{zero:.3f}'} | "
             f"{r['test']['accuracy']:.3f} | {r['best_step']} | {dev} | "
             f"{losses.iloc[:SMOOTHING].mean():.4f} / {losses.iloc[-SMOOTHING:].mean():.4f} | "
             f"{r['steps_below_resolution']} of {r['steps']} | {moved} | {relative} |"
@@ -172,19 +183,25 @@ def table(cells: list[Cell]) -> str:
 
 
 def plot(cells: list[Cell], path: Path) -> Path:
-    """Train loss (running mean) and dev accuracy against the step, one line per cell."""
+    """Train loss (running mean) and dev accuracy against the step: one row of two panels per
+    learning rate, one line per dtype and rounding, in the same colour on every row."""
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for index, cell in enumerate(cells):
-        color = f"C{index}"
-        losses = logged_losses(cell.run_dir)
-        smooth = losses.rolling(SMOOTHING, min_periods=1).mean()
-        left.plot(smooth.index, smooth, label=cell.label, color=color)
-        dev = cell.dev_curve()
-        right.plot(dev.index, dev, marker="o", label=cell.label, color=color)
-    left.set(xlabel="step", ylabel=f"train loss (mean of {SMOOTHING} steps)")
-    right.set(xlabel="step", ylabel="dev accuracy")
-    left.legend(fontsize="small")
+    rates = sorted({c.lr for c in cells}, reverse=True)
+    fig, axes = plt.subplots(len(rates), 2, figsize=(10, 3.4 * len(rates)), squeeze=False)
+    labels = sorted({c.label for c in cells}, key=lambda x: (LABEL_ORDER.get(x, 9), x))
+    colors = {label: f"C{index}" for index, label in enumerate(labels)}
+    for (left, right), rate in zip(axes, rates, strict=True):
+        for cell in (c for c in cells if c.lr == rate):
+            losses = logged_losses(cell.run_dir)
+            smooth = losses.rolling(SMOOTHING, min_periods=1).mean()
+            left.plot(smooth.index, smooth, label=cell.label, color=colors[cell.label])
+            dev = cell.dev_curve()
+            right.plot(dev.index, dev, marker="o", label=cell.label, color=colors[cell.label])
+        left.set(xlabel="step", ylabel=f"train loss (mean of {SMOOTHING} steps)")
+        left.set_title(f"lr {rate:g}: train loss", fontsize="medium")
+        right.set(xlabel="step", ylabel="dev accuracy")
+        right.set_title(f"lr {rate:g}: dev accuracy", fontsize="medium")
+        left.legend(fontsize="small")
     fig.suptitle("MeZO, SmolLM2-135M, SST-2: fp32 vs bf16 weights, nearest vs stochastic rounding")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
