@@ -153,8 +153,9 @@ table-mini: $(STAMP)  ## CPU reproduction of MeZO Table 1 / Table 18 k=16, scale
 # two pieces, e.g. dtype=bf16 optimizer.rounding=nearest optimizer.lr=1e-6 threads=1.
 table-bf16: $(STAMP)  ## MeZO in bf16: round-to-nearest vs stochastic rounding vs fp32 -> results/tables/bf16_rounding/ (~6 h of one core)
 	$(BIN)/zoft-run +experiment=bf16_rounding_smollm2 threads=1
-	for run in $$(dirname $$(find runs/bf16_rounding -name weights.safetensors)); do \
-		test -f $$run/base.safetensors || $(BIN)/zoft-replay $$run --step 0 --out $$run/base.safetensors; done
+	for run in $$(dirname $$(find runs/bf16_rounding -name trajectory.jsonl)); do \
+		test -f $$run/base.safetensors || $(BIN)/zoft-replay $$run --step 0 --out $$run/base.safetensors; \
+		test -f $$run/final.safetensors || $(BIN)/zoft-replay $$run --step last --out $$run/final.safetensors; done
 	$(BIN)/python -m zoft.report.rounding runs/bf16_rounding results/tables/bf16_rounding
 
 # zoft-bench: one forward against one step of every method, in one process (DESIGN §8).

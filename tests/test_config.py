@@ -66,3 +66,12 @@ def test_wrong_values_are_rejected(override):
         _compose([override])
     assert isinstance(info.value.__cause__, ValidationError | ConfigKeyError)
     assert override.split("=")[0] in str(info.value.__cause__)
+
+
+def test_rounding_auto_is_stochastic_in_half_precision_and_nearest_in_fp32():
+    from zoft.config import effective_rounding
+
+    assert effective_rounding("auto", "bf16") == effective_rounding("auto", "fp16") == "stochastic"
+    assert effective_rounding("auto", "fp32") == "nearest"
+    assert effective_rounding("nearest", "bf16") == "nearest"
+    assert effective_rounding("stochastic", "fp32") == "stochastic"

@@ -116,8 +116,17 @@ class Rng(StrEnum):
 class Rounding(StrEnum):
     """How a ZO update is rounded into bf16/fp16 weights (zoft.optim.arithmetic)."""
 
+    auto = "auto"  # stochastic for bf16/fp16 weights (fp32 weights have nothing to round)
     nearest = "nearest"  # round to nearest: an update below half a unit of θ is lost
     stochastic = "stochastic"  # up or down at random, keyed: E[θ'] = the fp32 update
+
+
+def effective_rounding(rounding: str, dtype: str) -> str:
+    """The rounding a run with these weights does: auto is stochastic in bf16/fp16 and nearest in
+    fp32, where neither rounds anything (so fp32 runs keep their digests)."""
+    if str(rounding) != Rounding.auto:
+        return str(rounding)
+    return Rounding.nearest if str(dtype) == DType.fp32 else Rounding.stochastic
 
 
 class DirectionKind(StrEnum):

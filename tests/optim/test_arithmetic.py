@@ -74,6 +74,17 @@ def test_an_update_below_the_resolution_is_lost_to_nearest_and_kept_by_stochasti
     assert abs(float(error.mean())) < 4 * float(error.std()) / error.numel() ** 0.5
 
 
+@pytest.mark.parametrize("dtype", HALF)
+def test_auto_rounding_is_stochastic_rounding_in_half_precision(dtype):
+    after = {}
+    for rounding in ("auto", "stochastic", "nearest"):
+        layer, engine = _engine(dtype, rounding)
+        engine.update(3, {torch.bfloat16: 2e-4, torch.float16: 2e-5}[dtype])
+        after[rounding] = layer.weight.detach().clone()
+    assert torch.equal(after["auto"], after["stochastic"])  # the same keyed bits
+    assert not torch.equal(after["auto"], after["nearest"])
+
+
 def test_stochastic_rounding_is_keyed_by_seed_step_and_parameter():
     def after(step, seed=0):
         layer, engine = _engine(torch.bfloat16, "stochastic", seed=seed)
@@ -97,8 +108,8 @@ def test_low_rank_updates_round_stochastically_too():
 
 def test_fp32_weights_are_rounded_the_same_either_way():
     results = []
-    for rounding in ("nearest", "stochastic"):
+    for rounding in ("nearest", "stochastic", "auto"):
         layer, engine = _engine(torch.float32, rounding)
         engine.update(2, 1e-3, decay=1e-2)
         results.append(layer.weight.clone())
-    assert torch.equal(*results)
+    assert all(torch.equal(results[0], other) for other in results[1:])

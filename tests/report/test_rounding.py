@@ -1,5 +1,5 @@
-"""The half-precision study's report: cells found in order, weight change measured against θ_0,
-the table's numbers, the plot written."""
+"""The half-precision study's report: cells found in order, weight change measured against θ_0
+and against the fp32 cell's update, the table's numbers, the plot written."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _cell(
     lines[1]["dev_accuracy"], lines[3]["dev_accuracy"] = 0.5, 0.75
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (run / "config.yaml").write_text("model: {}\n")
-    save_file({"w": weights}, str(run / "weights.safetensors"))
+    save_file({"w": weights}, str(run / "final.safetensors"))
     save_file({"w": initial.to(weights.dtype)}, str(run / "base.safetensors"))
     return run
 
@@ -129,9 +129,9 @@ def test_each_cell_is_compared_with_the_fp32_cell_of_its_learning_rate(two_rates
         ["| 1e-06", "bf16 nearest"],
         ["| 1e-06", "bf16 stochastic"],
     ]
-    assert rows[2].endswith("| 25.00% | 0.625 |")  # 2^-5 / 0.05
-    assert rows[5].endswith("| 25.00% | 1.250 |")  # 2^-5 / 0.025
-    assert rows[3].endswith("| 50.00% | 1.000 |")
+    assert rows[2].endswith("| 25.00% | 0.625 | 0.500 |")  # 2^-5 / 0.05; 2^-5 · 0.04 / 0.05²
+    assert rows[5].endswith("| 25.00% | 1.250 | 1.000 |")  # 2^-5 / 0.025; 2^-5 · 0.02 / 0.025²
+    assert rows[3].endswith("| 50.00% | 1.000 | 1.000 |")
 
 
 def test_weight_change_counts_moved_elements_and_the_distance(study):
@@ -139,11 +139,14 @@ def test_weight_change_counts_moved_elements_and_the_distance(study):
     fp32 = json.loads((study / "a" / rounding.WEIGHT_CHANGE_FILE).read_text())
     nearest = json.loads((study / "b" / rounding.WEIGHT_CHANGE_FILE).read_text())
     stochastic = json.loads((study / "c" / rounding.WEIGHT_CHANGE_FILE).read_text())
-    assert fp32["changed_fraction"] == 0.5
+    assert fp32["changed_fraction"] == 0.5 and fp32["step"] == 4
     assert fp32["distance"] == pytest.approx(0.05, rel=1e-5)  # float32's 3.03 and 4.04
-    assert nearest == {"changed_fraction": 0.0, "distance": 0.0}
+    assert fp32["along_fp32"] == 1.0
+    assert nearest == {"step": 4, "changed_fraction": 0.0, "distance": 0.0, "along_fp32": 0.0}
     assert stochastic["changed_fraction"] == 0.25
     assert stochastic["distance"] == 2**-5
+    # the share of the fp32 update kept: ⟨(0, 0, 0, 2^-5), (0, 0, 0.03, 0.04)⟩ / 0.05²
+    assert stochastic["along_fp32"] == pytest.approx(0.5, rel=1e-5)
 
 
 def test_report_writes_the_table_the_summaries_and_the_plot(study, tmp_path):
@@ -154,8 +157,8 @@ def test_report_writes_the_table_the_summaries_and_the_plot(study, tmp_path):
     text = markdown.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| 1e-05")]
     assert [r.split(" | ")[1] for r in rows] == ["fp32", "bf16 nearest", "bf16 stochastic"]
-    assert "| 0.00% | 0.000 |" in rows[1]  # nothing moved under round-to-nearest
-    assert "| 25.00% | 0.625 |" in rows[2]  # 2^-5 / 0.05
+    assert rows[1].endswith("| 0.00% | 0.000 | 0.000 |")  # nothing moved under round-to-nearest
+    assert rows[2].endswith("| 25.00% | 0.625 | 0.500 |")  # 2^-5 / 0.05
     assert "2: 0.500 · 4: 0.750" in rows[0]
     assert "4 of 4" in rows[2] and "0 of 4" in rows[0]
     # the summaries carry the weight measurements: the table rebuilds from them alone

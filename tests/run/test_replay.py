@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from tests.conftest import compose
 from tests.methods import quick_overrides
 from zoft.optim import OPTIMIZERS
-from zoft.run.replay import replay
+from zoft.run.replay import main, replay
 from zoft.run.runner import run
 from zoft.run.trajectory import TrajectoryError, read_trajectory
 
@@ -67,14 +67,16 @@ VARIANTS = {
     "fp32": [],
     "bf16-stochastic": ["dtype=bf16", "optimizer.rounding=stochastic"],
     "bf16-nearest": ["dtype=bf16", "optimizer.rounding=nearest"],
+    "bf16-default": ["dtype=bf16"],  # rounding=auto: stochastic in bf16
 }
+ROUNDING_DONE = {"fp32": "nearest", "bf16-default": "stochastic"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("method", PURE_ZO)
 def test_replay_equals_the_saved_weights(method, variant, data_dir, tmp_path, monkeypatch):
-    if variant == "bf16-nearest" and method != "mezo":
-        pytest.skip("round-to-nearest in bf16: one method is enough (no random bits)")
+    if variant in ("bf16-nearest", "bf16-default") and method != "mezo":
+        pytest.skip("round-to-nearest and the default in bf16: one method is enough")
     # large rates, so that the weights move in bf16 too; interval 2 changes LOZO's subspace
     args = quick_overrides(method, lr=5e-2, interval=2) + VARIANTS[variant]
     run_dir = _run(tmp_path, data_dir, monkeypatch, *args)
@@ -82,6 +84,8 @@ def test_replay_equals_the_saved_weights(method, variant, data_dir, tmp_path, mo
     assert [e.step for e in trajectory] == list(range(1, 7))
     assert all(len(e.estimates) == 1 and not e.skipped for e in trajectory)
     result = json.loads((run_dir / "result.json").read_text())
+    done_rounding = ROUNDING_DONE.get(variant, variant.removeprefix("bf16-"))
+    assert result["hyperparameters"]["rounding"] == done_rounding  # the rounding it did
     out = tmp_path / "replayed.safetensors"
     done = replay(run_dir, None, out)
     assert done.step == result["best_step"] and done.updates == result["best_step"]
@@ -107,6 +111,23 @@ def test_any_step_replays_to_the_run_that_stopped_there(data_dir, tmp_path, monk
         read_trajectory(short / "trajectory.jsonl")
         == read_trajectory(long / "trajectory.jsonl")[:3]
     )
+
+
+def test_step_last_is_the_last_step_of_the_trajectory(data_dir, tmp_path, monkeypatch):
+    run_dir = _run(tmp_path, data_dir, monkeypatch, "optimizer=mezo", "optimizer.lr=5e-2")
+    assert replay(run_dir, "last", tmp_path / "last.safetensors").step == 6
+    replay(run_dir, 6, tmp_path / "six.safetensors")
+    assert _equal(
+        load_file(str(tmp_path / "last.safetensors")), load_file(str(tmp_path / "six.safetensors"))
+    )
+
+
+@pytest.mark.parametrize("step", ["-1", "best", "1.5"])
+def test_a_step_that_is_not_a_step_is_refused_by_the_command_line(step, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path), "--step", step, "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2
+    assert "a step is a number, 0 or more, or 'last'" in capsys.readouterr().err
 
 
 def test_a_step_past_the_trajectory_is_refused_before_loading(data_dir, tmp_path, monkeypatch):

@@ -144,6 +144,21 @@ def test_a_new_key_at_its_legacy_value_keeps_the_digest(monkeypatch):
     assert config_digest(cfg) != before
 
 
+def test_rounding_auto_is_digested_as_the_rounding_it_does(monkeypatch):
+    """auto (the default since issue 21's study) rounds stochastically in bf16/fp16 and does
+    nothing in fp32: fp32 runs keep their digests, and a half-precision run at the default is the
+    run with rounding=stochastic, not the older round-to-nearest one."""
+    monkeypatch.setenv("ZOFT_DATA", "/data")
+    mezo = ["optimizer=mezo", "steps=4"]
+    fp32 = config_digest(compose(mezo))
+    assert fp32 == config_digest(compose([*mezo, "optimizer.rounding=nearest"]))
+    for dtype in ("bf16", "fp16"):
+        half = [*mezo, f"dtype={dtype}"]
+        default = config_digest(compose(half))
+        assert default == config_digest(compose([*half, "optimizer.rounding=stochastic"]))
+        assert default != config_digest(compose([*half, "optimizer.rounding=nearest"]))
+
+
 def test_a_task_revision_enters_the_digest(monkeypatch):
     from zoft.tasks import TASKS
 

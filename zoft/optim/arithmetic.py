@@ -1,7 +1,7 @@
 """The per-parameter maths of the zeroth-order methods: θ ± scale·z formed without writing θ, and
 the update θ ← θ·(1 − decay) + Σ c·z (dense z, or LOZO's low-rank U Vᵀ applied by addmm),
-block by block of rows in fp32, rounded once: to nearest, or (rounding=stochastic, for bf16/fp16
-weights) up or down at random with the probability that makes the expected weight the fp32 one,
+block by block of rows in fp32, rounded once: to nearest, or (rounding=stochastic or auto, for
+bf16/fp16 weights) up or down at random with the probability that makes the expected weight the fp32 one,
 the random numbers keyed by (seed, step, parameter) like the directions. `swept` counts the
 θ-sized tensors formed or written (a z, a transient θ±εz, an update), the engine's parameter
 passes."""
@@ -145,7 +145,7 @@ class Perturbation:
         return True
 
     def _rounds_stochastically(self, p: torch.Tensor) -> bool:
-        return self.rounding == "stochastic" and p.dtype != torch.float32
+        return self.rounding != "nearest" and p.dtype != torch.float32  # auto: stochastic
 
     @torch.no_grad()
     def update_parameter(

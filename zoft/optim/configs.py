@@ -42,8 +42,9 @@ class ZerothOrderConfig(OptimizerConfig):
     # (zoft.optim.philox; numba / Triton kernels); torch = torch.randn per key, every run before
     # issue 19 (measured slower and heavier: docs/benchmarks.md)
     rng: Rng = Rng.philox
-    # half-precision weights: how the fp32 update is rounded into them (fp32 weights: no effect)
-    rounding: Rounding = Rounding.nearest
+    # half-precision weights: how the fp32 update is rounded into them (fp32 weights: no effect);
+    # auto = stochastic, measured in results/tables/bf16_rounding (issue 21)
+    rounding: Rounding = Rounding.auto
 
 
 @METHODS.register(
@@ -387,7 +388,7 @@ class LmaoConfig(AdamConfig):
     probes: ProbeMode = ProbeMode.auto  # ZO phase (zoft.optim.probes)
     max_memory_ratio: float = ranged(1.05, ge=1)  # probes=auto's memory limit (see above)
     rng: Rng = Rng.philox  # the ZO phase's normals (see ZerothOrderConfig.rng)
-    rounding: Rounding = Rounding.nearest  # the ZO update into half-precision base weights
+    rounding: Rounding = Rounding.auto  # the ZO update into half-precision base weights
     lora_steps: int = ranged(1, ge=1)  # LoRA (AdamW) steps per ZO step, all on the same batch
     # autocast of the ZO phase's forwards (weights and z stay as they are): the official LMAO
     # scripts' --fp16 runs them under fp16 autocast; None: in the weights' dtype

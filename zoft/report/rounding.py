@@ -4,12 +4,14 @@ grid, as a table and a plot.
 
     python -m zoft.report.rounding runs/bf16_rounding results/tables/bf16_rounding
 
-Besides the curves it measures what rounding did to the weights: how many elements moved from
-their initial values, and how far the weights moved against the fp32 run (‖θ_T − θ_0‖ over that
-of the fp32 run at the same learning rate). That needs each run's weights.safetensors (save_weights=true) and its θ_0 beside it
-(base.safetensors, written by `zoft-replay <run> --step 0`); the numbers are kept in
-weight_change.json beside the run summaries, so the table can be rebuilt from the committed
-summaries alone.
+Besides the curves it measures what rounding did to the weights after the last step: how many
+elements moved from their initial values, how far the weights moved against the fp32 run at the
+same learning rate (‖θ_T − θ_0‖ over the fp32 run's), and how much of the fp32 run's update the
+cell kept (⟨Δ, Δ_fp32⟩ / ‖Δ_fp32‖², 1 when the update is kept in expectation, whatever the noise
+rounding adds). That needs each run's θ_T and θ_0 beside it (final.safetensors and
+base.safetensors, written by `zoft-replay <run> --step last` and `--step 0`: the cells share a
+seed and so their keyed directions); the numbers are kept in weight_change.json beside the run
+summaries, so the table can be rebuilt from the committed summaries alone.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pandas as pd
 from zoft.report.collect import logged_losses
 from zoft.report.plots import _pyplot
 from zoft.report.summaries import copy_summaries
-from zoft.run.rundir import METRICS_FILE, RESULT_FILE, WEIGHTS_FILE
+from zoft.run.rundir import METRICS_FILE, RESULT_FILE
 
 WEIGHT_CHANGE_FILE = "weight_change.json"
 SMOOTHING = 20  # steps in the running mean of the train loss
@@ -76,6 +78,7 @@ def find_cells(runs: Path) -> list[Cell]:
 
 
 BASE_FILE = "base.safetensors"  # θ_0 in the run's dtype: zoft-replay <run> --step 0 --out it
+FINAL_FILE = "final.safetensors"  # θ_T, after the last step: zoft-replay <run> --step last --out it
 # safetensors dtypes → (the unsigned integer of the same width, how to read the values)
 _DTYPES = {"F32": ("<u4", "<f4"), "F16": ("<u2", "<f2"), "BF16": ("<u2", None)}
 
@@ -102,25 +105,42 @@ def read_safetensors(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return tensors
 
 
-def weight_change(final: Path, initial: Path) -> dict[str, float]:
-    """Elements whose bits differ between θ_T and θ_0, and ‖θ_T − θ_0‖₂ in float64."""
+def weight_change(
+    final: Path, initial: Path, reference: tuple[Path, Path] | None = None
+) -> dict[str, float]:
+    """Elements whose bits differ between θ_T and θ_0, ‖θ_T − θ_0‖₂ in float64 and, given the
+    reference run's (θ_T, θ_0), the share of its update kept: ⟨Δ, Δ_ref⟩ / ‖Δ_ref‖²."""
     after, before = read_safetensors(final), read_safetensors(initial)
+    ref_after, ref_before = map(read_safetensors, reference) if reference else ({}, {})
     changed = total = 0
-    squares = 0.0
+    squares = dot = ref_squares = 0.0
     for name, (bits, values) in after.items():
         bits_0, values_0 = before[name]
         changed += int(np.count_nonzero(bits != bits_0))
         total += bits.size
-        squares += float(np.square(values - values_0).sum())
-    return {"changed_fraction": changed / max(total, 1), "distance": squares**0.5}
+        delta = values - values_0
+        squares += float(np.square(delta).sum())
+        if reference:
+            ref_delta = ref_after[name][1] - ref_before[name][1]
+            dot += float(delta @ ref_delta)
+            ref_squares += float(ref_delta @ ref_delta)
+    change = {"changed_fraction": changed / max(total, 1), "distance": squares**0.5}
+    if reference and ref_squares > 0:
+        change["along_fp32"] = dot / ref_squares
+    return change
 
 
 def measure_weights(cells: list[Cell]) -> None:
-    """Write weight_change.json for each cell with its weights and θ_0 beside them and no
-    weight_change.json yet (make table-bf16 writes θ_0 with zoft-replay --step 0)."""
+    """Write weight_change.json for each cell with θ_T and θ_0 beside it (make table-bf16 writes
+    them with zoft-replay), against the fp32 cell of its learning rate where that has them too."""
+
+    def pair(cell: Cell) -> tuple[Path, Path]:
+        return cell.run_dir / FINAL_FILE, cell.run_dir / BASE_FILE
+
+    fp32 = {c.lr: pair(c) for c in cells if c.label == "fp32" and all(p.is_file() for p in pair(c))}
     for cell in cells:
-        final, initial = cell.run_dir / WEIGHTS_FILE, cell.run_dir / BASE_FILE
-        if (cell.run_dir / WEIGHT_CHANGE_FILE).is_file() or not final.is_file():
+        final, initial = pair(cell)
+        if not final.is_file():
             continue
         if not initial.is_file():
             print(
@@ -129,7 +149,10 @@ def measure_weights(cells: list[Cell]) -> None:
                 file=sys.stderr,
             )
             continue
-        change = weight_change(final, initial)
+        change = {
+            "step": int(cell.result["steps"]),
+            **weight_change(final, initial, fp32.get(cell.lr)),
+        }
         (cell.run_dir / WEIGHT_CHANGE_FILE).write_text(json.dumps(change, indent=2) + "\n")
 
 
@@ -148,7 +171,9 @@ def setting(result: dict[str, Any]) -> str:
         f"{result['seed']}; dev = {result['num_dev']} examples every {h['eval_every']} steps, test "
         f"= {result['num_test']} validation examples at the best dev step. Steps below resolution: "
         "η·|g| under half the weights' resolution (the guard's count, zoft.run.guards). "
-        "‖θ_T − θ_0‖ is divided by that of the fp32 cell at the same lr."
+        "Weights after the last step: the share of elements changed, ‖θ_T − θ_0‖ over that of the "
+        "fp32 cell at the same lr, and the share of the fp32 cell's update kept, "
+        "⟨Δ, Δ_fp32⟩ / ‖Δ_fp32‖² with Δ = θ_T − θ_0."
     )
 
 
@@ -158,7 +183,8 @@ def table(cells: list[Cell]) -> str:
     head = (
         "| lr | weights | zero-shot test | test (best dev) | best step | dev accuracy by step | "
         f"train loss, first / last {SMOOTHING} steps | steps below resolution | "
-        "weights changed | ‖θ_T − θ_0‖ / fp32's |\n|---|---|---|---|---|---|---|---|---|---|"
+        "weights changed | ‖Δ‖ / fp32's | fp32's update kept |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = [head]
     for cell in cells:
@@ -168,16 +194,18 @@ def table(cells: list[Cell]) -> str:
         dev = " · ".join(f"{step}: {value:.3f}" for step, value in cell.dev_curve().items())
         zero = (r.get("zero_shot") or {}).get("accuracy")
         change = _weights(cell)
-        moved = relative = "n/a"
+        moved = relative = kept = "n/a"
         if change is not None:
             moved = f"{100 * change['changed_fraction']:.2f}%"
             if reference is not None and reference["distance"] > 0:
                 relative = f"{change['distance'] / reference['distance']:.3f}"
+            if "along_fp32" in change:
+                kept = f"{change['along_fp32']:.3f}"
         rows.append(
             f"| {cell.lr:g} | {cell.label} | {'' if zero is None else f'{zero:.3f}'} | "
             f"{r['test']['accuracy']:.3f} | {r['best_step']} | {dev} | "
             f"{losses.iloc[:SMOOTHING].mean():.4f} / {losses.iloc[-SMOOTHING:].mean():.4f} | "
-            f"{r['steps_below_resolution']} of {r['steps']} | {moved} | {relative} |"
+            f"{r['steps_below_resolution']} of {r['steps']} | {moved} | {relative} | {kept} |"
         )
     return "\n".join(rows) + "\n"
 

@@ -92,10 +92,10 @@ class StepGuard:
         self.below_resolution += 1
         if self.below_resolution > 1:
             return
-        if str(getattr(self.optimizer.cfg, "rounding", "nearest")) == "stochastic":
+        if str(getattr(self.optimizer.cfg, "rounding", "nearest")) != "nearest":
             advice = (
-                "optimizer.rounding=stochastic keeps such updates in expectation (a weight "
-                "moves by a whole unit with the matching probability)"
+                "stochastic rounding keeps such updates in expectation (a weight moves by a "
+                "whole unit with the matching probability)"
             )
         else:
             advice = (

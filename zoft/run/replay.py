@@ -1,13 +1,14 @@
 """zoft-replay: a pure ZO run's weights at any step, rebuilt from the base model and its
 trajectory.jsonl alone, bit for bit (issue 21).
 
-    zoft-replay runs/sst2/smollm2-135m/mezo/seed0-data13-<digest> [--step K] --out weights.safetensors
+    zoft-replay runs/sst2/smollm2-135m/mezo/seed0-data13-<digest> [--step K|last] --out weights.safetensors
 
 The model and the optimizer are built as the runner builds them (zoft.run.runner._execute: seeds,
 data, model, adapter, optimizer, in that order, so a LoRA or prefix initialisation draws the same
 numbers); then each recorded step's update is applied with the step's own estimates
 (ZerothOrderOptimizer.apply_update: the keyed directions and rounding of that step). No forward
-pass runs. The default step is the run's best dev step, the weights `save_weights=true` writes.
+pass runs. The default step is the run's best dev step, the weights `save_weights=true` writes;
+`--step last` is the last step the trajectory holds.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from zoft.run.rundir import CONFIG_FILE, RESULT_FILE, TRAJECTORY_FILE
 from zoft.run.trajectory import TrajectoryError, apply_steps, read_trajectory, steps_up_to
 
 log = logging.getLogger(__name__)
+LAST = "last"  # --step last: the last step the trajectory holds
 
 
 @dataclass
@@ -49,6 +51,11 @@ def default_step(run_dir: Path) -> int:
         record = json.loads(result.read_text())
         if record.get("status") == "complete" and record.get("best_step"):
             return int(record["best_step"])
+    return last_step(run_dir)
+
+
+def last_step(run_dir: Path) -> int:
+    """The last step the run's trajectory holds."""
     entries = read_trajectory(run_dir / TRAJECTORY_FILE)
     if not entries:
         raise TrajectoryError(f"{run_dir / TRAJECTORY_FILE} holds no step yet")
@@ -118,13 +125,16 @@ def rebuild(cfg: DictConfig, device: str):
     return optimizer
 
 
-def replay(run_dir: Path, step: int | None, out: Path, device: str | None = None) -> Replayed:
-    """Rebuild the weights after `step` (default: default_step) and write every named parameter
-    of the model (adapters included) to `out`, as save_weights does."""
+def replay(run_dir: Path, step: int | str | None, out: Path, device: str | None = None) -> Replayed:
+    """Rebuild the weights after `step` (default: default_step; "last": last_step) and write
+    every named parameter of the model (adapters included) to `out`, as save_weights does."""
     from safetensors.torch import save_file
 
     cfg = run_config(run_dir)
-    target = default_step(run_dir) if step is None else step
+    if step is None:
+        target = default_step(run_dir)
+    else:
+        target = last_step(run_dir) if step == LAST else int(step)
     entries = steps_up_to(run_dir / TRAJECTORY_FILE, target)  # checked before the model loads
     started = time.perf_counter()
     optimizer = rebuild(cfg, device or cfg.device)
@@ -138,20 +148,34 @@ def replay(run_dir: Path, step: int | None, out: Path, device: str | None = None
     return Replayed(target, len(entries) - skipped, skipped, built - started, done - built)
 
 
+def _step(text: str) -> int | str:
+    """A --step value: a step number (0 or more) or "last"."""
+    if text == LAST:
+        return LAST
+    try:
+        step = int(text)
+    except ValueError:
+        step = -1
+    if step < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a step is a number, 0 or more, or 'last'")
+    return step
+
+
 def main(argv: list[str] | None = None) -> None:
     """zoft-replay: a pure ZO run's weights at a step, from its base model and trajectory."""
     parser = argparse.ArgumentParser(prog="zoft-replay", description=main.__doc__)
     parser.add_argument("run_dir", type=Path, help="a run directory with trajectory.jsonl")
     parser.add_argument(
-        "--step", type=int, default=None, help="the step to rebuild (default: the best dev step)"
+        "--step",
+        type=_step,
+        default=None,
+        help="the step to rebuild: a number or 'last' (default: the best dev step)",
     )
     parser.add_argument("--out", type=Path, required=True, help="the safetensors file to write")
     parser.add_argument(
         "--device", default=None, help="where to replay (default: the run's device setting)"
     )
     args = parser.parse_args(argv)
-    if args.step is not None and args.step < 0:
-        parser.error(f"--step {args.step}: a step is 0 or more")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         done = replay(args.run_dir, args.step, args.out, args.device)

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from zoft.config import effective_rounding
 from zoft.errors import RunConfigError, ZoftError
 from zoft.run.record import RunResult, read_record
 from zoft.tasks import TASKS
@@ -65,7 +66,9 @@ LEGACY_VALUES: dict[str, Any] = {
     "optimizer.zo_amp": None,  # LMAO's ZO phase without autocast
     "task.generation_stop": "first_newline",  # generation stopped at the first newline
     "optimizer.rng": "torch",  # directions drawn by torch.randn (issue 19 added philox)
-    "optimizer.rounding": "nearest",  # ZO updates rounded to nearest in bf16/fp16 (issue 21)
+    # ZO updates rounded to nearest in bf16/fp16 (issue 21). The default, auto, is digested as the
+    # rounding it does (config_digest): nearest in fp32, so fp32 runs keep their digests
+    "optimizer.rounding": "nearest",
     "model.arch": None,  # model=tiny's architecture key (issue 21); other models have none
 }
 # Keys that only matter when another key is set (truthy): left out of the digest otherwise
@@ -87,6 +90,9 @@ def config_digest(cfg: DictConfig) -> str:
     data directory reduced to where the data comes from (local files or the hub), new keys at
     their legacy values left out, and the task's revision when its prompts or data changed."""
     data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    optimizer = data.get("optimizer") or {}
+    if "rounding" in optimizer:  # auto is digested as the rounding it does
+        optimizer["rounding"] = effective_rounding(optimizer["rounding"], data.get("dtype", "fp32"))
     for key in _NON_SEMANTIC:
         _pop(data, key)
     for key, legacy in LEGACY_VALUES.items():

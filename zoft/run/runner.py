@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import zoft
-from zoft.config import enum_value
+from zoft.config import effective_rounding, enum_value
 from zoft.errors import RunConfigError
 from zoft.models.adapters import add_adapter
 from zoft.models.detect import model_kind
@@ -94,6 +94,8 @@ def _method_record(cfg: DictConfig) -> MethodRecord:
 def _base_result(cfg: DictConfig) -> dict[str, Any]:
     hyper = OmegaConf.to_container(cfg.optimizer, resolve=True, enum_to_str=True)
     hyper.update({k: enum_value(cfg[k]) for k in ("steps", "batch_size", "eval_every", "dtype")})
+    if "rounding" in hyper:
+        hyper["rounding"] = effective_rounding(hyper["rounding"], hyper["dtype"])
     protocol = enum_value(cfg.task.protocol)
     return {
         "schema_version": SCHEMA_VERSION,
