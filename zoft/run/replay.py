@@ -152,13 +152,9 @@ def _step(text: str) -> int | str:
     """A --step value: a step number (0 or more) or "last"."""
     if text == LAST:
         return LAST
-    try:
-        step = int(text)
-    except ValueError:
-        step = -1
-    if step < 0:
+    if not text.isdecimal():
         raise argparse.ArgumentTypeError(f"{text!r}: a step is a number, 0 or more, or 'last'")
-    return step
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> None:
