@@ -1,0 +1,66 @@
+"""The convergence report (zoft.report.convergence), on the committed run summaries of the mini
+SmolLM2 table: real result.json / metrics.jsonl files, read back independently here."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+from zoft.report.convergence import SUMMARY_COLUMNS, find_runs, summary_frame, table, write_report
+
+MINI_SST2 = REPO / "results" / "tables" / "mini" / "runs" / "smollm2" / "sst2"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    shutil.copytree(MINI_SST2, runs / "sst2")
+    out = tmp_path_factory.mktemp("out")
+    write_report(runs, out)
+    return out
+
+
+def _results() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(MINI_SST2.rglob("result.json"))]
+
+
+def test_summary_csv_has_one_row_per_run_with_the_issue_columns(report):
+    summary = pd.read_csv(report / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    results = _results()
+    assert len(summary) == len(results) == 18  # 6 methods x 3 seeds
+    mezo = sorted(r["test"]["accuracy"] for r in results if r["optimizer"] == "mezo" and r["steps"])
+    assert sorted(summary.loc[summary["method"] == "MeZO", "test"]) == pytest.approx(mezo)
+    assert set(summary["forwards"][summary["method"] == "MeZO"]) == {100}  # 50 steps x 2
+
+
+def test_zero_shot_column_is_the_zero_shot_run_of_the_same_data_seed(report):
+    summary = pd.read_csv(report / "summary.csv")
+    zero = {r["data_seed"]: r["test"]["accuracy"] for r in _results() if r["mode"] == "zero-shot"}
+    for seed, group in summary.groupby("seed"):  # mini runs: data_seed = seed
+        assert list(group["zero_shot"]) == pytest.approx([zero[seed]] * len(group))
+
+
+def test_table_reports_mean_and_sample_std_in_points():
+    summary = summary_frame(find_runs(MINI_SST2))
+    values = summary.loc[summary["method"] == "MeZO", "test"]
+    expected = f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1):.1f}"
+    (row,) = [line for line in table(summary).splitlines() if "| MeZO |" in line]
+    assert f"| {expected} | 3 |" in row
+
+
+def test_curves_and_memory_plots_are_written(report):
+    for name in ("convergence_curves.png", "convergence_memory.png"):
+        assert (report / name).read_bytes()[:4] == b"\x89PNG"
+    assert len(list((report / "runs").rglob("result.json"))) == 18
+
+
+def test_dev_curve_is_read_from_metrics(report):
+    (run,) = [r for r in find_runs(MINI_SST2) if r.method == "MeZO" and r.record.seed == 0]
+    curve = run.dev_curve()
+    lines = [json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [(x["step"], x["dev_accuracy"]) for x in lines if "dev_accuracy" in x]
+    assert list(zip(curve["step"], curve["dev"], strict=True)) == logged and len(logged) == 2
