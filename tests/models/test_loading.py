@@ -123,3 +123,33 @@ def test_device_map_auto_on_one_gpu_places_every_weight_there(tmp_path):
         expected = plain.model.eval()(input_ids=ids).logits
         got = mapped.model(input_ids=ids.cuda()).logits.cpu()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_two_runs_loading_a_gguf_package_at_once_convert_it_once(monkeypatch, tmp_path):
+    """Two pieces of a sweep started together on a fresh machine: the second waits for the
+    first's conversion and reads its cache instead of converting again (and deleting it)."""
+    import threading
+    import time
+
+    from zoft.models import loading
+
+    monkeypatch.setenv("ZOFT_CACHE", str(tmp_path))
+    conversions = []
+
+    def slow_convert(package_dir, gguf_file, cls, target):
+        conversions.append(target)
+        time.sleep(0.3)
+        target.mkdir(parents=True)
+        (target / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(loading, "_package_dir", lambda package: tmp_path)
+    monkeypatch.setattr(loading, "_convert_gguf", slow_convert)
+    monkeypatch.setattr(loading, "_from_dir", lambda folder, cls, **kw: ("model", "tok"))
+    cfg = model_cfg("smollm2-135m")
+    load = loading.LOADERS.get(cfg.source)
+    loaders = [threading.Thread(target=load, args=(cfg, None, {})) for _ in range(2)]
+    for thread in loaders:
+        thread.start()
+    for thread in loaders:
+        thread.join()
+    assert conversions == [tmp_path / "models" / "smollm2-135m"]

@@ -44,6 +44,19 @@ def test_zero_shot_column_is_the_zero_shot_run_of_the_same_data_seed(report):
         assert list(group["zero_shot"]) == pytest.approx([zero[seed]] * len(group))
 
 
+def test_zero_shot_column_falls_back_to_the_tasks_one_zero_shot_run(tmp_path):
+    """The study plans one zero-shot cell (seed 0) for a test set every seed shares."""
+    shutil.copytree(MINI_SST2, tmp_path / "sst2")
+    for result in sorted((tmp_path / "sst2").rglob("result.json")):
+        record = json.loads(result.read_text())
+        if record["mode"] == "zero-shot" and record["data_seed"] != 0:
+            shutil.rmtree(result.parent)
+    (zero,) = [r for r in _results() if r["mode"] == "zero-shot" and r["data_seed"] == 0]
+    summary = summary_frame(find_runs(tmp_path))
+    assert len(summary) == 16
+    assert list(summary["zero_shot"]) == pytest.approx([zero["test"]["accuracy"]] * 16)
+
+
 def test_table_reports_mean_and_sample_std_in_points():
     summary = summary_frame(find_runs(MINI_SST2))
     values = summary.loc[summary["method"] == "MeZO", "test"]

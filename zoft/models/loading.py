@@ -5,6 +5,8 @@ Loaders are registered by `model.source`; the model class is chosen by `model.ki
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import json
 import logging
@@ -12,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,7 +151,9 @@ def _load_gguf_package(cfg: Any, cls: Any, kwargs: dict[str, Any]) -> tuple[Any,
         return model, tok, str(cfg.path)
     cached = cache_root() / "models" / cfg.name
     if not (cached / "model.safetensors").exists():
-        _convert_gguf(_package_dir(cfg.package), cfg.gguf_file, cls, cached)
+        with _exclusive(cached.parent / f".{cached.name}.lock"):
+            if not (cached / "model.safetensors").exists():  # not converted while we waited
+                _convert_gguf(_package_dir(cfg.package), cfg.gguf_file, cls, cached)
     model, tok = _from_dir(cached, cls, **kwargs)
     return model, tok, f"{cfg.package}/{cfg.gguf_file} (cached at {cached})"
 
@@ -166,6 +171,19 @@ def gguf_note(gguf_file: str) -> str:
         "fp32 on first load (then cached); not the original checkpoint, so results can differ "
         "from the hub model's"
     )
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """One process at a time: two runs started together on a fresh machine (two pieces of a
+    sweep) would otherwise both convert, and one would delete the cache the other is reading."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _convert_gguf(package_dir: Path, gguf_file: str, cls: Any, target: Path) -> None:

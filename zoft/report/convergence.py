@@ -82,12 +82,12 @@ def find_runs(root: Path) -> list[StudyRun]:
 
 def summary_frame(runs: list[StudyRun]) -> pd.DataFrame:
     """summary.csv: one row per run. zero_shot is the run's own zero-shot test score, else the
-    zero-shot run's of the same task and data seed (the same test set)."""
-    reference = {
-        (r.record.task, r.record.data_seed): r.record.test[r.metric]
-        for r in runs
-        if r.record.mode == "zero-shot"
-    }
+    zero-shot run's of the same task and data seed, else of the same task: the study tests on the
+    full validation split, so every data seed has the same test set and one zero-shot run serves
+    all."""
+    zero_shot = [r for r in runs if r.record.mode == "zero-shot"]
+    reference = {(r.record.task, r.record.data_seed): r.record.test[r.metric] for r in zero_shot}
+    of_task = {r.record.task: r.record.test[r.metric] for r in reversed(zero_shot)}
     rows = []
     for run in runs:
         record = run.record
@@ -102,7 +102,7 @@ def summary_frame(runs: list[StudyRun]) -> pd.DataFrame:
                 "test": record.test[run.metric],
                 "zero_shot": own
                 if own is not None
-                else reference.get((record.task, record.data_seed)),
+                else reference.get((record.task, record.data_seed), of_task.get(record.task)),
                 "peak_train_mib": record.memory_record.peak_mib("train"),
                 "wall_s": record.wall_time_s,
             }
