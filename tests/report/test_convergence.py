@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO
-from zoft.report.convergence import SUMMARY_COLUMNS, find_runs, summary_frame, table, write_report
+from zoft.report.convergence import (
+    SUMMARY_COLUMNS,
+    find_runs,
+    summary_frame,
+    table,
+    write_pilot,
+    write_report,
+)
 
 MINI_SST2 = REPO / "results" / "tables" / "mini" / "runs" / "smollm2" / "sst2"
 
@@ -77,3 +84,27 @@ def test_dev_curve_is_read_from_metrics(report):
     lines = [json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = [(x["step"], x["dev_accuracy"]) for x in lines if "dev_accuracy" in x]
     assert list(zip(curve["step"], curve["dev"], strict=True)) == logged and len(logged) == 2
+
+
+def test_pilot_marks_the_rate_with_the_best_last_dev_score(tmp_path):
+    """Three MeZO runs relabelled as three rates: the rows carry each run's dev curve, and the
+    rate with the best dev score at the last evaluation is the chosen one."""
+    runs = tmp_path / "runs"
+    rates = {0: 1e-5, 1: 3e-5, 2: 1e-4}
+    last_dev = {}
+    for result in sorted((MINI_SST2 / "smollm2-135m" / "mezo").rglob("result.json")):
+        record = json.loads(result.read_text())
+        target = runs / result.parent.name
+        shutil.copytree(result.parent, target)
+        record["hyperparameters"]["lr"] = rates[record["seed"]]
+        (target / "result.json").write_text(json.dumps(record))
+        lines = (target / "metrics.jsonl").read_text().splitlines()
+        devs = [json.loads(x)["dev_accuracy"] for x in lines if "dev_accuracy" in x]
+        last_dev[rates[record["seed"]]] = devs[-1]
+    (markdown,) = write_pilot(runs, tmp_path / "out")
+    rows = [line for line in markdown.read_text().splitlines() if line.startswith("| MeZO |")]
+    assert [row.split(" | ")[1] for row in rows] == ["1e-05", "3e-05", "0.0001"]
+    best = max(last_dev, key=lambda lr: (last_dev[lr], -lr))
+    (chosen,) = [row for row in rows if "**chosen**" in row]
+    assert chosen.split(" | ")[1] == f"{best:g}"
+    assert f"| {100 * last_dev[best]:.1f} |" in chosen

@@ -2,6 +2,7 @@
 how fast, in steps, forward passes and wall time, at what memory.
 
     python -m zoft.report.convergence runs/convergence results/tables/convergence
+    python -m zoft.report.convergence --pilot runs/convergence_pilot results/tables/convergence/pilot
 
 Writes the run summaries (out/runs), summary.csv (one row per run), the table (test at the best
 dev step, mean ± std over seeds, beside the zero-shot reference and the peak train memory), the
@@ -140,6 +141,41 @@ def table(summary: pd.DataFrame) -> str:
     return "\n".join(rows) + "\n"
 
 
+def pilot_table(runs: list[StudyRun]) -> str:
+    """The learning-rate pilot: per method and rate, dev score at every evaluation and the test
+    score; each method's rate with the best dev score at the last evaluation is marked chosen
+    (ties: the lower rate)."""
+    trained = [r for r in runs if r.trained]
+    curves = {id(r): r.dev_curve() for r in trained}
+    steps = sorted({int(s) for c in curves.values() for s in c["step"]})
+    metric = trained[0].metric if trained else "accuracy"
+    head = (
+        f"| method | lr | {' | '.join(f'dev {metric} @ {s}' for s in steps)} | test | chosen |\n"
+        f"|---|---:|{'---:|' * len(steps)}---:|---|"
+    )
+    rows = [head]
+    for method in dict.fromkeys(r.method for r in trained):
+        mine = sorted((r for r in trained if r.method == method), key=_lr)
+        last = {id(r): _dev_at(curves[id(r)], steps[-1]) for r in mine}
+        best = max(mine, key=lambda r: (last[id(r)], -_lr(r)))
+        for run in mine:
+            devs = " | ".join(f"{100 * _dev_at(curves[id(run)], s):.1f}" for s in steps)
+            rows.append(
+                f"| {method} | {_lr(run):g} | {devs} | {100 * run.record.test[run.metric]:.1f} | "
+                f"{'**chosen**' if run is best else ''} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+def _lr(run: StudyRun) -> float:
+    return float((run.record.hyperparameters or {})["lr"])
+
+
+def _dev_at(curve: pd.DataFrame, step: int) -> float:
+    at = curve.loc[curve["step"] == step, "dev"]
+    return float(at.iloc[0]) if len(at) else math.nan
+
+
 def _colors(methods) -> dict[str, str]:
     """One distinct colour per method of the study, the same in every panel and plot."""
     return {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(methods))}
@@ -241,15 +277,35 @@ def write_report(runs_dir: Path, out: Path) -> list[Path]:
     ]
 
 
+def write_pilot(runs_dir: Path, out: Path) -> list[Path]:
+    """Summaries under out/runs, then pilot.md (the rate chosen per method), from the summaries."""
+    summaries = out / "runs"
+    if Path(runs_dir).resolve() != summaries.resolve():
+        copy_summaries(Path(runs_dir), summaries)
+    runs = find_runs(summaries)
+    if not runs:
+        raise SystemExit(f"no finished run of the pilot under {runs_dir}")
+    markdown = out / "pilot.md"
+    markdown.write_text(
+        "## Learning-rate pilot of the convergence study\n\n"
+        "Dev score (points) at each evaluation and test score of each rate; the chosen rate has "
+        "the best dev score at the last evaluation.\n\n" + pilot_table(runs)
+    )
+    return [markdown]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    pilot = args[:1] == ["--pilot"]
+    args = args[1:] if pilot else args
     if len(args) != 2:
-        sys.exit("usage: python -m zoft.report.convergence RUNS_DIR OUT_DIR")
+        sys.exit("usage: python -m zoft.report.convergence [--pilot] RUNS_DIR OUT_DIR")
     runs_dir, out = map(Path, args)
     if not runs_dir.is_dir():
         sys.exit(f"zoft.report.convergence: {runs_dir} is not a folder of runs")
     out.mkdir(parents=True, exist_ok=True)
-    print("wrote " + ", ".join(map(str, write_report(runs_dir, out))))
+    written = write_pilot(runs_dir, out) if pilot else write_report(runs_dir, out)
+    print("wrote " + ", ".join(map(str, written)))
 
 
 if __name__ == "__main__":
