@@ -10,7 +10,7 @@ export ZOFT_DATA
 PYTEST_ARGS ?=
 
 .PHONY: fidelity-check help install demo test test-all lint format clean bench bench-gpu gpu-check table-zero-shot table-optimizers table-memory \
-	tables table-mini table-bf16 $(PAPER_TARGETS)
+	tables table-mini table-bf16 table-convergence $(PAPER_TARGETS)
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -158,6 +158,15 @@ table-bf16: $(STAMP)  ## MeZO in bf16: round-to-nearest vs stochastic rounding v
 		test -f $$run/base.safetensors || $(BIN)/zoft-replay $$run --step 0 --out $$run/base.safetensors; \
 		test -f $$run/final.safetensors || $(BIN)/zoft-replay $$run --step last --out $$run/final.safetensors; done
 	$(BIN)/python -m zoft.report.rounding runs/bf16_rounding results/tables/bf16_rounding
+
+# Issue 22's convergence study: every method on SmolLM2-135M SST-2 (3 seeds) and RTE, 500 ZO steps
+# at batch 16, FT and FT-LoRA 5 epochs at batch 8 (conf/experiment/convergence_smollm2.yaml). About
+# 20 h of one core: run it in pieces of at most 2 h, two at a time, each a filter of the grid, e.g.
+# zoft-run +experiment=convergence_smollm2 optimizer=mezo seed=0 threads=1; this target runs what is
+# missing, then copies the summaries beside the committed ones and rebuilds the report from them all.
+table-convergence: $(STAMP)  ## ZO vs FT convergence on SmolLM2-135M -> results/tables/convergence/ (~20 h of one core: run it in pieces, see docs/convergence.md)
+	$(BIN)/zoft-run +experiment=convergence_smollm2 threads=1
+	$(BIN)/python -m zoft.report.convergence runs/convergence results/tables/convergence
 
 # zoft-bench: one forward against one step of every method, in one process (DESIGN §8).
 BENCH_CPU := --model smollm2-135m --batch 16 --threads 2 --rng torch,philox \

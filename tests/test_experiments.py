@@ -26,6 +26,7 @@ PAPER = REPO / "results" / "paper"
 
 EXPECTED_CELLS = {
     "bf16_rounding_smollm2": 6,
+    "convergence_smollm2": 20,
     "convergence_smollm2_pilot": 9,
     "lmao_memory_table3": 12,
     "lmao_opt1.3b_table2": 225,
@@ -50,7 +51,7 @@ EXPECTED_CELLS = {
 }
 NAMES = sorted(EXPECTED_CELLS)
 # zoft's own studies: no paper table to print beside them
-STUDIES = {"bf16_rounding_smollm2", "convergence_smollm2_pilot"}
+STUDIES = {"bf16_rounding_smollm2", "convergence_smollm2", "convergence_smollm2_pilot"}
 # experiments that are one run, not a sweep (the demo, tests/test_demo.py)
 SINGLE_RUNS = ["demo"]
 PAPER_TABLES = [name for name in NAMES if name not in STUDIES]
