@@ -251,14 +251,21 @@ def plot_memory(summary: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def write_report(runs_dir: Path, out: Path) -> list[Path]:
-    """Summaries under out/runs, then summary.csv, the table and the plots, from the summaries."""
+def _summarised_runs(runs_dir: Path, out: Path, what: str) -> list[StudyRun]:
+    """Copies the finished runs' summaries beside the ones already under out/runs (earlier
+    pieces, committed), then reads them all back."""
     summaries = out / "runs"
     if Path(runs_dir).resolve() != summaries.resolve():
         copy_summaries(Path(runs_dir), summaries)
     runs = find_runs(summaries)
     if not runs:
-        raise SystemExit(f"no finished run of the study under {runs_dir}")
+        raise SystemExit(f"no finished run of the {what} under {runs_dir}")
+    return runs
+
+
+def write_report(runs_dir: Path, out: Path) -> list[Path]:
+    """Summaries under out/runs, then summary.csv, the table and the plots, from the summaries."""
+    runs = _summarised_runs(runs_dir, out, "study")
     summary = summary_frame(runs)
     csv = out / "summary.csv"
     summary.to_csv(csv, index=False)
@@ -279,12 +286,7 @@ def write_report(runs_dir: Path, out: Path) -> list[Path]:
 
 def write_pilot(runs_dir: Path, out: Path) -> list[Path]:
     """Summaries under out/runs, then pilot.md (the rate chosen per method), from the summaries."""
-    summaries = out / "runs"
-    if Path(runs_dir).resolve() != summaries.resolve():
-        copy_summaries(Path(runs_dir), summaries)
-    runs = find_runs(summaries)
-    if not runs:
-        raise SystemExit(f"no finished run of the pilot under {runs_dir}")
+    runs = _summarised_runs(runs_dir, out, "pilot")
     markdown = out / "pilot.md"
     markdown.write_text(
         "## Learning-rate pilot of the convergence study\n\n"
