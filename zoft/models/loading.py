@@ -179,11 +179,8 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
     sweep) would otherwise both convert, and one would delete the cache the other is reading."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, however we leave
+        yield
 
 
 def _convert_gguf(package_dir: Path, gguf_file: str, cls: Any, target: Path) -> None:
